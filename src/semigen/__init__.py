@@ -1,0 +1,6 @@
+"""semigen: semi-supervised image generation.
+
+Few labels in; pseudo-labels with confidences, class-conditional images and a better
+classifier out. See README.md for the command line and the Python API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""Self-describing checkpoints: plain tensors and values, written atomically, loaded as data.
+
+A checkpoint holds models, optimizers, EMA, step, RNG state, the resolved config and the package
+versions, so a model can be rebuilt from it alone. It is loaded with ``weights_only=True``: a file
+that carries pickled Python objects (which could run code) is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import re
+import shutil
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+FORMAT = "semigen-checkpoint/1"
+STEP_FILE = re.compile(r"step-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot or must not be loaded; the message names the file."""
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("semigen", "torch", "torchvision", "lightning"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(payload: dict, path: Path) -> None:
+    """Write through a temporary file and rename it into place: a reader, or a resume after a
+    crash mid-write, sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "versions": versions(), **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled Python objects, which could run code when "
+            f"loaded; semigen checkpoints are plain tensors and values ({reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                              ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a semigen checkpoint (no '{FORMAT}' marker)")
+    return payload
+
+
+class Checkpointer:
+    """``latest.pt`` and ``best.pt`` beside the last `keep_last` ``step-XXXXXXXX.pt`` files, all
+    in one folder. The step files are hard links to what latest.pt was, so they cost no extra
+    write."""
+
+    def __init__(self, folder: str | Path, keep_last: int = 3):
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / "latest.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def save(self, payload: dict, step: int, is_best: bool = False) -> Path:
+        save({**payload, "step": step}, self.latest)
+        if self.keep_last > 0:
+            _link_or_copy(self.latest, self.folder / f"step-{step:08d}.pt")
+            for old in self.step_files()[:-self.keep_last]:
+                old.unlink(missing_ok=True)
+        if is_best:
+            _link_or_copy(self.latest, self.best)
+        return self.latest
+
+    def step_files(self) -> list[Path]:
+        found = [p for p in self.folder.glob("step-*.pt") if STEP_FILE.search(p.name)]
+        return sorted(found, key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+
+    def resume_path(self, resume: str) -> Path | None:
+        """What ``run.resume`` points at: auto (latest.pt if the run has one), none, or a path."""
+        if resume == "none":
+            if self.latest.exists():
+                raise CheckpointError(
+                    f"{self.folder.parent} already holds a run ({self.latest}): use --resume "
+                    "auto to continue it, or choose another --out")
+            return None
+        if resume == "auto":
+            return self.latest if self.latest.exists() else None
+        return Path(resume)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # file systems without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

@@ -1,0 +1,159 @@
+"""Command line: parse, resolve one typed config, call the API. No training logic lives here.
+
+Any config field can be set as a dotted option: ``--label.lr 0.03`` or ``--label.lr=0.03``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .config import ConfigError, presets, resolve, to_yaml, validate
+
+# Commands that later issues build; they exist so that --help shows the whole tool.
+COMING = {
+    "predict": ("label new images with a trained classifier", 3),
+    "generate": ("train the class-conditional generator of a run", 4),
+    "sample": ("write N images per class from a run's generator", 4),
+    "fit": ("the whole loop: label, generate, joint rounds, evaluate, report", 5),
+    "evaluate": ("metrics on real held-out images", 5),
+    "report": ("write RUN/report.html", 5),
+    "suggest": ("which unlabeled images to label next", 5),
+    "demo": ("the whole fit on the built-in digits set, in a few minutes on a CPU", 5),
+}
+
+
+def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+    p.add_argument("data", nargs=None if data_required else "?", metavar="DATA",
+                   help="image folder (DATA/labeled/<class>/..., DATA/unlabeled/..., "
+                        "DATA/test/<class>/...) or a built-in: digits, fmnist, mnist, cifar10, "
+                        "svhn (default: digits)")
+    p.add_argument("--labels", metavar="CSV", help="path,label CSV, paths relative to DATA "
+                   "(or to the CSV's folder when DATA is not given); empty label = unlabeled")
+    p.add_argument("--labels-per-class", type=int, metavar="N",
+                   help="built-ins: labeled images per class")
+    p.add_argument("--split-seed", type=int, metavar="S", help="built-ins: which are labeled")
+    p.add_argument("--image-size", type=int, metavar="PX", help="resize every image to PXxPX")
+    p.add_argument("--preset", choices=presets(), help="a budget: tiny (tests), quick "
+                   "(2-core CPU), full (GPU); the defaults are quick")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML with sections data:, label:, ...")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="RUN", help="run directory (default: runs/default)")
+    p.add_argument("--seed", type=int, help="seed for model init and data order")
+    p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--devices", type=int, help="processes; > 1 runs data-parallel")
+    p.add_argument("--precision", help="fp32, bf16 or fp16")
+    p.add_argument("--resume", metavar="auto|none|PATH",
+                   help="auto (default): continue from RUN's latest checkpoint if there is one")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and the data report, then stop")
+
+
+FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
+               "labels_per_class": "data.labels_per_class", "split_seed": "data.split_seed",
+               "image_size": "data.image_size", "out": "run.out", "seed": "runtime.seed",
+               "device": "runtime.device", "devices": "runtime.devices",
+               "precision": "runtime.precision", "resume": "run.resume"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semigen", description="Semi-supervised image generation: from a few labels to "
+        "pseudo-labels, class-conditional images and a better classifier.",
+        epilog="Any config field is also an option: --section.field VALUE "
+               "(e.g. --label.lr 0.03). See README.md.")
+    parser.add_argument("--version", action="version", version=f"semigen {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="inspect a data source")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    check = data_commands.add_parser(
+        "check", help="validate DATA and print its report (exit 1 on errors)",
+        description="Read every image as training would; print per-class counts, sizes, "
+                    "channels and every skipped file with the reason. Exits 1 on errors.")
+    _add_data_options(check)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    label = commands.add_parser("label", help="train the semi-supervised classifier and write "
+                                "RUN/pseudo_labels.csv")
+    _add_data_options(label)
+    _add_run_options(label)
+
+    for name, (text, issue) in COMING.items():
+        p = commands.add_parser(name, help=f"{text} (coming: issue #{issue})")
+        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_overrides(tokens: list[str]) -> dict:
+    """``--a.b VALUE`` / ``--a.b=VALUE`` pairs; anything else is an error naming it."""
+    overrides, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or "." not in token.split("=", 1)[0]:
+            raise ConfigError(f"unrecognized argument: {token}")
+        key, has_value, value = token[2:].partition("=")
+        if not has_value:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"option --{key} needs a value")
+            i += 1
+            value = tokens[i]
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str]):
+    overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
+                 if getattr(args, flag, None) is not None}
+    if args.labels and not args.data:
+        from pathlib import Path
+        overrides["data.source"] = str(Path(args.labels).parent)
+    overrides |= parse_overrides(extra)
+    return resolve(args.preset, args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in COMING:
+        text, issue = COMING[args.command]
+        print(f"semigen {args.command}: not built yet ({text}; issue #{issue})", file=sys.stderr)
+        return 2
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    try:
+        cfg = config_from_args(args, extra)
+        validate(cfg)
+        if args.command == "data":
+            return _data_check(cfg, as_json=args.json)
+        if args.dry_run:
+            print(to_yaml(cfg))
+            return _data_check(cfg, as_json=False)
+        from .label.train import NotBuiltYet, train
+        try:
+            train(cfg)
+        except NotBuiltYet as e:
+            print(f"semigen {args.command}: {e}", file=sys.stderr)
+            return 2
+        return 0
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"semigen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("semigen: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _data_check(cfg, as_json: bool) -> int:
+    import json
+
+    from .data import load_dataset
+    dataset = load_dataset(cfg.data, progress=True)
+    report = dataset.report
+    print(json.dumps(report.to_dict(), indent=1) if as_json else report.format())
+    return 0 if report.ok else 1

@@ -1,0 +1,226 @@
+"""Typed configuration: the one home of defaults.
+
+A run's options are layered: these dataclass defaults (which are the ``quick`` preset), then a
+preset from ``semigen/configs/<name>.yaml``, then a user's ``--config FILE.yaml``, then dotted
+command-line overrides such as ``--label.lr 0.03``. ``validate`` refuses a bad config, naming the
+field, before any data is read or any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+BUILTINS = ("digits", "fmnist", "mnist", "cifar10", "svhn")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LABEL_MODES = ("semi", "labels-only", "all-labels")
+NETS = ("cnn",)  # WideResNet-28-2 for GPU runs comes with the label module (issue 3)
+CHANNELS = ("auto", "gray", "rgb")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field or file."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # a folder (DATA/labeled/<class>/..., DATA/unlabeled/...) or a built-in
+    labels_csv: str | None = None  # path,label CSV; paths relative to `source` (or the CSV's folder)
+    labels_per_class: int = 10  # built-ins: labeled images per class, the rest become unlabeled
+    split_seed: int = 0  # built-ins: which images are labeled
+    image_size: int | None = None  # square side; None: the most common size, longest side <= 64
+    channels: str = "auto"  # auto: gray or RGB as the majority of the images is
+    hflip: bool | None = None  # weak augmentation flips; None: per data set (off for digits)
+    cache_dir: str = "~/.cache/semigen"  # downloaded and extracted built-in data sets
+    fmnist_dir: str = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+    download: bool = True  # built-ins other than digits: download when not found locally
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    devices: int = 1  # processes; > 1 runs distributed data-parallel (torchrun works too)
+    precision: str = "fp32"
+    seed: int = 0  # model init; each rank adds its rank to the data seed
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class LabelConfig:
+    mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
+    net: str = "cnn"  # small CNN for 8-32 px on a CPU
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ema_decay: float = 0.999
+    eval_every: int = 250
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/default"
+    resume: str = "auto"  # auto: continue from out/checkpoints/latest.pt if present | none | PATH
+    log_every: int = 10  # steps between loss lines in stats.jsonl
+    checkpoint_every: int = 500
+    keep_last: int = 3  # step checkpoints kept beside latest.pt and best.pt; 0 keeps none
+    progress: bool = True  # progress bars (rank 0 only)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def presets() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in _preset_dir().iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _preset_dir():
+    return resources.files("semigen") / "configs"
+
+
+def load_yaml(path: str | Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, label:, ...)")
+    return data
+
+
+def merge(cfg: Config, values: dict, origin: str) -> Config:
+    """Apply nested ``{section: {key: value}}`` values; unknown keys are errors naming `origin`."""
+    for section, entries in values.items():
+        if not hasattr(cfg, section) or section.startswith("_"):
+            raise ConfigError(f"{origin}: unknown section '{section}' "
+                              f"(sections: {', '.join(f.name for f in dataclasses.fields(cfg))})")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{origin}: section '{section}' must be a mapping")
+        for key, value in entries.items():
+            set_value(cfg, f"{section}.{key}", value, origin)
+    return cfg
+
+
+def set_value(cfg: Config, dotted: str, value, origin: str = "command line") -> None:
+    """Set ``section.key`` to `value`, coerced to the field's type (strings come from the CLI)."""
+    section_name, _, key = dotted.replace("-", "_").partition(".")
+    section = getattr(cfg, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section) or not key:
+        raise ConfigError(f"{origin}: unknown option '{dotted}'")
+    hints = typing.get_type_hints(type(section))
+    if key not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(section))
+        raise ConfigError(f"{origin}: unknown option '{dotted}' (in {section_name}: {known})")
+    setattr(section, key, _coerce(value, hints[key], f"{origin}: {section_name}.{key}"))
+
+
+def _coerce(value, hint, where: str):
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{where} expects {base.__name__}, got {value!r}") from None
+
+
+def resolve(preset: str | None = None, config_file: str | None = None,
+            overrides: dict | None = None) -> Config:
+    """Defaults, then the preset, then a YAML file, then ``{"section.key": value}`` overrides."""
+    cfg = Config()
+    if preset:
+        if preset not in presets():
+            raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(presets())})")
+        with resources.as_file(_preset_dir() / f"{preset}.yaml") as path:
+            merge(cfg, load_yaml(path), f"preset {preset}")
+    if config_file:
+        merge(cfg, load_yaml(config_file), str(config_file))
+    for dotted, value in (overrides or {}).items():
+        set_value(cfg, dotted, value)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Refuse a config that cannot run, before any data is read; every problem is listed."""
+    problems = []
+
+    def check(ok: bool, message: str):
+        if not ok:
+            problems.append(message)
+
+    d, r, lab, run = cfg.data, cfg.runtime, cfg.label, cfg.run
+    check(d.labels_per_class >= 1, f"data.labels_per_class must be >= 1 (got {d.labels_per_class})")
+    check(d.image_size is None or 8 <= d.image_size <= 512,
+          f"data.image_size must be between 8 and 512 (got {d.image_size})")
+    check(d.channels in CHANNELS, f"data.channels must be one of {CHANNELS} (got {d.channels!r})")
+    check(r.device in DEVICES, f"runtime.device must be one of {DEVICES} (got {r.device!r})")
+    check(r.devices >= 1, f"runtime.devices must be >= 1 (got {r.devices})")
+    check(r.precision in PRECISIONS,
+          f"runtime.precision must be one of {PRECISIONS} (got {r.precision!r})")
+    check(r.num_workers >= 0, f"runtime.num_workers must be >= 0 (got {r.num_workers})")
+    check(lab.mode in LABEL_MODES, f"label.mode must be one of {LABEL_MODES} (got {lab.mode!r})")
+    check(lab.net in NETS, f"label.net must be one of {NETS} (got {lab.net!r})")
+    check(lab.steps >= 1, f"label.steps must be >= 1 (got {lab.steps})")
+    check(lab.batch_size >= 1, f"label.batch_size must be >= 1 (got {lab.batch_size})")
+    check(lab.lr > 0, f"label.lr must be > 0 (got {lab.lr})")
+    check(0 <= lab.ema_decay < 1, f"label.ema_decay must be in [0, 1) (got {lab.ema_decay})")
+    check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
+    check(lab.mode != "all-labels" or d.source in BUILTINS,
+          "label.mode all-labels needs a built-in data set, whose held-out labels are known "
+          f"(data.source is {d.source!r})")
+    check(run.checkpoint_every >= 1,
+          f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")
+    check(run.log_every >= 1, f"run.log_every must be >= 1 (got {run.log_every})")
+    check(run.keep_last >= 0, f"run.keep_last must be >= 0 (got {run.keep_last})")
+    if problems:
+        raise ConfigError("bad config:\n  " + "\n  ".join(problems))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a Config from ``to_dict`` output (a checkpoint's or a run's config.yaml)."""
+    return merge(Config(), values, "saved config")

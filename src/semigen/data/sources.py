@@ -1,0 +1,315 @@
+"""Data sources: image folders, a labels CSV, and built-in data sets, all into one `Dataset`.
+
+Folder layout: ``DATA/labeled/<class>/...``, ``DATA/unlabeled/...`` (any depth), optional
+``DATA/test/<class>/...``. A ``path,label`` CSV adds images relative to DATA (rows with an empty
+label are unlabeled). Built-ins take a seeded labeled split; the rest of their training set
+becomes unlabeled, with its true labels kept aside for evaluation only."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import BUILTINS, DataConfig
+from .images import MAX_AUTO_SIDE, normalise, read_image, target_shape
+from .report import DataError, DataReport
+
+NO_FLIP = {"digits", "mnist", "svhn"}  # a mirrored digit is another glyph
+
+
+@dataclass
+class ImageSet:
+    ids: list[str]  # relative paths, or "<builtin>/<split>/<index>"
+    images: np.ndarray  # N x H x W x C, uint8
+    labels: np.ndarray  # int64 class index; -1 where training may not know it
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    labeled: ImageSet
+    unlabeled: ImageSet  # labels all -1: what training may see
+    test: ImageSet | None
+    unlabeled_truth: np.ndarray | None  # true labels of `unlabeled`, for evaluation only
+    hflip: bool  # whether mirrored images stay in their class
+    report: DataReport
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.labeled.images.shape[1:])
+
+    def split_record(self, cfg: DataConfig) -> dict:
+        """What `split.json` holds: which images were labeled, and how the split was made."""
+        record = {"source": self.name, "classes": self.classes,
+                  "labeled": self.labeled.ids, "labeled_labels": self.labeled.labels.tolist(),
+                  "unlabeled_count": len(self.unlabeled)}
+        if self.name in BUILTINS:
+            record |= {"labels_per_class": cfg.labels_per_class, "split_seed": cfg.split_seed}
+        return record
+
+
+def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
+    """Read a source; problems are in `dataset.report` (call `report.raise_if_errors()`)."""
+    source = cfg.source
+    if cfg.labels_csv is None and source in BUILTINS and not Path(source).is_dir():
+        return _load_builtin(cfg)
+    if source in BUILTINS and not Path(source).is_dir():
+        raise DataError(f"--labels {cfg.labels_csv}: a labels CSV goes with an image folder, "
+                        f"not the built-in data set '{source}'")
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{source}: no such folder (built-ins: {', '.join(BUILTINS)})")
+    return _load_folder(root, cfg, progress)
+
+
+# ---------------------------------------------------------------- folders and CSV
+
+
+@dataclass
+class _Entry:
+    path: Path
+    rel: str  # shown in reports and used as the image id
+    label: str | None
+    split: str  # "train" or "test"
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _files_under(folder: Path):
+    """Every file below `folder`, skipping hidden ones (.DS_Store, .git, ...)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not any(part.startswith(".")
+                                      for part in path.relative_to(folder).parts):
+            yield path
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: _natural_key(p.name))
+
+
+def _scan_layout(root: Path, report: DataReport) -> tuple[list[_Entry], list[str]]:
+    entries, classes = [], []
+    for class_dir in _class_folders(root / "labeled"):
+        classes.append(class_dir.name)
+        entries += [_Entry(p, p.relative_to(root).as_posix(), class_dir.name, "train")
+                    for p in _files_under(class_dir)]
+    if (root / "labeled").is_dir():
+        loose = [p for p in (root / "labeled").iterdir()
+                 if p.is_file() and not p.name.startswith(".")]
+        for p in loose:
+            report.skipped.append((p.relative_to(root).as_posix(),
+                                   "not inside a class folder (labeled/<class>/...)"))
+    if (root / "unlabeled").is_dir():
+        entries += [_Entry(p, p.relative_to(root).as_posix(), None, "train")
+                    for p in _files_under(root / "unlabeled")]
+    for class_dir in _class_folders(root / "test"):
+        if class_dir.name not in classes:
+            report.errors.append(f"test/{class_dir.name}: class '{class_dir.name}' has no "
+                                 "folder under labeled/, so the classifier cannot predict it")
+            continue
+        entries += [_Entry(p, p.relative_to(root).as_posix(), class_dir.name, "test")
+                    for p in _files_under(class_dir)]
+    return entries, classes
+
+
+def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
+              report: DataReport) -> list[_Entry]:
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+            columns = set(rows[0].keys()) if rows else set()
+    except OSError as e:
+        raise DataError(f"{csv_path}: cannot read the labels CSV ({e.strerror or e})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{csv_path}: not a readable CSV ({e})") from None
+    missing_columns = {"path", "label"} - columns
+    if rows and missing_columns:
+        raise DataError(f"{csv_path}: needs the columns path,label; missing "
+                        f"{', '.join(sorted(missing_columns))} (found: {', '.join(columns)})")
+    entries, unknown = [], {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        rel = (row["path"] or "").strip()
+        label = (row["label"] or "").strip() or None
+        path = root / rel
+        if not rel or not path.is_file():
+            report.skipped.append((rel or f"{csv_path.name} line {line}",
+                                   f"listed in {csv_path.name} line {line}, file missing"))
+            continue
+        if label is not None and folder_classes and label not in folder_classes:
+            unknown.setdefault(label, []).append(line)
+            continue
+        entries.append(_Entry(path, path.relative_to(root).as_posix()
+                              if path.is_relative_to(root) else rel, label, "train"))
+    for label, lines in unknown.items():
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        report.errors.append(f"{csv_path.name}: label '{label}' (lines {shown}) matches no "
+                             f"class folder under labeled/ (classes: {', '.join(folder_classes)})")
+    return entries
+
+
+def _merge_duplicates(entries: list[_Entry], report: DataReport) -> list[_Entry]:
+    """One entry per file: a label beats no label; two different labels are an error."""
+    by_path: dict[Path, _Entry] = {}
+    for e in entries:
+        key = e.path.resolve()
+        old = by_path.get(key)
+        if old is None or (old.label is None and e.label is not None):
+            by_path[key] = e
+        elif e.label is not None and old.label != e.label:
+            report.errors.append(f"{e.rel}: labeled both '{old.label}' and '{e.label}'")
+    return list(by_path.values())
+
+
+def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
+    report = DataReport(source=str(root))
+    entries, classes = _scan_layout(root, report)
+    if cfg.labels_csv:
+        entries += _read_csv(Path(cfg.labels_csv).expanduser(), root, classes, report)
+        if not classes:
+            classes = sorted({e.label for e in entries if e.label}, key=_natural_key)
+    elif not (root / "labeled").is_dir():
+        raise DataError(f"{root}: expected DATA/labeled/<class>/... and DATA/unlabeled/... "
+                        "(optional DATA/test/<class>/...), or --labels labels.csv")
+    entries = _merge_duplicates(entries, report)
+    report.classes = classes
+
+    keep_side = max(MAX_AUTO_SIDE, cfg.image_size or 0)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # OpenCV decodes outside the GIL
+        decoded = list(tqdm(pool.map(lambda e: read_image(e.path, keep_side), entries),
+                            total=len(entries), desc="reading images", unit="img",
+                            disable=not progress or len(entries) < 500))
+    good = []
+    for entry, (image, why) in zip(entries, decoded):
+        if image is None:
+            report.skipped.append((entry.rel, why))
+        else:
+            good.append((entry, image))
+    for _, image in good:
+        report.sizes_found[f"{image.shape[0]}x{image.shape[1]}"] += 1
+        report.channels_found["gray" if image.shape[2] == 1 else "rgb"] += 1
+    if report.skipped:
+        report.warnings.append(f"{len(report.skipped)} file(s) skipped (listed above); "
+                               "the run uses the rest")
+
+    labeled_count = Counter(e.label for e, _ in good if e.split == "train" and e.label)
+    for c in classes:
+        if labeled_count[c] == 0:
+            report.errors.append(f"class '{c}' has no labeled images (labeled/{c}/ is empty "
+                                 "or all its files were skipped): give it at least one")
+    if not classes:
+        report.errors.append("no classes: put images in labeled/<class>/ or label rows in the CSV")
+    if not good:
+        report.errors.append("no readable images")
+        return _empty_dataset(root.name, classes, report)
+
+    shape = target_shape([img.shape for _, img in good], cfg.image_size, cfg.channels)
+    report.shape = shape
+    report.resized = sum(img.shape != shape for _, img in good)
+    index = {c: i for i, c in enumerate(classes)}
+
+    def image_set(keep) -> ImageSet:
+        chosen = [(e, img) for e, img in good if keep(e)]
+        images = np.stack([normalise(img, shape) for _, img in chosen]) if chosen \
+            else np.zeros((0, *shape), np.uint8)
+        labels = np.array([index.get(e.label, -1) if e.label else -1 for e, _ in chosen],
+                          dtype=np.int64)
+        return ImageSet([e.rel for e, _ in chosen], images, labels)
+
+    labeled = image_set(lambda e: e.split == "train" and e.label is not None)
+    unlabeled = image_set(lambda e: e.split == "train" and e.label is None)
+    test = image_set(lambda e: e.split == "test")
+    report.labeled_per_class = {c: labeled_count[c] for c in classes}
+    report.test_per_class = ({c: int((test.labels == i).sum()) for i, c in enumerate(classes)}
+                             if len(test) else {})
+    report.unlabeled = len(unlabeled)
+    if not len(unlabeled):
+        report.warnings.append("no unlabeled images: semi-supervised training has nothing "
+                               "to learn from beyond the labels")
+    return Dataset(root.name, classes, labeled, unlabeled, test if len(test) else None, None,
+                   cfg.hflip if cfg.hflip is not None else True, report)
+
+
+def _empty_dataset(name, classes, report) -> Dataset:
+    empty = ImageSet([], np.zeros((0, 1, 1, 1), np.uint8), np.zeros(0, np.int64))
+    return Dataset(name, classes, empty, empty, None, None, True, report)
+
+
+# ---------------------------------------------------------------- built-ins
+
+
+def _load_builtin(cfg: DataConfig) -> Dataset:
+    name = cfg.source
+    train_x, train_y, test_x, test_y, classes = _builtin_arrays(name, cfg)
+    report = DataReport(source=name, classes=classes, held_out_truth=True)
+
+    labeled_idx = labeled_split(train_y, len(classes), cfg.labels_per_class, cfg.split_seed)
+    short = [c for i, c in enumerate(classes) if (train_y == i).sum() < cfg.labels_per_class]
+    if short:
+        report.errors.append(f"data.labels_per_class={cfg.labels_per_class} is more than "
+                             f"classes {', '.join(short)} hold")
+    unlabeled_idx = np.setdiff1d(np.arange(len(train_y)), labeled_idx)
+
+    def ids(split, idx):
+        return [f"{name}/{split}/{i:05d}" for i in idx]
+
+    labeled = ImageSet(ids("train", labeled_idx), train_x[labeled_idx], train_y[labeled_idx])
+    unlabeled = ImageSet(ids("train", unlabeled_idx), train_x[unlabeled_idx],
+                         np.full(len(unlabeled_idx), -1, np.int64))
+    test = ImageSet(ids("test", np.arange(len(test_y))), test_x, test_y)
+    if cfg.image_size is not None or cfg.channels != "auto":
+        shape = target_shape([train_x.shape[1:]], cfg.image_size, cfg.channels)
+        labeled, unlabeled, test = (
+            ImageSet(s.ids, np.stack([normalise(im, shape) for im in s.images]), s.labels)
+            for s in (labeled, unlabeled, test))
+        report.resized = len(train_x) + len(test_x)
+    h, w, c = train_x.shape[1:]
+    report.sizes_found = Counter({f"{h}x{w}": len(train_x) + len(test_x)})
+    report.channels_found = Counter({"gray" if c == 1 else "rgb": len(train_x) + len(test_x)})
+    report.shape = tuple(labeled.images.shape[1:])
+    report.labeled_per_class = {c: int((labeled.labels == i).sum())
+                                for i, c in enumerate(classes)}
+    report.test_per_class = {c: int((test_y == i).sum()) for i, c in enumerate(classes)}
+    report.unlabeled = len(unlabeled)
+    hflip = cfg.hflip if cfg.hflip is not None else name not in NO_FLIP
+    return Dataset(name, classes, labeled, unlabeled, test, train_y[unlabeled_idx], hflip, report)
+
+
+def labeled_split(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """Indices of `per_class` images of each class, drawn with `seed`; sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class]
+              for c in range(num_classes)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _builtin_arrays(name: str, cfg: DataConfig):
+    """(train_x, train_y, test_x, test_y, classes); images N x H x W x C uint8."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+        # A fixed held-out quarter, the same whatever the split seed, so runs compare.
+        tr_x, te_x, tr_y, te_y = train_test_split(images, digits.target.astype(np.int64),
+                                                  test_size=0.25, stratify=digits.target,
+                                                  random_state=0)
+        return tr_x, tr_y, te_x, te_y, [str(i) for i in range(10)]
+    from . import torchvision_sets
+    return torchvision_sets.load(name, cfg)

@@ -1,0 +1,85 @@
+"""Augmented views for training, and a batch sampler that makes them reproducible.
+
+Every training sample is drawn as ``(index, sample_seed)`` from a generator seeded by
+``(seed, step)``, and its augmentation runs under that sample seed. So a batch depends only on
+the seed and the step: a resumed run sees the same images and augmentations as an
+uninterrupted one, whatever the number of loader workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+from torchvision.transforms import v2
+
+from ..runtime import mix_seed
+
+
+def weak(shape: tuple[int, int, int], hflip: bool) -> v2.Compose:
+    """Flip (where the data set allows it) and shift by up to 1/8 of the side."""
+    h, w, _ = shape
+    steps = [v2.RandomHorizontalFlip()] if hflip else []
+    steps.append(v2.RandomCrop((h, w), padding=max(1, round(h / 8)), padding_mode="reflect"))
+    return v2.Compose(steps)
+
+
+def strong(shape: tuple[int, int, int], hflip: bool) -> v2.Compose:
+    """The weak view, then RandAugment and a cutout (the FixMatch recipe)."""
+    return v2.Compose([weak(shape, hflip), v2.RandAugment(num_ops=2, magnitude=10),
+                       v2.RandomErasing(p=1.0, scale=(0.02, 0.15), value=127)])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]: the scale every network in semigen sees."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class Views(TorchDataset):
+    """Images under zero or more transforms: item ``(i, seed)`` -> (view..., label, i).
+
+    An item given as a plain index gets the untransformed image (evaluation)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray,
+                 transforms: list[Callable] | None = None):
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # N C H W, shares memory
+        self.labels = torch.from_numpy(labels)
+        self.transforms = transforms or []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.images[index]
+        if seed is None or not self.transforms:
+            views = [to_float(image)] * max(1, len(self.transforms))
+        else:
+            with torch.random.fork_rng(devices=[]):  # transforms draw from torch's global RNG
+                torch.manual_seed(seed)
+                views = [to_float(t(image)) for t in self.transforms]
+        return (*views, self.labels[index], index)
+
+
+class StepBatchSampler(Sampler):
+    """Endless batches of ``(index, sample_seed)``; batch t is a function of (seed, t) alone."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0):
+        if size < 1:
+            raise ValueError("cannot sample batches from an empty image set")
+        self.size, self.batch_size, self.seed, self.start_step = size, batch_size, seed, start_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, step))
+            indices = torch.randint(self.size, (self.batch_size,), generator=g).tolist()
+            seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
+            yield list(zip(indices, seeds))
+            step += 1

@@ -1,0 +1,85 @@
+"""Devices, precision, distributed data-parallel and seeding, through Lightning Fabric.
+
+``start(cfg)`` returns a `Runtime` whose rank 0 alone writes files. More than one device runs DDP:
+Fabric launches the extra processes itself, or picks up torchrun's environment
+(``torchrun --nproc-per-node 2 -m semigen ...``)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lightning.fabric import Fabric
+
+from .config import ConfigError, RuntimeConfig
+
+PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def pick_accelerator(device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device is cuda, but no CUDA GPU is visible "
+                          "(use --device auto or cpu)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("runtime.device is mps, but MPS is not available here")
+    return device
+
+
+def mix_seed(*parts: int) -> int:
+    """One well-spread 63-bit seed from several integers (seed, rank, step, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass
+class Runtime:
+    fabric: Fabric
+    seed: int
+
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.fabric.world_size
+
+    @property
+    def is_writer(self) -> bool:
+        return self.fabric.is_global_zero
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    def data_seed(self, stream: int = 0) -> int:
+        """Seed for this rank's data stream `stream`: ranks draw different batches."""
+        return mix_seed(self.seed, self.rank, stream)
+
+
+def start(cfg: RuntimeConfig) -> Runtime:
+    """Choose the device and precision, launch the DDP processes, seed model init alike on
+    every rank (DDP also broadcasts rank 0's weights)."""
+    accelerator = pick_accelerator(cfg.device)
+    if accelerator == "cpu" and cfg.precision == "fp16":
+        raise ConfigError("runtime.precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+    devices, num_nodes = cfg.devices, 1
+    if "LOCAL_WORLD_SIZE" in os.environ:  # launched by torchrun: follow its process layout
+        devices = int(os.environ["LOCAL_WORLD_SIZE"])
+        num_nodes = int(os.environ.get("WORLD_SIZE", devices)) // devices
+    strategy = "ddp" if devices * num_nodes > 1 else "auto"
+    with warnings.catch_warnings():  # Fabric's notes on CPU DDP and tensor cores are noise here
+        warnings.simplefilter("ignore")
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                        strategy=strategy, precision=PRECISION[cfg.precision])
+        fabric.launch()
+    torch.manual_seed(cfg.seed)
+    return Runtime(fabric, cfg.seed)
