@@ -74,6 +74,15 @@ def fingerprint(module: torch.nn.Module) -> int:
     return int.from_bytes(h.digest()[:8], "little") >> 2
 
 
+def sync_buffers(fabric, module: torch.nn.Module) -> None:
+    """Average floating buffers (BatchNorm statistics) over ranks: DDP keeps the parameters
+    equal, but each rank's running statistics follow its own batches."""
+    if fabric.world_size > 1:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(fabric.all_reduce(buffer, reduce_op="mean"))
+
+
 def train(cfg: Config) -> dict:
     """Train the classifier of ``cfg.label.mode`` into ``cfg.run.out``; return final metrics."""
     validate(cfg)
@@ -135,14 +144,19 @@ def train(cfg: Config) -> dict:
             done = step + 1
             if done % cfg.run.log_every == 0 or done == lab.steps:
                 run.stats(STAGE, done, loss=loss.item(), lr=schedule.get_last_lr()[0])
+            evaluating = done % lab.eval_every == 0 or done == lab.steps
+            saving = done % cfg.run.checkpoint_every == 0 or done == lab.steps
+            if evaluating or saving:
+                sync_buffers(rt.fabric, net)
+                sync_buffers(rt.fabric, ema.module)
             is_best = False
-            if data.test is not None and (done % lab.eval_every == 0 or done == lab.steps):
+            if data.test is not None and evaluating:
                 metrics["test_accuracy"] = accuracy(ema.module, data.test, num_classes,
                                                     rt.device)
                 is_best = metrics["test_accuracy"] > best
                 best = max(best, metrics["test_accuracy"])
                 run.stats(STAGE, done, test_accuracy=metrics["test_accuracy"])
-            if done % cfg.run.checkpoint_every == 0 or done == lab.steps:
+            if saving:
                 # Every rank's RNG is kept, so that each resumes its own stream.
                 rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
                     rt.world_size, -1).cpu()
