@@ -71,10 +71,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:  # not a pickled object, just bytes the unpickler cannot read
+            raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
+                                  "(unpickling failed)") from None
         raise CheckpointError(
-            f"{path}: refused: it holds pickled Python objects, which could run code when "
-            f"loaded; semigen checkpoints are plain tensors and values ({reason})") from None
+            f"{path}: refused: it holds pickled Python objects ({found.group(1)}), which could "
+            "run code when loaded; semigen checkpoints are plain tensors and values") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

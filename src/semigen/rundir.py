@@ -26,6 +26,8 @@ class RunDir:
             self._file_handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             log.addHandler(self._file_handler)
+            if log.level == logging.NOTSET:  # log.txt gets info lines even when no CLI set levels
+                log.setLevel(logging.INFO)
 
     def __enter__(self) -> RunDir:
         return self

@@ -13,6 +13,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
                   ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".sr", ".ras"}
 MAX_AUTO_SIDE = 64  # semigen's networks are for small images; larger ones are scaled down
 
+# Bad files are listed in the data report with their reason; OpenCV's own warnings would only
+# repeat them without the path.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 
 
 def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:

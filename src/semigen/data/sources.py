@@ -158,7 +158,8 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
                               if path.is_relative_to(root) else rel, label, "train"))
     for label, lines in unknown.items():
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
-        report.errors.append(f"{csv_path.name}: label '{label}' (lines {shown}) matches no "
+        where = f"line {shown}" if len(lines) == 1 else f"lines {shown}"
+        report.errors.append(f"{csv_path.name}: label '{label}' ({where}) matches no "
                              f"class folder under labeled/ (classes: {', '.join(folder_classes)})")
     return entries
 

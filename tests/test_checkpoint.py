@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from semigen import checkpoint
+from semigen.checkpoint import Checkpointer, CheckpointError
+from semigen.config import resolve
+from semigen.label import train as label_train
+from semigen.rundir import read_stats
+
+
+def tiny_cfg(out, **overrides):
+    values = {"run.out": str(out), "label.mode": "labels-only", "label.steps": "20",
+              "run.log_every": "1", "run.checkpoint_every": "5", "label.eval_every": "5"}
+    return resolve(preset="tiny", overrides=values | overrides)
+
+
+def losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_stats(run_dir) if "loss" in r}
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    label_train.train(tiny_cfg(straight))
+
+    interrupted = tmp_path / "interrupted"
+    real_save = Checkpointer.save
+
+    def save_then_crash(self, payload, step, is_best=False):
+        path = real_save(self, payload, step, is_best)
+        if step == 10:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after step 10
+        return path
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        label_train.train(tiny_cfg(interrupted))
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    assert max(losses(interrupted)) == 10
+    label_train.train(tiny_cfg(interrupted))  # resume: auto is the default
+
+    assert losses(interrupted) == losses(straight)  # steps 11..20 equal to the last bit
+    a = checkpoint.load(straight / "checkpoints" / "latest.pt")
+    b = checkpoint.load(interrupted / "checkpoints" / "latest.pt")
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+
+
+def test_checkpoint_rebuilds_its_model_alone(tmp_path):
+    out = tmp_path / "run"
+    label_train.train(tiny_cfg(out))
+    state = checkpoint.load(out / "checkpoints" / "latest.pt")
+    assert state["step"] == 20 and state["kind"] == "classifier"
+    assert torch.__version__.startswith(state["versions"]["torch"].split("+")[0])
+    assert {"python", "semigen", "torchvision", "lightning"} <= set(state["versions"])
+    net = label_train.nets.build(**state["net"])
+    net.load_state_dict(state["model"])
+    assert state["classes"] == [str(i) for i in range(10)]
+    assert state["config"]["label"]["mode"] == "labels-only"
+
+
+def test_resume_none_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    label_train.train(tiny_cfg(out, **{"label.steps": "5"}))
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        label_train.train(tiny_cfg(out, **{"run.resume": "none"}))
+
+
+class RunsCode:
+    """An object whose unpickling calls a function: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "was_run"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused: it holds pickled Python objects"):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+def test_corrupt_and_foreign_files_are_named(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        checkpoint.load(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a semigen checkpoint"):
+        checkpoint.load(foreign)
+
+
+def test_interrupted_write_never_replaces_latest(tmp_path, monkeypatch):
+    ckpts = Checkpointer(tmp_path / "checkpoints", keep_last=2)
+    ckpts.save({"model": {"w": torch.ones(3)}}, step=1)
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_mid_write)
+    with pytest.raises(OSError, match="no space left"):
+        ckpts.save({"model": {"w": torch.zeros(3)}}, step=2)
+    monkeypatch.undo()
+    state = checkpoint.load(ckpts.latest)
+    assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
+    assert not list(ckpts.folder.glob("*.tmp"))
+
+
+def test_keep_last_prunes_step_files(tmp_path):
+    ckpts = Checkpointer(tmp_path, keep_last=2)
+    for step in range(1, 6):
+        ckpts.save({"x": torch.tensor(step)}, step, is_best=step == 3)
+    assert [p.name for p in ckpts.step_files()] == ["step-00000004.pt", "step-00000005.pt"]
+    assert checkpoint.load(ckpts.best)["step"] == 3
+    assert checkpoint.load(ckpts.latest)["step"] == 5
+    assert checkpoint.load(tmp_path / "step-00000004.pt")["step"] == 4
