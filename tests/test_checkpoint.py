@@ -52,10 +52,22 @@ def test_checkpoint_rebuilds_its_model_alone(tmp_path):
     assert state["step"] == 20 and state["kind"] == "classifier"
     assert torch.__version__.startswith(state["versions"]["torch"].split("+")[0])
     assert {"python", "semigen", "torchvision", "lightning"} <= set(state["versions"])
-    net = label_train.nets.build(**state["net"])
-    net.load_state_dict(state["model"])
+    ema_net = label_train.nets.from_checkpoint(state)
+    raw_net = label_train.nets.from_checkpoint(state, use_ema=False)
+    assert not ema_net.training
+    # the rebuilt EMA model scores what the run measured with it at its last step
+    data = label_train.load_dataset(resolve(preset="tiny").data)
+    acc = label_train.accuracy(ema_net, data.test, 10, "cpu")
+    assert acc == pytest.approx(state_metrics(out)["test_accuracy"], abs=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(),
+                                                       raw_net.state_dict().values(),
+                                                       strict=True))
     assert state["classes"] == [str(i) for i in range(10)]
     assert state["config"]["label"]["mode"] == "labels-only"
+
+
+def state_metrics(run_dir):
+    return [r for r in read_stats(run_dir) if r.get("event") == "done"][0]
 
 
 def test_resume_none_refuses_to_overwrite(tmp_path):

@@ -6,8 +6,15 @@ import torch
 from conftest import write_idx
 
 from semigen.config import DataConfig
-from semigen.data import (DataError, StepBatchSampler, Views, labeled_split, load_dataset,
-                          strong, weak)
+from semigen.data import (
+    DataError,
+    StepBatchSampler,
+    Views,
+    labeled_split,
+    load_dataset,
+    strong,
+    weak,
+)
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "digits"  # a folder (DATA/labeled/<class>/..., DATA/unlabeled/...) or a built-in
-    labels_csv: str | None = None  # path,label CSV; paths relative to `source` (or the CSV's folder)
+    labels_csv: str | None = None  # path,label CSV, paths relative to `source` (or its folder)
     labels_per_class: int = 10  # built-ins: labeled images per class, the rest become unlabeled
     split_seed: int = 0  # built-ins: which images are labeled
     image_size: int | None = None  # square side; None: the most common size, longest side <= 64

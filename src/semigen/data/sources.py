@@ -196,7 +196,7 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
                             total=len(entries), desc="reading images", unit="img",
                             disable=not progress or len(entries) < 500))
     good = []
-    for entry, (image, why) in zip(entries, decoded):
+    for entry, (image, why) in zip(entries, decoded, strict=True):
         if image is None:
             report.skipped.append((entry.rel, why))
         else:

@@ -81,5 +81,5 @@ class StepBatchSampler(Sampler):
             g = torch.Generator().manual_seed(mix_seed(self.seed, step))
             indices = torch.randint(self.size, (self.batch_size,), generator=g).tolist()
             seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
-            yield list(zip(indices, seeds))
+            yield list(zip(indices, seeds, strict=True))
             step += 1
