@@ -8,8 +8,8 @@ from semigen.label import train as label_train
 from semigen.rundir import read_stats
 
 
-def tiny_cfg(out, **overrides):
-    values = {"run.out": str(out), "label.mode": "labels-only", "label.steps": "20",
+def tiny_cfg(out, mode="labels-only", **overrides):
+    values = {"run.out": str(out), "label.mode": mode, "label.steps": "20",
               "run.log_every": "1", "run.checkpoint_every": "5", "label.eval_every": "5"}
     return resolve(preset="tiny", overrides=values | overrides)
 
@@ -18,9 +18,10 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in read_stats(run_dir) if "loss" in r}
 
 
-def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["labels-only", "semi"])
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
     straight = tmp_path / "straight"
-    label_train.train(tiny_cfg(straight))
+    label_train.train(tiny_cfg(straight, mode))
 
     interrupted = tmp_path / "interrupted"
     real_save = Checkpointer.save
@@ -33,16 +34,20 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Checkpointer, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        label_train.train(tiny_cfg(interrupted))
+        label_train.train(tiny_cfg(interrupted, mode))
     monkeypatch.setattr(Checkpointer, "save", real_save)
     assert max(losses(interrupted)) == 10
-    label_train.train(tiny_cfg(interrupted))  # resume: auto is the default
+    label_train.train(tiny_cfg(interrupted, mode))  # resume: auto is the default
 
     assert losses(interrupted) == losses(straight)  # steps 11..20 equal to the last bit
     a = checkpoint.load(straight / "checkpoints" / "latest.pt")
     b = checkpoint.load(interrupted / "checkpoints" / "latest.pt")
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
+    for name in a["levels"]:  # the adaptive thresholds' state resumes too
+        assert torch.equal(a["levels"][name], b["levels"][name]), name
+    assert (straight / "pseudo_labels.csv").read_text() == \
+        (interrupted / "pseudo_labels.csv").read_text()
 
 
 def test_checkpoint_rebuilds_its_model_alone(tmp_path):
@@ -57,7 +62,7 @@ def test_checkpoint_rebuilds_its_model_alone(tmp_path):
     assert not ema_net.training
     # the rebuilt EMA model scores what the run measured with it at its last step
     data = label_train.load_dataset(resolve(preset="tiny").data)
-    acc = label_train.accuracy(ema_net, data.test, 10, "cpu")
+    acc = label_train.accuracy(ema_net, data.test, "cpu")
     assert acc == pytest.approx(state_metrics(out)["test_accuracy"], abs=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(),
                                                        raw_net.state_dict().values(),

@@ -70,8 +70,6 @@ def test_dry_run_prints_config_and_data_report(tmp_path, capsys):
 def test_stages_still_to_come_say_so(capsys):
     assert main(["fit", "digits"]) == 2
     assert "not built yet" in capsys.readouterr().err
-    assert main(["label", "digits", "--preset", "tiny", "--out", "unused"]) == 2
-    assert "issue #3" in capsys.readouterr().err
 
 
 def test_label_on_a_folder_writes_the_run_directory(clean_folder, tmp_path):
@@ -80,7 +78,7 @@ def test_label_on_a_folder_writes_the_run_directory(clean_folder, tmp_path):
                  "--label.mode", "labels-only"]) == 0
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "log.txt", "stats.jsonl", "split.json", "data_report.json",
-            "metrics.json", "checkpoints", "tensorboard"} <= names
+            "metrics.json", "checkpoints", "tensorboard", "pseudo_labels.csv"} <= names
     split = json.loads((out / "split.json").read_text())
     assert sorted(split["labeled"]) == sorted(f"labeled/{c}/{i}.png" for c in ("dark", "light")
                                               for i in range(6))

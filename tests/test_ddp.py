@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) through Lightning Fabric: identical weights, one set of files."""
+"""Two CPU processes (gloo) through Lightning Fabric, semi mode (its threshold levels are
+all-reduced): identical weights, one set of files."""
 
 import os
 import subprocess
@@ -15,7 +16,7 @@ def test_two_process_cpu_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "semigen", "label", "digits", "--preset", "tiny",
-         "--label.mode", "labels-only", "--device", "cpu", "--devices", "2", "--out", str(out)],
+         "--label.mode", "semi", "--device", "cpu", "--devices", "2", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -29,7 +30,7 @@ def test_two_process_cpu_ddp(tmp_path):
     assert loss_steps == sorted(set(loss_steps)) == list(range(10, 31, 10))
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "data_report.json", "log.txt", "metrics.json",
-        "split.json", "stats.jsonl", "tensorboard"]
+        "pseudo_labels.csv", "split.json", "stats.jsonl", "tensorboard"]
     assert len(list((out / "tensorboard").iterdir())) == 1
     assert (out / "log.txt").read_text().count("label done") == 1
     state = checkpoint.load(out / "checkpoints" / "latest.pt")

@@ -13,7 +13,6 @@ from .config import ConfigError, presets, resolve, to_yaml, validate
 
 # Commands that later issues build; they exist so that --help shows the whole tool.
 COMING = {
-    "predict": ("label new images with a trained classifier", 3),
     "generate": ("train the class-conditional generator of a run", 4),
     "sample": ("write N images per class from a run's generator", 4),
     "fit": ("the whole loop: label, generate, joint rounds, evaluate, report", 5),
@@ -82,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(label)
     _add_run_options(label)
 
+    predict = commands.add_parser(
+        "predict", help="label new images with a run's classifier: path,label,confidence CSV")
+    predict.add_argument("run", metavar="RUN", help="a run directory that `label` wrote")
+    predict.add_argument("images", metavar="IMAGES", help="an image file or a folder (any depth)")
+    predict.add_argument("--out", required=True, metavar="F.csv")
+    predict.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH",
+                         help="latest (default: the weights pseudo_labels.csv came from), or "
+                              "best (by test accuracy), or a checkpoint file")
+    predict.add_argument("--device", default="auto")
+
     for name, (text, issue) in COMING.items():
         p = commands.add_parser(name, help=f"{text} (coming: issue #{issue})")
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -127,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
     try:
+        if args.command == "predict":
+            if extra:
+                raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
+            from .label.predict import predict_images
+            predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
+            return 0
         cfg = config_from_args(args, extra)
         validate(cfg)
         if args.command == "data":
@@ -134,12 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return _data_check(cfg, as_json=False)
-        from .label.train import NotBuiltYet, train
-        try:
-            train(cfg)
-        except NotBuiltYet as e:
-            print(f"semigen {args.command}: {e}", file=sys.stderr)
-            return 2
+        from .label.train import train
+        train(cfg)
         return 0
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"semigen: error: {e}", file=sys.stderr)

@@ -21,7 +21,8 @@ BUILTINS = ("digits", "fmnist", "mnist", "cifar10", "svhn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABEL_MODES = ("semi", "labels-only", "all-labels")
-NETS = ("cnn",)  # WideResNet-28-2 for GPU runs comes with the label module (issue 3)
+THRESHOLDS = ("adaptive", "fixed")
+NETS = ("cnn", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
 
 
@@ -55,14 +56,21 @@ class RuntimeConfig:
 @dataclass
 class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
-    net: str = "cnn"  # small CNN for 8-32 px on a CPU
+    net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 32  # labeled images per step (FixMatch's 64 is in the full preset)
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99  # EMA weights evaluate and pseudo-label (full preset: 0.999)
+    uratio: int = 3  # unlabeled images per labeled image in a batch (FixMatch: 7)
+    lambda_u: float = 1.0  # weight of the consistency loss
+    thresholds: str = "adaptive"  # adaptive: FreeMatch's per-class levels | fixed: `threshold`
+    threshold: float = 0.95  # the fixed confidence threshold (thresholds: fixed)
+    threshold_momentum: float = 0.999  # how slowly the adaptive levels follow the model
+    dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
     eval_every: int = 250
+    eval_unlabeled: int = 5000  # unlabeled images scored at each evaluation (all at the end)
 
 
 @dataclass
@@ -205,6 +213,15 @@ def validate(cfg: Config) -> None:
     check(lab.batch_size >= 1, f"label.batch_size must be >= 1 (got {lab.batch_size})")
     check(lab.lr > 0, f"label.lr must be > 0 (got {lab.lr})")
     check(0 <= lab.ema_decay < 1, f"label.ema_decay must be in [0, 1) (got {lab.ema_decay})")
+    check(lab.uratio >= 1, f"label.uratio must be >= 1 (got {lab.uratio})")
+    check(lab.lambda_u >= 0, f"label.lambda_u must be >= 0 (got {lab.lambda_u})")
+    check(lab.thresholds in THRESHOLDS,
+          f"label.thresholds must be one of {THRESHOLDS} (got {lab.thresholds!r})")
+    check(0 < lab.threshold <= 1, f"label.threshold must be in (0, 1] (got {lab.threshold})")
+    check(0 <= lab.threshold_momentum < 1,
+          f"label.threshold_momentum must be in [0, 1) (got {lab.threshold_momentum})")
+    check(lab.eval_unlabeled >= 0,
+          f"label.eval_unlabeled must be >= 0 (got {lab.eval_unlabeled})")
     check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
     check(lab.mode != "all-labels" or d.source in BUILTINS,
           "label.mode all-labels needs a built-in data set, whose held-out labels are known "

@@ -1,8 +1,8 @@
 """Data layer: every command reads images through `load_dataset`."""
 
 from .report import DataError, DataReport
-from .sources import Dataset, ImageSet, labeled_split, load_dataset
+from .sources import Dataset, ImageSet, labeled_split, load_dataset, read_images
 from .transforms import StepBatchSampler, Views, strong, to_float, to_uint8, weak
 
 __all__ = ["DataError", "DataReport", "Dataset", "ImageSet", "StepBatchSampler", "Views",
-           "labeled_split", "load_dataset", "strong", "to_float", "to_uint8", "weak"]
+           "labeled_split", "load_dataset", "read_images", "strong", "to_float", "to_uint8", "weak"]

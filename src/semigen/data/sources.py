@@ -164,6 +164,38 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
     return entries
 
 
+def read_files(paths: list[Path], keep_side: int, progress: bool = False):
+    """`read_image` over many files on a thread pool (OpenCV decodes outside the GIL)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(tqdm(pool.map(lambda p: read_image(p, keep_side), paths), total=len(paths),
+                         desc="reading images", unit="img",
+                         disable=not progress or len(paths) < 500))
+
+
+def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool = False
+                ) -> tuple[ImageSet, list[tuple[str, str]]]:
+    """Every image in a folder (any depth) or one file, normalised to `shape` (a trained
+    model's input); returns the images, labels unknown, and the skipped files with reasons."""
+    source = Path(source).expanduser()
+    if source.is_file():
+        paths, root = [source], source.parent
+    elif source.is_dir():
+        paths, root = list(_files_under(source)), source
+    else:
+        raise DataError(f"{source}: no such file or folder")
+    decoded = read_files(paths, max(MAX_AUTO_SIDE, *shape[:2]), progress)
+    ids, images, skipped = [], [], []
+    for path, (image, why) in zip(paths, decoded, strict=True):
+        rel = path.relative_to(root).as_posix()
+        if image is None:
+            skipped.append((rel, why))
+        else:
+            ids.append(rel)
+            images.append(normalise(image, shape))
+    array = np.stack(images) if images else np.zeros((0, *shape), np.uint8)
+    return ImageSet(ids, array, np.full(len(ids), -1, np.int64)), skipped
+
+
 def _merge_duplicates(entries: list[_Entry], report: DataReport) -> list[_Entry]:
     """One entry per file: a label beats no label; two different labels are an error."""
     by_path: dict[Path, _Entry] = {}
@@ -190,11 +222,8 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
     entries = _merge_duplicates(entries, report)
     report.classes = classes
 
-    keep_side = max(MAX_AUTO_SIDE, cfg.image_size or 0)
-    with ThreadPoolExecutor(max_workers=8) as pool:  # OpenCV decodes outside the GIL
-        decoded = list(tqdm(pool.map(lambda e: read_image(e.path, keep_side), entries),
-                            total=len(entries), desc="reading images", unit="img",
-                            disable=not progress or len(entries) < 500))
+    decoded = read_files([e.path for e in entries], max(MAX_AUTO_SIDE, cfg.image_size or 0),
+                         progress)
     good = []
     for entry, (image, why) in zip(entries, decoded, strict=True):
         if image is None:

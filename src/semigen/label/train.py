@@ -1,48 +1,80 @@
 """(1) label: the classifier training loop, readable top to bottom in `train`.
 
-Modes on the same code: ``labels-only`` (the labeled images; the lower baseline) and
-``all-labels`` (every training image with its true label; the upper baseline, built-ins only).
-The semi-supervised mode is built by issue #3 on this loop."""
+Modes on the same code:
+- ``semi``: FixMatch with FreeMatch's self-adaptive thresholds and distribution alignment: the
+  labeled batch's cross-entropy, plus cross-entropy of strong views of unlabeled images against
+  the confident predictions on their weak views.
+- ``labels-only``: the labeled images alone (the lower baseline).
+- ``all-labels``: every training image with its true label (the upper baseline, built-ins).
+
+The EMA weights evaluate and pseudo-label. At the end, every unlabeled image gets a label and a
+confidence in ``RUN/pseudo_labels.csv``."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm import tqdm
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
-from ..data import Dataset, ImageSet, StepBatchSampler, Views, load_dataset, to_float, weak
+from ..data import (DataError, Dataset, StepBatchSampler, Views, load_dataset, strong, to_float,
+                    weak)
 from ..rundir import RunDir, rewind_stats
-from . import nets
+from . import losses, nets
 
 STAGE = "label"
-
-
-class NotBuiltYet(RuntimeError):
-    """A stage or mode that a later issue builds."""
 
 
 def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels the supervised loss sees in `mode`."""
     if mode == "all-labels":
         if data.unlabeled_truth is None:
-            raise ValueError("all-labels needs the true labels of the unlabeled images")
+            raise DataError("label.mode all-labels needs the true labels of the unlabeled "
+                            "images: a built-in data set")
         return (np.concatenate([data.labeled.images, data.unlabeled.images]),
                 np.concatenate([data.labeled.labels, data.unlabeled_truth]))
     return data.labeled.images, data.labeled.labels
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA warm-up (Mean Teacher): early on, the average follows the model closely instead of
+    carrying the random initial weights for a thousand steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def ema_update(decay: float):
+    """`AveragedModel`'s update with warm-up; integer buffers are copied."""
+    @torch.no_grad()
+    def update(averaged: list, current: list, num_averaged) -> None:
+        d = ema_decay_at(int(num_averaged), decay)
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point():
+                a.lerp_(c, 1 - d)
+            else:
+                a.copy_(c)
+    return update
+
+
 def cosine_lr(total_steps: int):
     """FixMatch's schedule: lr * cos(7 pi t / 16 T), which ends at about 0.2 lr."""
     return lambda step: math.cos(7 * math.pi * step / (16 * total_steps))
+
+
+def endless_batches(fabric, images, labels, transforms, batch_size: int, seed: int,
+                    start_step: int, workers: int):
+    loader = DataLoader(Views(images, labels, transforms),
+                        batch_sampler=StepBatchSampler(len(labels), batch_size, seed, start_step),
+                        num_workers=workers, persistent_workers=workers > 0)
+    return iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))
 
 
 @torch.no_grad()
@@ -59,10 +91,29 @@ def predict(model: torch.nn.Module, images: np.ndarray, device, batch_size: int 
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def accuracy(model: torch.nn.Module, images: ImageSet, num_classes: int, device) -> float:
-    probs = predict(model, images.images, device)
-    return multiclass_accuracy(probs.argmax(1), torch.from_numpy(images.labels),
-                               num_classes=num_classes, average="micro").item()
+def scores(probs: torch.Tensor, truth: np.ndarray, prefix: str) -> dict:
+    """Accuracy and calibration of predictions against known truth."""
+    target = torch.from_numpy(truth)
+    accuracy = multiclass_accuracy(probs.argmax(1), target, num_classes=probs.shape[1],
+                                   average="micro")
+    return {f"{prefix}_accuracy": accuracy.item(),
+            f"{prefix}_ece": losses.expected_calibration_error(probs, target)}
+
+
+def accuracy(model: torch.nn.Module, images, device) -> float:
+    return scores(predict(model, images.images, device), images.labels, "x")["x_accuracy"]
+
+
+def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: torch.Tensor,
+                        round_index: int = 0) -> None:
+    confidence, labels = probs.max(dim=1)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "confidence", "round"])
+        for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
+            writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
+    tmp.replace(path)
 
 
 def fingerprint(module: torch.nn.Module) -> int:
@@ -87,9 +138,7 @@ def train(cfg: Config) -> dict:
     """Train the classifier of ``cfg.label.mode`` into ``cfg.run.out``; return final metrics."""
     validate(cfg)
     lab = cfg.label
-    if lab.mode == "semi":
-        raise NotBuiltYet("label.mode semi is built by issue #3; use --label.mode labels-only "
-                          "or all-labels")
+    semi = lab.mode == "semi"
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
         ckpts = checkpoint.Checkpointer(run.checkpoints, cfg.run.keep_last)
@@ -98,6 +147,9 @@ def train(cfg: Config) -> dict:
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
         run.write_json("data_report.json", data.report.to_dict())
         data.report.raise_if_errors()
+        if semi and not len(data.unlabeled):
+            raise DataError(f"{cfg.data.source}: label.mode semi needs unlabeled images "
+                            "(DATA/unlabeled/ or CSV rows with an empty label)")
         run.info(data.report.format())
         run.write_config(cfg)
         run.write_json("split.json", data.split_record(cfg.data))
@@ -105,11 +157,14 @@ def train(cfg: Config) -> dict:
         images, labels = training_set(data, lab.mode)
         num_classes = len(data.classes)
         net = nets.build(lab.net, data.shape[2], num_classes)
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(lab.ema_decay),
-                            use_buffers=True)
+        ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
         optimizer = torch.optim.SGD(net.parameters(), lr=lab.lr, momentum=lab.momentum,
                                     weight_decay=lab.weight_decay, nesterov=True)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(lab.steps))
+        # FreeMatch's confidence levels: global, and the mean prediction per class.
+        levels = {"global": torch.tensor(1.0 / num_classes),
+                  "per_class": torch.full((num_classes,), 1.0 / num_classes)}
+        uniform = torch.full((num_classes,), 1.0 / num_classes, device=rt.device)
         start_step, best = 0, -1.0
         if resume_from is not None:
             state = checkpoint.load(resume_from)
@@ -117,24 +172,55 @@ def train(cfg: Config) -> dict:
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
+            levels = state["levels"]
             start_step, best = state["step"], state["best"]
             checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
             rewind_stats(run, STAGE, start_step)
             run.info(f"resumed from {resume_from} at step {start_step}")
+        levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
 
-        loader = DataLoader(Views(images, labels, [weak(data.shape, data.hflip)]),
-                            batch_sampler=StepBatchSampler(len(labels), lab.batch_size,
-                                                           rt.data_seed(), start_step),
-                            num_workers=cfg.runtime.num_workers)
-        batches = iter(rt.fabric.setup_dataloaders(loader, use_distributed_sampler=False))
+        workers = cfg.runtime.num_workers
+        labeled_batches = endless_batches(rt.fabric, images, labels,
+                                          [weak(data.shape, data.hflip)], lab.batch_size,
+                                          rt.data_seed(0), start_step, workers)
+        if semi:
+            unlabeled_batches = endless_batches(
+                rt.fabric, data.unlabeled.images, data.unlabeled.labels,
+                [weak(data.shape, data.hflip), strong(data.shape, data.hflip)],
+                lab.batch_size * lab.uratio, rt.data_seed(1), start_step, workers)
+        # A fixed sample of unlabeled images scores the pseudo-labels during training.
+        probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
+
         metrics = {}
         for step in tqdm(range(start_step, lab.steps), initial=start_step, total=lab.steps,
                          desc=f"label ({lab.mode})", unit="step",
                          disable=not (rt.is_writer and cfg.run.progress)):
-            x, y, _ = next(batches)
-            loss = F.cross_entropy(model(x), y)
+            x, y, _ = next(labeled_batches)
+            if semi:
+                x_weak, x_strong, _, _ = next(unlabeled_batches)
+                logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
+                logits_x, logits_weak, logits_strong = logits.split(
+                    [len(x), len(x_weak), len(x_strong)])
+                probs = logits_weak.detach().float().softmax(dim=1)
+                batch_conf = rt.fabric.all_reduce(probs.max(dim=1).values.mean(), reduce_op="mean")
+                batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
+                levels = {"global": losses.ema(levels["global"], batch_conf,
+                                               lab.threshold_momentum),
+                          "per_class": losses.ema(levels["per_class"], batch_prior,
+                                                  lab.threshold_momentum)}
+                if lab.dist_align:
+                    probs = losses.align_distribution(probs, levels["per_class"], uniform)
+                threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
+                             if lab.thresholds == "adaptive"
+                             else torch.tensor(lab.threshold, device=rt.device))
+                pseudo, mask = losses.pseudo_label_mask(probs, threshold)
+                loss_x = losses.supervised_loss(logits_x, y)
+                loss_u = losses.consistency_loss(logits_strong, pseudo, mask)
+                loss = loss_x + lab.lambda_u * loss_u
+            else:
+                loss = loss_x = losses.supervised_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
             optimizer.step()
@@ -143,19 +229,24 @@ def train(cfg: Config) -> dict:
 
             done = step + 1
             if done % cfg.run.log_every == 0 or done == lab.steps:
-                run.stats(STAGE, done, loss=loss.item(), lr=schedule.get_last_lr()[0])
+                logged = {"loss": loss.item(), "loss_x": loss_x.item(),
+                          "lr": schedule.get_last_lr()[0]}
+                if semi:
+                    logged |= {"loss_u": loss_u.item(), "mask": mask.mean().item(),
+                               "threshold": threshold.float().mean().item()}
+                run.stats(STAGE, done, **logged)
             evaluating = done % lab.eval_every == 0 or done == lab.steps
             saving = done % cfg.run.checkpoint_every == 0 or done == lab.steps
             if evaluating or saving:
                 sync_buffers(rt.fabric, net)
                 sync_buffers(rt.fabric, ema.module)
             is_best = False
-            if data.test is not None and evaluating:
-                metrics["test_accuracy"] = accuracy(ema.module, data.test, num_classes,
-                                                    rt.device)
-                is_best = metrics["test_accuracy"] > best
-                best = max(best, metrics["test_accuracy"])
-                run.stats(STAGE, done, test_accuracy=metrics["test_accuracy"])
+            if evaluating:
+                metrics = evaluate(ema.module, data, rt.device, probe)
+                if "test_accuracy" in metrics:
+                    is_best = metrics["test_accuracy"] > best
+                    best = max(best, metrics["test_accuracy"])
+                run.stats(STAGE, done, **metrics)
             if saving:
                 # Every rank's RNG is kept, so that each resumes its own stream.
                 rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
@@ -168,6 +259,7 @@ def train(cfg: Config) -> dict:
                                 "model": net.state_dict(), "ema": ema.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "schedule": schedule.state_dict(), "best": best,
+                                "levels": {k: v.cpu() for k, v in levels.items()},
                                 "rng": [{"torch": r} for r in rng],
                                 "config": cfg.to_dict()}, done, is_best)
                 rt.fabric.barrier()
@@ -176,10 +268,37 @@ def train(cfg: Config) -> dict:
         prints = [int(p) for p in prints.reshape(-1).tolist()]
         if len(set(prints)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {prints}")
-        metrics |= {"mode": lab.mode, "steps": lab.steps,
-                    "best_test_accuracy": best if best >= 0 else None,
-                    "world_size": rt.world_size}
+
+        # Pseudo-labels for every unlabeled image, from the final EMA weights.
+        probs = predict(ema.module, data.unlabeled.images, rt.device)
+        final = evaluate(ema.module, data, rt.device, np.arange(len(data.unlabeled)), probs)
+        metrics = final | {"mode": lab.mode, "steps": lab.steps, "world_size": rt.world_size,
+                           "best_test_accuracy": best if best >= 0 else None,
+                           "labeled": len(labels), "unlabeled": len(data.unlabeled)}
+        if rt.is_writer:
+            write_pseudo_labels(run.path / "pseudo_labels.csv", data.unlabeled.ids,
+                                data.classes, probs)
         run.stats(STAGE, lab.steps, event="done", weight_fingerprints=prints, **metrics)
         run.write_json("metrics.json", {STAGE: metrics})
-        run.info(f"label done: {metrics}")
+        run.info("label done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
+                                            f"{k}={v}" for k, v in metrics.items()
+                                            if not isinstance(v, list)))
         return metrics
+
+
+def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
+             unlabeled_probs: torch.Tensor | None = None) -> dict:
+    """Test accuracy and calibration; pseudo-label accuracy, calibration and per-class counts
+    on the given unlabeled images (their truth is known for built-ins only)."""
+    found = {}
+    if data.test is not None:
+        found |= scores(predict(model, data.test.images, device), data.test.labels, "test")
+    if len(unlabeled_index):
+        probs = (unlabeled_probs if unlabeled_probs is not None
+                 else predict(model, data.unlabeled.images[unlabeled_index], device))
+        found["pseudo_label_counts"] = torch.bincount(
+            probs.argmax(1), minlength=len(data.classes)).tolist()
+        found["mean_confidence"] = probs.max(1).values.mean().item()
+        if data.unlabeled_truth is not None:
+            found |= scores(probs, data.unlabeled_truth[unlabeled_index], "pseudo_label")
+    return found

@@ -1,0 +1,129 @@
+"""Module 1 on Fashion-MNIST: semi beside labels-only and all-labels, same network and budget.
+
+    python benchmarks/label_fmnist.py --preset quick --seeds 0 1 2 --out runs/bench-label
+    python benchmarks/label_fmnist.py --seeds 0 --modes semi \\
+        --variant fixed:label.thresholds=fixed,label.dist_align=false   # an ablation
+
+Each (mode or variant, seed) is one `semigen label` run through the Python API, sequentially, so
+that wall times compare. Writes OUT/results.json and prints Markdown for BENCHMARKS.md: the
+table (mean +- std over seeds), the share of the baseline gap that semi closes, and semi's test
+accuracy against wall time. Needs Debian's dataset-fashion-mnist (or a network)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from semigen.config import resolve
+from semigen.label.train import train
+from semigen.rundir import read_stats
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, settings = text.partition(":")
+    overrides = dict(pair.split("=", 1) for pair in settings.split(",") if pair)
+    return name, {"label.mode": "semi", **overrides}
+
+
+def run_one(args, name: str, overrides: dict, seed: int) -> dict:
+    out = Path(args.out) / f"{name}-seed{seed}"
+    cfg = resolve(preset=args.preset, overrides={
+        "data.source": "fmnist", "data.labels_per_class": str(args.labels_per_class),
+        "data.split_seed": str(seed), "runtime.seed": str(seed), "run.out": str(out),
+        "run.progress": "false", "run.resume": "none", **overrides, **args.set})
+    start = time.perf_counter()
+    metrics = train(cfg)
+    seconds = time.perf_counter() - start
+    curve = [(r["time"], r["step"], r["test_accuracy"]) for r in read_stats(out)
+             if "test_accuracy" in r and "event" not in r]
+    t0 = next(r["time"] for r in read_stats(out)) if curve else 0
+    return {"name": name, "seed": seed, "seconds": seconds, "run": str(out),
+            "test_accuracy": metrics["test_accuracy"],
+            "pseudo_label_accuracy": metrics.get("pseudo_label_accuracy"),
+            "test_ece": metrics["test_ece"], "steps": cfg.label.steps,
+            "curve": [(round(t - t0, 1), step, acc) for t, step, acc in curve]}
+
+
+def mean_std(values: list[float], scale: float = 100.0) -> str:
+    if len(values) == 1:
+        return f"{values[0] * scale:.2f}"
+    return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
+
+
+def markdown(results: list[dict], args) -> str:
+    names = list(dict.fromkeys(r["name"] for r in results))
+    by = {n: [r for r in results if r["name"] == n] for n in names}
+    lines = [f"`python benchmarks/label_fmnist.py --preset {args.preset} --seeds "
+             f"{' '.join(map(str, args.seeds))}`" + (f" (set: {args.set})" if args.set else ""),
+             f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
+             f"{torch.__version__}, {date.today().isoformat()}", "",
+             "| mode | test accuracy % | pseudo-label accuracy % | test ECE | steps | "
+             "wall time (min) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for n in names:
+        rs = by[n]
+        pl = [r["pseudo_label_accuracy"] for r in rs if r["pseudo_label_accuracy"] is not None]
+        lines.append(f"| {n} | {mean_std([r['test_accuracy'] for r in rs])} | "
+                     f"{mean_std(pl) if pl else '-'} | "
+                     f"{statistics.mean(r['test_ece'] for r in rs):.3f} | {rs[0]['steps']} | "
+                     f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
+    if {"semi", "labels-only", "all-labels"} <= set(names):
+        closed = []
+        for seed in args.seeds:
+            acc = {n: next(r["test_accuracy"] for r in by[n] if r["seed"] == seed)
+                   for n in ("semi", "labels-only", "all-labels")}
+            closed.append((acc["semi"] - acc["labels-only"])
+                          / (acc["all-labels"] - acc["labels-only"]))
+        lines += ["", f"Share of the labels-only → all-labels gap that semi closes: "
+                      f"{mean_std(closed)} % (per seed: "
+                      + ", ".join(f"{c * 100:.1f}" for c in closed) + ")"]
+    for n in names:
+        if n in ("labels-only", "all-labels"):
+            continue
+        curves = [r["curve"] for r in by[n]]
+        points = min(len(c) for c in curves)
+        if points:
+            lines += ["", f"{n}: test accuracy against wall time (mean over seeds)", "",
+                      "| step | minutes | test accuracy % |", "| ---: | ---: | ---: |"]
+            for i in range(points):
+                lines.append(f"| {curves[0][i][1]} | "
+                             f"{statistics.mean(c[i][0] for c in curves) / 60:.1f} | "
+                             f"{mean_std([c[i][2] for c in curves])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--modes", nargs="*", default=["labels-only", "all-labels", "semi"])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v",
+                        help="an extra semi run with these config overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="k=v",
+                        help="config overrides for every run")
+    parser.add_argument("--out", default="runs/bench-label")
+    args = parser.parse_args()
+    args.set = dict(pair.split("=", 1) for pair in args.set)
+    plan = [(m, {"label.mode": m}) for m in args.modes] + [parse_variant(v) for v in args.variant]
+    results = []
+    for seed in args.seeds:
+        for name, overrides in plan:
+            results.append(run_one(args, name, overrides, seed))
+            print(f"{name} seed {seed}: test {results[-1]['test_accuracy']:.4f} in "
+                  f"{results[-1]['seconds'] / 60:.1f} min", flush=True)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+    text = markdown(results, args)
+    (Path(args.out) / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
