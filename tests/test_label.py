@@ -88,3 +88,15 @@ def test_predict_explains_a_missing_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope"), str(tmp_path), "--out",
                  str(tmp_path / "p.csv")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, params", [("cnn", 288_746), ("wrn28_2", 1_467_610)])
+def test_networks_take_any_small_size(name, params):
+    import torch
+
+    from semigen.label import nets
+    net = nets.build(name, 3, 10)
+    assert sum(p.numel() for p in net.parameters()) == params  # WRN-28-2: 1.47 M, as published
+    for size in (8, 28, 32):
+        assert net(torch.zeros(2, 3, size, size)).shape == (2, 10)
+    assert nets.build(name, 1, 7)(torch.zeros(1, 1, 28, 28)).shape == (1, 7)

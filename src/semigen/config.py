@@ -67,7 +67,7 @@ class LabelConfig:
     lambda_u: float = 1.0  # weight of the consistency loss
     thresholds: str = "adaptive"  # adaptive: FreeMatch's per-class levels | fixed: `threshold`
     threshold: float = 0.95  # the fixed confidence threshold (thresholds: fixed)
-    threshold_momentum: float = 0.999  # how slowly the adaptive levels follow the model
+    threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
     dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
     eval_every: int = 250
     eval_unlabeled: int = 5000  # unlabeled images scored at each evaluation (all at the end)
