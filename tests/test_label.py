@@ -100,3 +100,13 @@ def test_networks_take_any_small_size(name, params):
     for size in (8, 28, 32):
         assert net(torch.zeros(2, 3, size, size)).shape == (2, 10)
     assert nets.build(name, 1, 7)(torch.zeros(1, 1, 28, 28)).shape == (1, 7)
+
+
+def test_tensorboard_gets_scalars_and_per_class_counts(semi_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out, _ = semi_run
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"label/loss", "label/mask", "label/test_accuracy", "label/pseudo_label_accuracy",
+            "label/pseudo_label_counts/0", "label/pseudo_label_counts/9"} <= tags

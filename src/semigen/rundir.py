@@ -67,8 +67,11 @@ class RunDir:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
             self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
         for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _is_number(value):
                 self._tensorboard.add_scalar(f"{stage}/{name}", value, step)
+            elif isinstance(value, list) and value and all(map(_is_number, value)):
+                for i, v in enumerate(value):  # e.g. per-class counts: a curve per class
+                    self._tensorboard.add_scalar(f"{stage}/{name}/{i}", v, step)
 
     def close(self) -> None:
         if self._tensorboard is not None:
@@ -78,6 +81,10 @@ class RunDir:
             log.removeHandler(self._file_handler)
             self._file_handler.close()
             self._file_handler = None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_stats(path: str | Path) -> list[dict]:
