@@ -50,7 +50,8 @@ def main() -> None:
     try:
         write_folder(work / "data", args.images, args.size)
         seconds, n = timed(DataConfig(source=str(work / "data")))
-        print(f"| folder, {args.size}x{args.size} png+jpg | {n} | {seconds:.2f} | {n / seconds:.0f} |")
+        label = f"folder, {args.size}x{args.size} png+jpg"
+        print(f"| {label} | {n} | {seconds:.2f} | {n / seconds:.0f} |")
         cache = work / "cache"
         for label, name in (("digits", "digits"), ("fmnist, first (extracts IDX)", "fmnist"),
                             ("fmnist, cached", "fmnist")):

@@ -26,8 +26,7 @@ from tqdm import tqdm
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
-from ..data import (DataError, Dataset, StepBatchSampler, Views, load_dataset, strong, to_float,
-                    weak)
+from ..data import DataError, Dataset, StepBatchSampler, Views, load_dataset, strong, to_float, weak
 from ..rundir import RunDir, rewind_stats
 from . import losses, nets
 
