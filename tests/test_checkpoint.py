@@ -78,6 +78,9 @@ def state_metrics(run_dir):
 def test_resume_none_refuses_to_overwrite(tmp_path):
     out = tmp_path / "run"
     label_train.train(tiny_cfg(out, **{"label.steps": "5"}))
+    label_train.train(tiny_cfg(out, **{"label.steps": "8"}))  # a longer run continues this one
+    assert "resumed from" in (out / "log.txt").read_text()
+    assert "config changed: label.steps: 5 -> 8" in (out / "log.txt").read_text()
     with pytest.raises(CheckpointError, match="already holds a run"):
         label_train.train(tiny_cfg(out, **{"run.resume": "none"}))
 

@@ -1,6 +1,15 @@
 import pytest
 
-from semigen.config import Config, ConfigError, from_dict, presets, resolve, to_yaml, validate
+from semigen.config import (
+    Config,
+    ConfigError,
+    differences,
+    from_dict,
+    presets,
+    resolve,
+    to_yaml,
+    validate,
+)
 
 
 def test_overrides_are_coerced_to_field_types():
@@ -60,3 +69,10 @@ def test_presets_exist_and_round_trip():
         assert from_dict(cfg.to_dict()) == cfg
     assert resolve(preset="quick") == Config()  # the defaults are the quick preset
     assert "label:" in to_yaml(Config())
+
+
+def test_differences_name_each_changed_field():
+    old = resolve(preset="tiny").to_dict()
+    new = resolve(preset="tiny", overrides={"label.steps": "60", "runtime.seed": "2"}).to_dict()
+    assert differences(old, new) == ["label.steps: 30 -> 60", "runtime.seed: 0 -> 2"]
+    assert differences(old, old) == []

@@ -234,6 +234,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
 
 
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``section.key: old -> new`` for every value that differs between two ``to_dict``s."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 

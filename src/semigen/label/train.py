@@ -25,7 +25,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm import tqdm
 
 from .. import checkpoint, runtime
-from ..config import Config, validate
+from ..config import Config, differences, validate
 from ..data import DataError, Dataset, StepBatchSampler, Views, load_dataset, strong, to_float, weak
 from ..rundir import RunDir, rewind_stats
 from . import losses, nets
@@ -175,7 +175,9 @@ def train(cfg: Config) -> dict:
             start_step, best = state["step"], state["best"]
             checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
             rewind_stats(run, STAGE, start_step)
-            run.info(f"resumed from {resume_from} at step {start_step}")
+            changed = differences(state["config"], cfg.to_dict())
+            run.info(f"resumed from {resume_from} at step {start_step}"
+                     + ("; config changed: " + "; ".join(changed) if changed else ""))
         levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
