@@ -24,10 +24,14 @@ def skipped(report) -> dict:
 
 
 def test_folder_contract_reports_every_bad_file(messy_folder):
+    import cv2
+    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 100, np.uint8))[1].tobytes()
+    (messy_folder / "unlabeled" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     data = load_dataset(DataConfig(source=str(messy_folder)))
     report = data.report
     found = skipped(report)
     assert found["unlabeled/truncated.png"] == "unreadable (corrupt or truncated image)"
+    assert found["unlabeled/cut.jpg"] == "unreadable (corrupt or truncated image)"
     assert found["unlabeled/empty.jpg"] == "empty file"
     assert found["unlabeled/notes.txt"] == "not an image"
     assert "labels.csv" not in found  # the CSV is not in unlabeled/ and was not given
