@@ -110,3 +110,14 @@ def test_tensorboard_gets_scalars_and_per_class_counts(semi_run):
     tags = set(events.Tags()["scalars"])
     assert {"label/loss", "label/mask", "label/test_accuracy", "label/pseudo_label_accuracy",
             "label/pseudo_label_counts/0", "label/pseudo_label_counts/9"} <= tags
+
+
+def test_baseline_modes_train_on_what_they_claim(tmp_path):
+    lower = train(resolve(preset="tiny", overrides={"label.mode": "labels-only",
+                                                     "run.out": str(tmp_path / "lo")}))
+    upper = train(resolve(preset="tiny", overrides={"label.mode": "all-labels",
+                                                     "run.out": str(tmp_path / "all")}))
+    assert lower["labeled"] == 100 and upper["labeled"] == 1347  # all of digits' training part
+    # both still label every unlabeled image, so their pseudo-labels compare with semi's
+    assert len(rows(tmp_path / "lo" / "pseudo_labels.csv")) == 1247
+    assert "pseudo_label_accuracy" in upper
