@@ -1,0 +1,65 @@
+"""GAN losses and differentiable augmentation, as pure functions of tensors.
+
+DiffAugment (Zhao et al. 2020) applies the same kind of random colour, translation and cutout
+to real and generated images, in both the discriminator's and the generator's step, so that a
+discriminator trained on few images cannot simply memorise them. Each function takes a
+`torch.Generator` so that a run is reproducible."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def discriminator_hinge(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+def generator_hinge(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def _uniform(x: torch.Tensor, generator: torch.Generator | None, *shape) -> torch.Tensor:
+    return torch.rand(len(x), *shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random brightness, saturation (colour images) and contrast, per image."""
+    x = x + (_uniform(x, generator, 1, 1, 1) - 0.5)
+    if x.shape[1] > 1:
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (_uniform(x, generator, 1, 1, 1) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_uniform(x, generator, 1, 1, 1) + 0.5) + mean
+
+
+def translation(x: torch.Tensor, ratio: float = 0.125,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by up to `ratio` of its size, filling with zeros (grid sampling keeps
+    the operation differentiable with respect to the pixels)."""
+    shift = (_uniform(x, generator, 2) * 2 - 1) * ratio * 2  # in [-1, 1] grid units
+    theta = torch.zeros(len(x), 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def cutout(x: torch.Tensor, ratio: float = 0.5,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero one square of `ratio` of the image side, at a random place in each image."""
+    n, _, h, w = x.shape
+    size_h, size_w = max(1, round(h * ratio)), max(1, round(w * ratio))
+    centre = _uniform(x, generator, 2)
+    top = (centre[:, 0] * (h - size_h + 1)).long().clamp(max=h - size_h)
+    left = (centre[:, 1] * (w - size_w + 1)).long().clamp(max=w - size_w)
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + size_h)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + size_w)[:, None, None]))
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def diff_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """colour, then translation, then cutout: DiffAugment's recipe for small data sets."""
+    return cutout(translation(color(x, generator), generator=generator), generator=generator)

@@ -1,0 +1,73 @@
+"""Pieces of the generator module: networks, losses and DiffAugment on known values."""
+
+import pytest
+import torch
+
+from semigen.generate import losses
+from semigen.generate.nets import Discriminator, Generator, upsamplings
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+def test_networks_make_and_score_images_of_the_data_shape(shape):
+    g, d = Generator(10, shape, width=8), Discriminator(10, shape, width=8)
+    z, y = torch.randn(4, g.z_dim), torch.arange(4)
+    images = g(z, y)
+    assert images.shape == (4, shape[2], shape[0], shape[1])
+    assert images.min() >= -1 and images.max() <= 1
+    assert d(images, y).shape == (4,)
+
+
+def test_upsamplings():
+    assert [upsamplings(s) for s in (8, 16, 28, 32, 64)] == [1, 2, 3, 3, 4]
+
+
+def test_discriminator_projection_depends_on_the_class():
+    d = Discriminator(3, (8, 8, 1), width=8)
+    x = torch.randn(1, 1, 8, 8).repeat(3, 1, 1, 1)
+    scores = d(x, torch.arange(3))
+    assert len(set(scores.tolist())) == 3  # same image, three classes, three scores
+
+
+def test_hinge_losses_on_known_values():
+    real = torch.tensor([2.0, 0.5])  # relu(1 - real) = [0, 0.5]
+    fake = torch.tensor([-2.0, 0.0])  # relu(1 + fake) = [0, 1]
+    assert losses.discriminator_hinge(real, fake).item() == pytest.approx(0.25 + 0.5)
+    assert losses.generator_hinge(fake).item() == pytest.approx(1.0)
+
+
+def test_diff_augment_is_seeded_differentiable_and_keeps_shape():
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    a = losses.diff_augment(x, torch.Generator().manual_seed(0))
+    b = losses.diff_augment(x, torch.Generator().manual_seed(0))
+    c = losses.diff_augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_cutout_zeroes_a_square_of_half_the_side():
+    x = torch.ones(8, 1, 16, 16)
+    out = losses.cutout(x, 0.5, torch.Generator().manual_seed(0))
+    assert ((out == 0).sum(dim=(1, 2, 3)) == 64).all()  # 8 x 8 pixels in each image
+
+
+def test_translation_moves_content_by_whole_pixels():
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, :, 8, 8] = 1
+    out = losses.translation(x, 0.125, torch.Generator().manual_seed(0))
+    assert (out.sum(dim=(1, 2, 3)) <= 1).all()  # moved (or shifted out), never smeared
+    rows, cols = torch.nonzero(out[:, 0], as_tuple=True)[1:]
+    assert (rows - 8).abs().max() <= 2 and (cols - 8).abs().max() <= 2  # 1/8 of 16 px
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1
+
+
+def test_color_is_a_per_image_brightness_and_contrast_change():
+    x = torch.rand(3, 1, 8, 8)
+    out = losses.color(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    # out = a * x + b with one (a, b) per image: centred values scale by one factor
+    ratio = (out - out.mean(dim=(1, 2, 3), keepdim=True)) / (x - x.mean(dim=(1, 2, 3),
+                                                                       keepdim=True))
+    spread = ratio.flatten(1).max(dim=1).values - ratio.flatten(1).min(dim=1).values
+    assert (spread < 1e-3).all()
+    assert len({round(v, 4) for v in ratio[:, 0, 0, 0].tolist()}) == 3  # differs per image
