@@ -40,8 +40,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
     label_train.train(tiny_cfg(interrupted, mode))  # resume: auto is the default
 
     assert losses(interrupted) == losses(straight)  # steps 11..20 equal to the last bit
-    a = checkpoint.load(straight / "checkpoints" / "latest.pt")
-    b = checkpoint.load(interrupted / "checkpoints" / "latest.pt")
+    a = checkpoint.load(straight / "checkpoints" / "label" / "latest.pt")
+    b = checkpoint.load(interrupted / "checkpoints" / "label" / "latest.pt")
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     for name in a["levels"]:  # the adaptive thresholds' state resumes too
@@ -53,7 +53,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
 def test_checkpoint_rebuilds_its_model_alone(tmp_path):
     out = tmp_path / "run"
     label_train.train(tiny_cfg(out))
-    state = checkpoint.load(out / "checkpoints" / "latest.pt")
+    state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert state["step"] == 20 and state["kind"] == "classifier"
     assert torch.__version__.startswith(state["versions"]["torch"].split("+")[0])
     assert {"python", "semigen", "torchvision", "lightning"} <= set(state["versions"])

@@ -33,6 +33,6 @@ def test_two_process_cpu_ddp(tmp_path):
         "pseudo_labels.csv", "split.json", "stats.jsonl", "tensorboard"]
     assert len(list((out / "tensorboard").iterdir())) == 1
     assert (out / "log.txt").read_text().count("label done") == 1
-    state = checkpoint.load(out / "checkpoints" / "latest.pt")
+    state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert len(state["rng"]) == 2  # each rank's RNG, to resume its own stream
     assert all(isinstance(r["torch"], torch.Tensor) for r in state["rng"])

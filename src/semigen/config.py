@@ -74,6 +74,22 @@ class LabelConfig:
 
 
 @dataclass
+class GenerateConfig:
+    mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
+    min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
+    weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
+    steps: int = 3000
+    batch_size: int = 64
+    z_dim: int = 128
+    width: int = 32  # channels scale (generator 4x, discriminator 2x)
+    lr: float = 2e-4  # Adam, both networks, betas (0, 0.999)
+    ema_decay: float = 0.999  # the EMA generator samples
+    diff_augment: bool = True  # DiffAugment on real and fake images, in both steps
+    sample_every: int = 500  # per-class grids in RUN/samples/
+    grid_per_class: int = 8
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     resume: str = "auto"  # auto: continue from out/checkpoints/latest.pt if present | none | PATH
@@ -88,6 +104,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -225,6 +242,17 @@ def validate(cfg: Config) -> None:
     check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
     check(lab.mode != "all-labels" or d.source in BUILTINS,
           "label.mode all-labels needs a built-in data set, whose held-out labels are known "
+          f"(data.source is {d.source!r})")
+    gen = cfg.generate
+    check(gen.mode in LABEL_MODES, f"generate.mode must be one of {LABEL_MODES} (got {gen.mode!r})")
+    check(0 <= gen.min_confidence <= 1,
+          f"generate.min_confidence must be in [0, 1] (got {gen.min_confidence})")
+    for name in ("steps", "batch_size", "z_dim", "width", "sample_every", "grid_per_class"):
+        check(getattr(gen, name) >= 1, f"generate.{name} must be >= 1 (got {getattr(gen, name)})")
+    check(gen.lr > 0, f"generate.lr must be > 0 (got {gen.lr})")
+    check(0 <= gen.ema_decay < 1, f"generate.ema_decay must be in [0, 1) (got {gen.ema_decay})")
+    check(gen.mode != "all-labels" or d.source in BUILTINS,
+          "generate.mode all-labels needs a built-in data set, whose held-out labels are known "
           f"(data.source is {d.source!r})")
     check(run.checkpoint_every >= 1,
           f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")

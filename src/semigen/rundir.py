@@ -56,6 +56,13 @@ class RunDir:
     def write_json(self, name: str, obj) -> None:
         self.write_text(name, json.dumps(obj, indent=1) + "\n")
 
+    def update_metrics(self, stage: str, metrics: dict) -> None:
+        """Set `stage`'s entry of metrics.json, keeping the other stages'."""
+        path = self.path / "metrics.json"
+        if self.writer:
+            current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            self.write_json("metrics.json", current | {stage: metrics})
+
     def stats(self, stage: str, step: int, **values) -> None:
         """One line of stats.jsonl; numbers also go to TensorBoard as ``stage/name``."""
         if not self.writer:

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import Sampler
 from torchvision.transforms import v2
 
 from ..runtime import mix_seed
@@ -68,18 +68,40 @@ class Views(TorchDataset):
 
 
 class StepBatchSampler(Sampler):
-    """Endless batches of ``(index, sample_seed)``; batch t is a function of (seed, t) alone."""
+    """Endless batches of ``(index, sample_seed)``; batch t is a function of (seed, t) alone.
 
-    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0):
+    With `weights`, index i is drawn with probability proportional to weights[i] (for
+    class-balanced sampling); without, uniformly."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0,
+                 weights: torch.Tensor | None = None):
         if size < 1:
             raise ValueError("cannot sample batches from an empty image set")
+        if weights is not None and len(weights) != size:
+            raise ValueError(f"{len(weights)} weights for {size} images")
         self.size, self.batch_size, self.seed, self.start_step = size, batch_size, seed, start_step
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step
         while True:
             g = torch.Generator().manual_seed(mix_seed(self.seed, step))
-            indices = torch.randint(self.size, (self.batch_size,), generator=g).tolist()
+            if self.weights is None:
+                indices = torch.randint(self.size, (self.batch_size,), generator=g).tolist()
+            else:
+                indices = torch.multinomial(self.weights, self.batch_size, replacement=True,
+                                            generator=g).tolist()
             seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
             yield list(zip(indices, seeds, strict=True))
             step += 1
+
+
+def endless_batches(fabric, images: np.ndarray, labels: np.ndarray, transforms: list,
+                    batch_size: int, seed: int, start_step: int, workers: int = 0,
+                    weights: torch.Tensor | None = None):
+    """An iterator of batches ``(view..., label, index)`` on the fabric's device, from step
+    `start_step` on; see `StepBatchSampler` for `weights`."""
+    sampler = StepBatchSampler(len(labels), batch_size, seed, start_step, weights)
+    loader = DataLoader(Views(images, labels, transforms), batch_sampler=sampler,
+                        num_workers=workers, persistent_workers=workers > 0)
+    return iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))

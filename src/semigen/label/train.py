@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm import tqdm
 
 from .. import checkpoint, runtime
 from ..config import Config, differences, validate
-from ..data import DataError, Dataset, StepBatchSampler, Views, load_dataset, strong, to_float, weak
+from ..data import DataError, Dataset, endless_batches, load_dataset, strong, to_float, weak
 from ..rundir import RunDir, rewind_stats
 from . import losses, nets
 
@@ -66,14 +65,6 @@ def ema_update(decay: float):
 def cosine_lr(total_steps: int):
     """FixMatch's schedule: lr * cos(7 pi t / 16 T), which ends at about 0.2 lr."""
     return lambda step: math.cos(7 * math.pi * step / (16 * total_steps))
-
-
-def endless_batches(fabric, images, labels, transforms, batch_size: int, seed: int,
-                    start_step: int, workers: int):
-    loader = DataLoader(Views(images, labels, transforms),
-                        batch_sampler=StepBatchSampler(len(labels), batch_size, seed, start_step),
-                        num_workers=workers, persistent_workers=workers > 0)
-    return iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))
 
 
 @torch.no_grad()
@@ -140,7 +131,7 @@ def train(cfg: Config) -> dict:
     semi = lab.mode == "semi"
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
-        ckpts = checkpoint.Checkpointer(run.checkpoints, cfg.run.keep_last)
+        ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
         resume_from = ckpts.resume_path(cfg.run.resume)  # refuse before anything is written
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
@@ -280,7 +271,7 @@ def train(cfg: Config) -> dict:
             write_pseudo_labels(run.path / "pseudo_labels.csv", data.unlabeled.ids,
                                 data.classes, probs)
         run.stats(STAGE, lab.steps, event="done", weight_fingerprints=prints, **metrics)
-        run.write_json("metrics.json", {STAGE: metrics})
+        run.update_metrics(STAGE, metrics)
         run.info("label done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
                                             f"{k}={v}" for k, v in metrics.items()
                                             if not isinstance(v, list)))
