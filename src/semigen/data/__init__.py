@@ -4,5 +4,6 @@ from .report import DataError, DataReport
 from .sources import Dataset, ImageSet, labeled_split, load_dataset, read_images
 from .transforms import StepBatchSampler, Views, endless_batches, strong, to_float, to_uint8, weak
 
-__all__ = ["DataError", "DataReport", "Dataset", "endless_batches", "ImageSet", "StepBatchSampler", "Views",
-           "labeled_split", "load_dataset", "read_images", "strong", "to_float", "to_uint8", "weak"]
+__all__ = ["DataError", "DataReport", "Dataset", "ImageSet", "StepBatchSampler", "Views",
+           "endless_batches", "labeled_split", "load_dataset", "read_images", "strong",
+           "to_float", "to_uint8", "weak"]
