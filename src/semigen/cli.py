@@ -13,8 +13,6 @@ from .config import ConfigError, presets, resolve, to_yaml, validate
 
 # Commands that later issues build; they exist so that --help shows the whole tool.
 COMING = {
-    "generate": ("train the class-conditional generator of a run", 4),
-    "sample": ("write N images per class from a run's generator", 4),
     "fit": ("the whole loop: label, generate, joint rounds, evaluate, report", 5),
     "evaluate": ("metrics on real held-out images", 5),
     "report": ("write RUN/report.html", 5),
@@ -91,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
                               "best (by test accuracy), or a checkpoint file")
     predict.add_argument("--device", default="auto")
 
+    generate = commands.add_parser(
+        "generate", help="train the class-conditional generator on a label run's real and "
+        "pseudo labels (or on DATA's real labels: --generate.mode labels-only)")
+    _add_data_options(generate)
+    _add_run_options(generate)
+
+    sample = commands.add_parser("sample", help="write N images per class from RUN's generator")
+    sample.add_argument("run", metavar="RUN")
+    sample.add_argument("--per-class", type=int, required=True, metavar="N")
+    sample.add_argument("--out", required=True, metavar="DIR")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=int, default=256)
+    sample.add_argument("--checkpoint", default="latest", metavar="latest|PATH")
+    sample.add_argument("--device", default="auto")
+
     for name, (text, issue) in COMING.items():
         p = commands.add_parser(name, help=f"{text} (coming: issue #{issue})")
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -116,13 +129,20 @@ def parse_overrides(tokens: list[str]) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str]):
+    """Flags and dotted overrides over a preset and a YAML file. A run directory given as DATA
+    (it holds config.yaml) continues that run: its config is the base and it is the output."""
+    from pathlib import Path
     overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
                  if getattr(args, flag, None) is not None}
+    base = None
+    if args.data and (Path(args.data) / "config.yaml").is_file():
+        base = str(Path(args.data) / "config.yaml")
+        del overrides["data.source"]
+        overrides.setdefault("run.out", args.data)
     if args.labels and not args.data:
-        from pathlib import Path
         overrides["data.source"] = str(Path(args.labels).parent)
     overrides |= parse_overrides(extra)
-    return resolve(args.preset, args.config, overrides)
+    return resolve(args.preset, args.config, overrides, base_file=base)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
     try:
-        if args.command == "predict":
+        if args.command in ("predict", "sample"):
             if extra:
                 raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
-            from .label.predict import predict_images
-            predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
+            if args.command == "predict":
+                from .label.predict import predict_images
+                predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
+            else:
+                from .generate.export import sample_to_folder
+                if args.per_class < 1 or args.batch_size < 1:
+                    raise ConfigError("--per-class and --batch-size must be >= 1")
+                sample_to_folder(args.run, args.per_class, args.out, args.seed,
+                                 args.batch_size, args.checkpoint, args.device)
             return 0
         cfg = config_from_args(args, extra)
         validate(cfg)
@@ -149,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return _data_check(cfg, as_json=False)
-        from .label.train import train
-        train(cfg)
+        if args.command == "generate":
+            from .generate.train import train as train_generator
+            train_generator(cfg)
+        else:
+            from .label.train import train
+            train(cfg)
         return 0
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"semigen: error: {e}", file=sys.stderr)

@@ -191,9 +191,12 @@ def _coerce(value, hint, where: str):
 
 
 def resolve(preset: str | None = None, config_file: str | None = None,
-            overrides: dict | None = None) -> Config:
-    """Defaults, then the preset, then a YAML file, then ``{"section.key": value}`` overrides."""
+            overrides: dict | None = None, base_file: str | None = None) -> Config:
+    """Defaults, then `base_file` (a run's saved config.yaml), then the preset, then a YAML
+    file, then ``{"section.key": value}`` overrides."""
     cfg = Config()
+    if base_file:
+        merge(cfg, load_yaml(base_file), str(base_file))
     if preset:
         if preset not in presets():
             raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(presets())})")

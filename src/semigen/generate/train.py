@@ -1,0 +1,218 @@
+"""(2) generate: the conditional GAN's training loop, readable top to bottom in `train`.
+
+Modes on the same code: ``semi`` (the real labels plus the pseudo-labels of ``label`` at or
+above ``generate.min_confidence``), ``labels-only`` (the real labels alone) and ``all-labels``
+(every training image with its true label; built-ins). Batches are class-balanced. The EMA
+generator samples: per-class grids with fixed seeds go to ``RUN/samples/`` at every checkpoint."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from .. import checkpoint, runtime
+from ..config import Config, differences, validate
+from ..data import DataError, Dataset, endless_batches, load_dataset
+from ..label.train import ema_update, fingerprint, sync_buffers
+from ..rundir import RunDir, rewind_stats
+from . import losses
+from .nets import Discriminator, Generator
+
+STAGE = "generate"
+
+
+def read_pseudo_labels(path: Path, classes: list[str]) -> dict[str, tuple[int, float]]:
+    """``id -> (class index, confidence)`` from a pseudo_labels.csv; the latest round wins."""
+    index = {c: i for i, c in enumerate(classes)}
+    found: dict[str, tuple[int, float, int]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            if row["label"] not in index:
+                raise DataError(f"{path} line {line}: label '{row['label']}' is not a class "
+                                f"of this run ({', '.join(classes)})")
+            rnd = int(row.get("round") or 0)
+            if row["path"] not in found or rnd >= found[row["path"]][2]:
+                found[row["path"]] = (index[row["label"]], float(row["confidence"]), rnd)
+    return {k: (label, conf) for k, (label, conf, _) in found.items()}
+
+
+def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] | None,
+                 min_confidence: float, weight_by_confidence: bool
+                 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(images, labels, sampling weights): each class is drawn equally often; within a class,
+    images are equally likely, or in proportion to their confidence (real labels count 1)."""
+    images, labels = [data.labeled.images], [data.labeled.labels]
+    confidence = [np.ones(len(data.labeled))]
+    if mode == "all-labels":
+        if data.unlabeled_truth is None:
+            raise DataError("generate.mode all-labels needs a built-in data set")
+        images.append(data.unlabeled.images)
+        labels.append(data.unlabeled_truth)
+        confidence.append(np.ones(len(data.unlabeled)))
+    elif mode == "semi":
+        if pseudo is None:
+            raise DataError("generate.mode semi needs pseudo-labels: run `semigen label` first "
+                            "(or use --generate.mode labels-only)")
+        chosen = [(i, *pseudo[image_id]) for i, image_id in enumerate(data.unlabeled.ids)
+                  if image_id in pseudo and pseudo[image_id][1] >= min_confidence]
+        if chosen:
+            rows, chosen_labels, chosen_conf = map(np.array, zip(*chosen, strict=True))
+            images.append(data.unlabeled.images[rows])
+            labels.append(chosen_labels.astype(np.int64))
+            confidence.append(chosen_conf)
+    images, labels, confidence = (np.concatenate(a) for a in (images, labels, confidence))
+    counts = np.bincount(labels, minlength=len(data.classes))
+    weights = (confidence if weight_by_confidence else np.ones(len(labels))) / counts[labels]
+    return images, labels, torch.from_numpy(weights)
+
+
+@torch.no_grad()
+def sample(generator: torch.nn.Module, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    """Images in [-1, 1] for `labels`; image i's noise comes from seeds[i] alone, so it is the
+    same whatever the batch it is drawn in. The generator should be in eval mode."""
+    device = next(generator.parameters()).device
+    z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(s))
+                     for s in seeds]).to(device)
+    return generator(z, labels.to(device)).float()
+
+
+def grid_seeds(per_class: int, num_classes: int) -> list[int]:
+    """The fixed seeds of the per-class grids: the same images at every checkpoint."""
+    return [runtime.mix_seed(7, c, i) for c in range(num_classes) for i in range(per_class)]
+
+
+def save_grid(generator: torch.nn.Module, num_classes: int, per_class: int, path: Path) -> None:
+    """One row per class, `per_class` images each, fixed seeds."""
+    was_training = generator.training
+    generator.eval()
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    images = sample(generator, labels, grid_seeds(per_class, num_classes))
+    generator.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=per_class, normalize=True, value_range=(-1, 1), padding=1)
+
+
+def build_networks(num_classes: int, shape: tuple[int, int, int], z_dim: int, width: int):
+    return (Generator(num_classes, shape, z_dim=z_dim, width=width),
+            Discriminator(num_classes, shape, width=width))
+
+
+def generator_from_checkpoint(state: dict, use_ema: bool = True) -> Generator:
+    """The generator of a checkpoint, from the checkpoint alone, in eval mode."""
+    net = Generator(**state["net"])
+    weights = ({k.removeprefix("module."): v for k, v in state["ema"].items()
+                if k.startswith("module.")} if use_ema else state["generator"])
+    net.load_state_dict(weights)
+    return net.eval()
+
+
+def train(cfg: Config) -> dict:
+    """Train the conditional GAN of ``cfg.generate.mode`` into ``cfg.run.out``."""
+    validate(cfg)
+    gen = cfg.generate
+    rt = runtime.start(cfg.runtime)
+    with RunDir(cfg.run.out, writer=rt.is_writer) as run:
+        ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
+        resume_from = ckpts.resume_path(cfg.run.resume)
+
+        data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
+        data.report.raise_if_errors()
+        pseudo_path = run.path / "pseudo_labels.csv"
+        pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
+        images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
+                                               gen.weight_by_confidence)
+        counts = np.bincount(labels, minlength=len(data.classes)).tolist()
+        run.info(f"generate ({gen.mode}): {len(labels)} training images, per class {counts}")
+        if not (run.path / "config.yaml").exists():
+            run.write_config(cfg)
+
+        num_classes = len(data.classes)
+        net_args = {"num_classes": num_classes, "image_shape": data.shape,
+                    "z_dim": gen.z_dim, "width": gen.width}
+        generator, discriminator = build_networks(num_classes, data.shape, gen.z_dim, gen.width)
+        ema = AveragedModel(generator, multi_avg_fn=ema_update(gen.ema_decay), use_buffers=True)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=gen.lr, betas=(0.0, 0.999))
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=gen.lr, betas=(0.0, 0.999))
+        start_step = 0
+        if resume_from is not None:
+            state = checkpoint.load(resume_from)
+            generator.load_state_dict(state["generator"])
+            discriminator.load_state_dict(state["discriminator"])
+            ema.load_state_dict(state["ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            start_step = state["step"]
+            rewind_stats(run, STAGE, start_step)
+            changed = differences(state["config"], cfg.to_dict())
+            run.info(f"resumed from {resume_from} at step {start_step}"
+                     + ("; config changed: " + "; ".join(changed) if changed else ""))
+        g_model, opt_g = rt.fabric.setup(generator, opt_g)
+        d_model, opt_d = rt.fabric.setup(discriminator, opt_d)
+        ema.to(rt.device)
+        batches = endless_batches(rt.fabric, images, labels, [], gen.batch_size,
+                                  rt.data_seed(2), start_step, cfg.runtime.num_workers, weights)
+
+        def augment(x, g):
+            return losses.diff_augment(x, g) if gen.diff_augment else x
+
+        for step in tqdm(range(start_step, gen.steps), initial=start_step, total=gen.steps,
+                         desc=f"generate ({gen.mode})", unit="step",
+                         disable=not (rt.is_writer and cfg.run.progress)):
+            x, y, _ = next(batches)
+            # All of this step's noise comes from (seed, rank, step): resumable exactly.
+            g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(3), step))
+            z = torch.randn(len(y), gen.z_dim, generator=g, device=rt.device)
+            with torch.no_grad():
+                fake = g_model(z, y)
+            d_loss = losses.discriminator_hinge(d_model(augment(x, g), y),
+                                                d_model(augment(fake, g), y))
+            opt_d.zero_grad(set_to_none=True)
+            rt.fabric.backward(d_loss)
+            opt_d.step()
+
+            z = torch.randn(len(y), gen.z_dim, generator=g, device=rt.device)
+            g_loss = losses.generator_hinge(d_model(augment(g_model(z, y), g), y))
+            opt_g.zero_grad(set_to_none=True)
+            rt.fabric.backward(g_loss)
+            opt_g.step()
+            ema.update_parameters(generator)
+
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == gen.steps:
+                run.stats(STAGE, done, d_loss=d_loss.item(), g_loss=g_loss.item())
+            if done % gen.sample_every == 0 or done % cfg.run.checkpoint_every == 0 \
+                    or done == gen.steps:
+                sync_buffers(rt.fabric, generator)
+                sync_buffers(rt.fabric, discriminator)
+                sync_buffers(rt.fabric, ema.module)
+                if rt.is_writer:
+                    save_grid(ema.module, num_classes, gen.grid_per_class,
+                              run.path / "samples" / f"{STAGE}-step-{done:08d}.png")
+            if done % cfg.run.checkpoint_every == 0 or done == gen.steps:
+                if rt.is_writer:
+                    ckpts.save({"kind": "generator", "stage": STAGE, "mode": gen.mode,
+                                "net": net_args, "classes": data.classes,
+                                "image_shape": list(data.shape),
+                                "generator": generator.state_dict(),
+                                "discriminator": discriminator.state_dict(),
+                                "ema": ema.state_dict(), "opt_g": opt_g.state_dict(),
+                                "opt_d": opt_d.state_dict(), "config": cfg.to_dict()}, done)
+                rt.fabric.barrier()
+
+        prints = rt.fabric.all_gather(torch.tensor(fingerprint(generator), device=rt.device))
+        prints = [int(p) for p in prints.reshape(-1).tolist()]
+        if len(set(prints)) != 1:
+            raise RuntimeError(f"ranks ended with different generator weights: {prints}")
+        metrics = {"mode": gen.mode, "steps": gen.steps, "training_images": len(labels),
+                   "training_images_per_class": counts, "world_size": rt.world_size}
+        run.stats(STAGE, gen.steps, event="done", weight_fingerprints=prints, **metrics)
+        run.update_metrics(STAGE, metrics)
+        run.info(f"generate done: {len(labels)} images, {gen.steps} steps; grids in "
+                 f"{run.path / 'samples'}")
+        return metrics
