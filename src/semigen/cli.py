@@ -14,7 +14,6 @@ from .config import ConfigError, presets, resolve, to_yaml, validate
 # Commands that later issues build; they exist so that --help shows the whole tool.
 COMING = {
     "fit": ("the whole loop: label, generate, joint rounds, evaluate, report", 5),
-    "evaluate": ("metrics on real held-out images", 5),
     "report": ("write RUN/report.html", 5),
     "suggest": ("which unlabeled images to label next", 5),
     "demo": ("the whole fit on the built-in digits set, in a few minutes on a CPU", 5),
@@ -104,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", default="latest", metavar="latest|PATH")
     sample.add_argument("--device", default="auto")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics on real held-out images: classifier, pseudo-labels, and "
+        "generated images (FID, KID, class consistency) into RUN/metrics.json")
+    evaluate.add_argument("run", metavar="RUN")
+    evaluate.add_argument("--per-class", type=int, default=1000, metavar="N",
+                          help="generated images per class for the image metrics")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    evaluate.add_argument("--evaluator-steps", type=int, metavar="STEPS",
+                          help="training budget of the evaluator network (default 3000)")
+
     for name, (text, issue) in COMING.items():
         p = commands.add_parser(name, help=f"{text} (coming: issue #{issue})")
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 sample_to_folder(args.run, args.per_class, args.out, args.seed,
                                  args.batch_size, args.checkpoint, args.device)
             return 0
+        if args.command == "evaluate":
+            return _evaluate(args, extra)
         cfg = config_from_args(args, extra)
         validate(cfg)
         if args.command == "data":
@@ -199,3 +210,23 @@ def _data_check(cfg, as_json: bool) -> int:
     report = dataset.report
     print(json.dumps(report.to_dict(), indent=1) if as_json else report.format())
     return 0 if report.ok else 1
+
+
+def _evaluate(args, extra) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluate.run import evaluate_run
+    config_file = Path(args.run) / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{args.run}: not a run directory (no config.yaml)")
+    cfg = resolve(overrides={"run.out": args.run, **parse_overrides(extra)},
+                  base_file=str(config_file))
+    found = evaluate_run(cfg, args.per_class, args.seed, args.evaluator_steps)
+    summary = {"classifier": {k: v for k, v in found.get("classifier", {}).items()
+                              if k in ("test_accuracy", "test_ece", "n_test")},
+               "pseudo_labels": found.get("pseudo_labels", {}),
+               "images": {k: v for k, v in found.get("images", {}).items()
+                          if k != "per_class"}}
+    print(json.dumps(summary, indent=1))
+    return 0
