@@ -1,0 +1,117 @@
+"""Module 2 on Fashion-MNIST: generators trained on (a) the labeled images only, (b) those plus
+module 1's confident pseudo-labels, (c) every true label; same network and budget.
+
+    python benchmarks/generate_fmnist.py --preset quick --seeds 0 1 2 \\
+        --pseudo-labels 'runs/bench-label/semi-seed{seed}/pseudo_labels.csv'
+
+(b) takes its pseudo-labels from a label run of the same split seed (`--pseudo-labels`, a
+pattern with {seed}), or trains one first when none is given. Each generator is then scored by
+`semigen evaluate`'s image metrics against the 10,000 real test images: FID, KID, class
+consistency (overall and worst class), with the cached evaluator network. Prints Markdown for
+BENCHMARKS.md and writes OUT/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+from semigen.config import resolve
+from semigen.evaluate.run import evaluate_run
+from semigen.generate.train import train as train_generator
+from semigen.label.train import train as train_classifier
+
+MODES = {"labels-only": "(a) labels only", "semi": "(b) labels + pseudo-labels",
+         "all-labels": "(c) all labels"}
+
+
+def run_one(args, mode: str, seed: int) -> dict:
+    out = Path(args.out) / f"{mode}-seed{seed}"
+    overrides = {"data.source": "fmnist", "data.labels_per_class": str(args.labels_per_class),
+                 "data.split_seed": str(seed), "runtime.seed": str(seed), "run.out": str(out),
+                 "run.progress": "false", "generate.mode": mode, **args.set}
+    cfg = resolve(preset=args.preset, overrides=overrides)
+    if mode == "semi":
+        out.mkdir(parents=True, exist_ok=True)
+        if args.pseudo_labels:
+            shutil.copy(args.pseudo_labels.format(seed=seed), out / "pseudo_labels.csv")
+        elif not (out / "pseudo_labels.csv").exists():
+            train_classifier(cfg)
+    start = time.perf_counter()
+    train_generator(cfg)
+    seconds = time.perf_counter() - start
+    images = evaluate_run(cfg, per_class=args.per_class, seed=seed)["images"]
+    return {"mode": mode, "seed": seed, "seconds": seconds, "fid": images["fid"],
+            "kid": images["kid"], "consistency": images["class_consistency"],
+            "worst_consistency": images["worst_class_consistency"],
+            "training_images": json.loads((out / "metrics.json").read_text())["generate"][
+                "training_images"], "evaluator": images["feature_network"]}
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def markdown(results: list[dict], args) -> str:
+    lines = [f"`python benchmarks/generate_fmnist.py --preset {args.preset} --seeds "
+             f"{' '.join(map(str, args.seeds))}`, {date.today().isoformat()}; evaluator: "
+             f"{results[0]['evaluator']['network']}, test accuracy "
+             f"{results[0]['evaluator']['test_accuracy']:.4f}; N = {args.per_class} generated "
+             "per class against the 10,000 test images", "",
+             "| generator trained on | training images | FID | KID | class consistency | "
+             "worst class | train time (min) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    by = {m: [r for r in results if r["mode"] == m] for m in MODES}
+    for mode, label in MODES.items():
+        rs = by[mode]
+        if rs:
+            lines.append(
+                f"| {label} | {statistics.mean(r['training_images'] for r in rs):.0f} | "
+                f"{mean_std([r['fid'] for r in rs], 2)} | {mean_std([r['kid'] for r in rs], 4)} | "
+                f"{mean_std([r['consistency'] for r in rs])} | "
+                f"{mean_std([r['worst_consistency'] for r in rs])} | "
+                f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
+    if by["semi"] and by["all-labels"]:
+        b, c = by["semi"], by["all-labels"]
+        ratio_cc = statistics.mean(r["consistency"] for r in b) / \
+            statistics.mean(r["consistency"] for r in c)
+        ratio_fid = statistics.mean(r["fid"] for r in b) / statistics.mean(r["fid"] for r in c)
+        lines += ["", f"(b)/(c): class consistency {ratio_cc:.3f} (target >= 0.95), "
+                      f"FID {ratio_fid:.3f} (target <= 1.1)"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--modes", nargs="*", default=list(MODES))
+    parser.add_argument("--per-class", type=int, default=1000)
+    parser.add_argument("--pseudo-labels", metavar="PATTERN",
+                        help="pseudo_labels.csv of a label run per seed, e.g. "
+                             "'runs/bench-label/semi-seed{seed}/pseudo_labels.csv'")
+    parser.add_argument("--set", action="append", default=[], metavar="k=v")
+    parser.add_argument("--out", default="runs/bench-generate")
+    args = parser.parse_args()
+    args.set = dict(pair.split("=", 1) for pair in args.set)
+    results = []
+    for seed in args.seeds:
+        for mode in args.modes:
+            results.append(run_one(args, mode, seed))
+            print(f"{mode} seed {seed}: FID {results[-1]['fid']:.2f}, consistency "
+                  f"{results[-1]['consistency']:.3f}, {results[-1]['seconds'] / 60:.1f} min",
+                  flush=True)
+            (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+    text = markdown(results, args)
+    (Path(args.out) / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
