@@ -65,7 +65,8 @@ def markdown(results: list[dict], args) -> str:
              f"{results[0]['evaluator']['test_accuracy']:.4f}; N = {args.per_class} generated "
              "per class against the 10,000 test images", "",
              "| generator trained on | training images | FID | KID | class consistency | "
-             "worst class | train time (min) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "worst class | train time (min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by = {m: [r for r in results if r["mode"] == m] for m in MODES}
     for mode, label in MODES.items():
         rs = by[mode]
