@@ -1,0 +1,87 @@
+"""`semigen evaluate` on a tiny digits run: classifier, pseudo-labels and image metrics."""
+
+import json
+
+import pytest
+import torch
+
+from semigen.cli import main
+from semigen.config import resolve
+from semigen.data import load_dataset
+from semigen.evaluate.images import EvaluatorFeatures, _distances, load_evaluator
+from semigen.label import nets
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    run, cache = root / "run", root / "cache"
+    for argv in (["label", "digits", "--preset", "tiny", "--out", str(run)],
+                 ["generate", str(run), "--preset", "tiny"],
+                 ["evaluate", str(run), "--per-class", "10", "--evaluator-steps", "30",
+                  "--data.cache-dir", str(cache)]):
+        assert main(argv) == 0, argv
+    metrics = json.loads((run / "metrics.json").read_text())
+    return run, cache, metrics
+
+
+def test_classifier_metrics_agree_with_the_label_stage(evaluated):
+    _, _, metrics = evaluated
+    found = metrics["evaluate"]["classifier"]
+    assert found["test_accuracy"] == pytest.approx(metrics["label"]["test_accuracy"], abs=1e-6)
+    assert found["n_test"] == 450 and len(found["per_class_accuracy"]) == 10
+    confusion = torch.tensor(found["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 450
+    assert confusion.diag().sum().item() / 450 == pytest.approx(found["test_accuracy"])
+
+
+def test_pseudo_label_metrics(evaluated):
+    _, _, metrics = evaluated
+    found = metrics["evaluate"]["pseudo_labels"]
+    assert found["n_pseudo_labels"] == 1247
+    assert found["pseudo_label_accuracy"] == pytest.approx(
+        metrics["label"]["pseudo_label_accuracy"], abs=1e-4)  # the CSV rounds confidences
+    assert 0 <= found["pseudo_label_coverage_at_0.95"] <= found["pseudo_label_coverage_at_0.9"]
+
+
+def test_image_metrics_name_their_network_and_n(evaluated):
+    run, cache, metrics = evaluated
+    images = metrics["evaluate"]["images"]
+    assert images["n_fake"] == 100 and images["n_real"] == 450
+    assert images["fid"] > 0 and 0 <= images["class_consistency"] <= 1
+    assert set(images["per_class"]) == {str(i) for i in range(10)}
+    assert images["feature_network"]["path"].startswith(str(cache))
+    assert "all-labels, 30 steps" in images["feature_network"]["network"]
+    assert "below 2x the dimension" in images["warning"]  # 10 per class is far too few
+    # the evaluator is cached: a second evaluation does not train it again
+    checkpoint_file = next(cache.rglob("latest.pt"))
+    before = checkpoint_file.stat().st_mtime_ns
+    assert main(["evaluate", str(run), "--per-class", "10", "--evaluator-steps", "30",
+                 "--data.cache-dir", str(cache)]) == 0
+    assert checkpoint_file.stat().st_mtime_ns == before
+
+
+def test_fid_separates_real_from_noise(evaluated):
+    _, cache, _ = evaluated
+    cfg = resolve(overrides={"data.cache_dir": str(cache)})
+    data = load_dataset(cfg.data)
+    evaluator, _ = load_evaluator(cfg, data.shape, steps=30)
+    features = EvaluatorFeatures(evaluator.eval())
+    test = torch.from_numpy(data.test.images).permute(0, 3, 1, 2).contiguous()
+    noise = torch.randint(0, 256, test.shape, generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    real_vs_real = _distances(features, test[:225], test[225:])["fid"]
+    real_vs_noise = _distances(features, test[:225], noise[225:])["fid"]
+    assert real_vs_real * 5 < real_vs_noise
+
+
+def test_evaluator_features():
+    classifier = nets.build("cnn", 1, 10)
+    features = EvaluatorFeatures(classifier)
+    out = features(torch.zeros(3, 1, 8, 8, dtype=torch.uint8))
+    assert features.num_features == 128 and out.shape == (3, 128) and out.dtype == torch.float64
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
