@@ -87,6 +87,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return payload
 
 
+def restore(state: dict, objects: dict) -> None:
+    """``load_state_dict`` of each object from the checkpoint entry of the same name."""
+    for name, obj in objects.items():
+        obj.load_state_dict(state[name])
+
+
 class Checkpointer:
     """``latest.pt`` and ``best.pt`` beside the last `keep_last` ``step-XXXXXXXX.pt`` files, all
     in one folder. The step files are hard links to what latest.pt was, so they cost no extra

@@ -101,6 +101,16 @@ def read_stats(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def note_resume(run: RunDir, stage: str, path, state: dict, cfg: Config) -> None:
+    """Rewind the stage's stats to the checkpoint and log where the run resumed and which config
+    fields changed since the checkpoint was written."""
+    from .config import differences
+    rewind_stats(run, stage, state["step"])
+    changed = differences(state["config"], cfg.to_dict())
+    run.info(f"resumed from {path} at step {state['step']}"
+             + ("; config changed: " + "; ".join(changed) if changed else ""))
+
+
 def rewind_stats(run: RunDir, stage: str, step: int) -> None:
     """Drop `stage` lines past `step` (written after the checkpoint a run resumes from), so a
     resumed run's stats.jsonl reads as if it had never stopped."""

@@ -17,10 +17,10 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from .. import checkpoint, runtime
-from ..config import Config, differences, validate
+from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset
 from ..label.train import ema_update, fingerprint, sync_buffers
-from ..rundir import RunDir, rewind_stats
+from ..rundir import RunDir, note_resume
 from . import losses
 from .nets import Discriminator, Generator
 
@@ -142,16 +142,10 @@ def train(cfg: Config) -> dict:
         start_step = 0
         if resume_from is not None:
             state = checkpoint.load(resume_from)
-            generator.load_state_dict(state["generator"])
-            discriminator.load_state_dict(state["discriminator"])
-            ema.load_state_dict(state["ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
+            checkpoint.restore(state, {"generator": generator, "discriminator": discriminator,
+                                       "ema": ema, "opt_g": opt_g, "opt_d": opt_d})
             start_step = state["step"]
-            rewind_stats(run, STAGE, start_step)
-            changed = differences(state["config"], cfg.to_dict())
-            run.info(f"resumed from {resume_from} at step {start_step}"
-                     + ("; config changed: " + "; ".join(changed) if changed else ""))
+            note_resume(run, STAGE, resume_from, state, cfg)
         g_model, opt_g = rt.fabric.setup(generator, opt_g)
         d_model, opt_d = rt.fabric.setup(discriminator, opt_d)
         ema.to(rt.device)

@@ -24,9 +24,9 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm import tqdm
 
 from .. import checkpoint, runtime
-from ..config import Config, differences, validate
+from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset, strong, to_float, weak
-from ..rundir import RunDir, rewind_stats
+from ..rundir import RunDir, note_resume
 from . import losses, nets
 
 STAGE = "label"
@@ -158,17 +158,12 @@ def train(cfg: Config) -> dict:
         start_step, best = 0, -1.0
         if resume_from is not None:
             state = checkpoint.load(resume_from)
-            net.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
+            checkpoint.restore(state, {"model": net, "ema": ema, "optimizer": optimizer,
+                                       "schedule": schedule})
             levels = state["levels"]
             start_step, best = state["step"], state["best"]
             checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
-            rewind_stats(run, STAGE, start_step)
-            changed = differences(state["config"], cfg.to_dict())
-            run.info(f"resumed from {resume_from} at step {start_step}"
-                     + ("; config changed: " + "; ".join(changed) if changed else ""))
+            note_resume(run, STAGE, resume_from, state, cfg)
         levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
