@@ -120,3 +120,12 @@ def test_sample_is_the_same_whatever_the_batch_size(label_run, tmp_path):
 def test_class_names_become_safe_folder_names():
     assert folder_name("T-shirt/top") == "T-shirt-top"
     assert folder_name("a:b*c") == "a-b-c" and folder_name("..") == "class"
+
+
+def test_a_checkpoint_of_the_wrong_kind_is_refused(label_run, tmp_path, capsys):
+    if not (label_run / "checkpoints" / "generate" / "latest.pt").exists():
+        assert main(["generate", str(label_run), "--preset", "tiny"]) == 0
+    wrong = label_run / "checkpoints" / "generate" / "latest.pt"
+    assert main(["predict", str(label_run), str(label_run / "samples"), "--out",
+                 str(tmp_path / "p.csv"), "--checkpoint", str(wrong)]) == 2
+    assert "holds a generator, not a classifier" in capsys.readouterr().err

@@ -87,6 +87,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return payload
 
 
+def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
+    """A stage's checkpoint by name (``latest``, ``best``) under ``RUN/checkpoints/<stage>/``,
+    or a path; refused unless it holds a `kind` (classifier, generator)."""
+    path = Path(run) / "checkpoints" / stage / f"{which}.pt" if which in ("latest", "best") \
+        else Path(which)
+    state = load(path)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")
+    return path, state
+
+
 def restore(state: dict, objects: dict) -> None:
     """``load_state_dict`` of each object from the checkpoint entry of the same name."""
     for name, obj in objects.items():

@@ -40,11 +40,7 @@ def file_sha256(path: Path) -> str:
 
 def sample_to_folder(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
                      batch_size: int = 256, which: str = "latest", device: str = "auto") -> dict:
-    path = Path(which) if which not in ("latest", "best") else \
-        Path(run) / "checkpoints" / STAGE / f"{which}.pt"
-    state = checkpoint.load(path)
-    if state.get("kind") != "generator":
-        raise checkpoint.CheckpointError(f"{path}: holds a {state.get('kind')}, not a generator")
+    path, state = checkpoint.load_stage(run, STAGE, which, "generator")
     accelerator = pick_accelerator(device)
     generator = generator_from_checkpoint(state).to(accelerator)
     digest = file_sha256(path)

@@ -19,11 +19,7 @@ def predict_images(run: str | Path, images: str | Path, out: str | Path,
                    which: str = "latest", device: str = "auto") -> dict:
     """Write ``path,label,confidence`` for every readable image under `images`; skipped files
     are listed in the log. `which` is latest, best, or a checkpoint path. Returns counts."""
-    path = Path(which) if which not in ("latest", "best") else \
-        Path(run) / "checkpoints" / "label" / f"{which}.pt"
-    state = checkpoint.load(path)
-    if state.get("kind") != "classifier":
-        raise checkpoint.CheckpointError(f"{path}: holds a {state.get('kind')}, not a classifier")
+    path, state = checkpoint.load_stage(run, "label", which, "classifier")
     model = nets.from_checkpoint(state)
     found, skipped = read_images(images, tuple(state["image_shape"]), progress=True)
     for rel, why in skipped:
