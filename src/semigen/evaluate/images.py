@@ -54,7 +54,8 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int = EVALUA
                          f"(data.source is {cfg.data.source!r})")
     out = evaluator_run(cfg, shape, steps)
     latest = out / "checkpoints" / "label" / "latest.pt"
-    if not latest.exists() or checkpoint.load(latest)["step"] < steps:
+    state = checkpoint.load(latest) if latest.exists() else None
+    if state is None or state["step"] < steps:
         from ..label.train import train
         log.info(f"training the evaluator classifier for {cfg.data.source} on all its training "
                  f"labels (once; cached in {out})")
@@ -64,7 +65,7 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int = EVALUA
             "data.channels": cfg.data.channels, "label.mode": "all-labels",
             "label.steps": steps, "label.batch_size": 64, "run.out": str(out),
             "run.progress": str(cfg.run.progress), "runtime.device": cfg.runtime.device}))
-    state = checkpoint.load(latest)
+        state = checkpoint.load(latest)
     description = {"network": f"semigen evaluator ({state['net']['name']}, all-labels, "
                               f"{state['step']} steps)", "path": str(latest),
                    "test_accuracy": _final_test_accuracy(out)}
