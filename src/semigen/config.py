@@ -79,9 +79,9 @@ class GenerateConfig:
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
     steps: int = 3000
-    batch_size: int = 64
+    batch_size: int = 32  # the full preset (GPU): 64
     z_dim: int = 128
-    width: int = 32  # channels scale (generator 4x, discriminator 2x)
+    width: int = 16  # channels scale: generator 4x at 4x4 halving to 1x, discriminator 1x-2x
     lr: float = 2e-4  # Adam, both networks, betas (0, 0.999)
     ema_decay: float = 0.999  # the EMA generator samples
     diff_augment: bool = True  # DiffAugment on real and fake images, in both steps

@@ -58,12 +58,15 @@ class Generator(nn.Module):
         h, w, c = image_shape
         self.image_shape, self.z_dim = (h, w, c), z_dim
         steps = upsamplings(max(h, w))
-        self.channels = 4 * width
+        # 4 * width channels at 4x4, halved at each doubling after the first down to `width`:
+        # the large maps get the thin layers, which is what keeps a CPU step affordable.
+        channels = [4 * width] + [max(width, 4 * width >> i) for i in range(steps)]
+        self.channels = channels[0]
         self.project = nn.Linear(z_dim, 4 * 4 * self.channels)
-        self.blocks = nn.ModuleList(GeneratorBlock(self.channels, self.channels, num_classes)
-                                    for _ in range(steps))
-        self.out = nn.Sequential(nn.BatchNorm2d(self.channels), nn.ReLU(),
-                                 nn.Conv2d(self.channels, c, 3, padding=1), nn.Tanh())
+        self.blocks = nn.ModuleList(GeneratorBlock(cin, cout, num_classes)
+                                    for cin, cout in zip(channels, channels[1:]))
+        self.out = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(),
+                                 nn.Conv2d(channels[-1], c, 3, padding=1), nn.Tanh())
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(len(z), self.channels, 4, 4)
@@ -103,10 +106,11 @@ class Discriminator(nn.Module):
         h, w, c = image_shape
         self.channels = 2 * width
         downs = upsamplings(max(h, w))  # down to about 4x4
+        # `width` channels at full resolution, 2 * width below it (the costly map stays thin).
+        channels = [c, width] + [self.channels] * downs
         self.blocks = nn.Sequential(*(
-            DiscriminatorBlock(c if i == 0 else self.channels, self.channels,
-                               downsample=i < downs, first=i == 0)
-            for i in range(downs + 1)))
+            DiscriminatorBlock(cin, cout, downsample=i < downs, first=i == 0)
+            for i, (cin, cout) in enumerate(zip(channels, channels[1:]))))
         self.score = spectral_norm(nn.Linear(self.channels, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, self.channels))
 
