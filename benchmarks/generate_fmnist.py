@@ -33,7 +33,8 @@ def run_one(args, mode: str, seed: int) -> dict:
     out = Path(args.out) / f"{mode}-seed{seed}"
     overrides = {"data.source": "fmnist", "data.labels_per_class": str(args.labels_per_class),
                  "data.split_seed": str(seed), "runtime.seed": str(seed), "run.out": str(out),
-                 "run.progress": "false", "generate.mode": mode, **args.set}
+                 "run.progress": "false", "generate.mode": mode,
+                 "evaluate.per_class": str(args.per_class), "evaluate.seed": str(seed), **args.set}
     cfg = resolve(preset=args.preset, overrides=overrides)
     if mode == "semi":
         out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def run_one(args, mode: str, seed: int) -> dict:
     start = time.perf_counter()
     train_generator(cfg)
     seconds = time.perf_counter() - start
-    images = evaluate_run(cfg, per_class=args.per_class, seed=seed)["images"]
+    images = evaluate_run(cfg)["images"]
     return {"mode": mode, "seed": seed, "seconds": seconds, "fid": images["fid"],
             "kid": images["kid"], "consistency": images["class_consistency"],
             "worst_consistency": images["worst_class_consistency"],

@@ -4,14 +4,15 @@ import sys
 
 import pytest
 
-from semigen.cli import COMING, main
+from semigen.cli import main
 from semigen.rundir import read_stats
 
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "semigen", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for name in ("data", "label", *COMING):
+    for name in ("data", "label", "predict", "generate", "sample", "evaluate", "fit", "report",
+                 "suggest", "demo"):
         assert name in out
 
 
@@ -67,9 +68,13 @@ def test_dry_run_prints_config_and_data_report(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_stages_still_to_come_say_so(capsys):
-    assert main(["fit", "digits"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+def test_fit_refuses_a_bad_config_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "digits", "--rounds", "-1", "--out", str(out),
+                 "--fit.synthetic_ratio", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "fit.rounds must be >= 0" in err and "fit.synthetic_ratio must be > 0" in err
+    assert not out.exists()
 
 
 def test_label_on_a_folder_writes_the_run_directory(clean_folder, tmp_path):

@@ -7,17 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, presets, resolve, to_yaml, validate
-
-# Commands that later issues build; they exist so that --help shows the whole tool.
-COMING = {
-    "fit": ("the whole loop: label, generate, joint rounds, evaluate, report", 5),
-    "report": ("write RUN/report.html", 5),
-    "suggest": ("which unlabeled images to label next", 5),
-    "demo": ("the whole fit on the built-in digits set, in a few minutes on a CPU", 5),
-}
 
 
 def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -52,7 +45,7 @@ FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
                "labels_per_class": "data.labels_per_class", "split_seed": "data.split_seed",
                "image_size": "data.image_size", "out": "run.out", "seed": "runtime.seed",
                "device": "runtime.device", "devices": "runtime.devices",
-               "precision": "runtime.precision", "resume": "run.resume"}
+               "precision": "runtime.precision", "resume": "run.resume", "rounds": "fit.rounds"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,15 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="metrics on real held-out images: classifier, pseudo-labels, and "
         "generated images (FID, KID, class consistency) into RUN/metrics.json")
     evaluate.add_argument("run", metavar="RUN")
-    evaluate.add_argument("--per-class", type=int, default=1000, metavar="N",
-                          help="generated images per class for the image metrics")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    evaluate.add_argument("--test", metavar="DATA", help="held-out images in class folders "
+                          "(DATA/<class>/... or DATA/test/<class>/...) instead of the data "
+                          "set's own test split")
+    evaluate.add_argument("--per-class", type=int, metavar="N",
+                          help="generated images per class for the image metrics (1000)")
+    evaluate.add_argument("--seed", type=int, help="seed of the generated images (0)")
     evaluate.add_argument("--evaluator-steps", type=int, metavar="STEPS",
-                          help="training budget of the evaluator network (default 3000)")
+                          help="training budget of the evaluator network (3000)")
 
-    for name, (text, issue) in COMING.items():
-        p = commands.add_parser(name, help=f"{text} (coming: issue #{issue})")
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    fit = commands.add_parser(
+        "fit", help="the whole loop: label, generate, joint rounds, evaluate, report")
+    _add_data_options(fit)
+    _add_run_options(fit)
+    fit.add_argument("--rounds", type=int, metavar="R",
+                     help="joint rounds after label and generate (default 1)")
+
+    report = commands.add_parser("report", help="write RUN/report.html from a run's files")
+    report.add_argument("run", metavar="RUN")
+
+    suggest = commands.add_parser(
+        "suggest", help="which unlabeled images to label next (uncertain and diverse)")
+    suggest.add_argument("run", metavar="RUN")
+    suggest.add_argument("--n", type=int, default=50, metavar="K", help="how many (50)")
+    suggest.add_argument("--out", required=True, metavar="F.csv")
+    suggest.add_argument("--seed", type=int, default=0)
+
+    demo = commands.add_parser(
+        "demo", help="the whole fit on the built-in digits set, a few minutes on a CPU")
+    demo.add_argument("--out", default="runs/demo", metavar="RUN")
+    demo.add_argument("--device", default="auto")
     return parser
 
 
@@ -140,7 +154,6 @@ def parse_overrides(tokens: list[str]) -> dict:
 def config_from_args(args: argparse.Namespace, extra: list[str]):
     """Flags and dotted overrides over a preset and a YAML file. A run directory given as DATA
     (it holds config.yaml) continues that run: its config is the base and it is the output."""
-    from pathlib import Path
     overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
                  if getattr(args, flag, None) is not None}
     base = None
@@ -158,26 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in COMING:
-        text, issue = COMING[args.command]
-        print(f"semigen {args.command}: not built yet ({text}; issue #{issue})", file=sys.stderr)
-        return 2
     from .checkpoint import CheckpointError
     from .data import DataError
     try:
-        if args.command in ("predict", "sample"):
+        if args.command in ("predict", "sample", "report", "suggest", "demo"):
             if extra:
                 raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
-            if args.command == "predict":
-                from .label.predict import predict_images
-                predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
-            else:
-                from .generate.export import sample_to_folder
-                if args.per_class < 1 or args.batch_size < 1:
-                    raise ConfigError("--per-class and --batch-size must be >= 1")
-                sample_to_folder(args.run, args.per_class, args.out, args.seed,
-                                 args.batch_size, args.checkpoint, args.device)
-            return 0
+            return _run_tool(args)
         if args.command == "evaluate":
             return _evaluate(args, extra)
         cfg = config_from_args(args, extra)
@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return _data_check(cfg, as_json=False)
-        if args.command == "generate":
+        if args.command == "fit":
+            from .joint import fit
+            fit(cfg)
+            print(f"report: {Path(cfg.run.out) / 'report.html'}")
+        elif args.command == "generate":
             from .generate.train import train as train_generator
             train_generator(cfg)
         else:
@@ -202,6 +206,37 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _run_tool(args) -> int:
+    """The commands that work on a finished run (or, demo, make one) and take no config."""
+    if args.command == "predict":
+        from .label.predict import predict_images
+        predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
+    elif args.command == "sample":
+        from .generate.export import sample_to_folder
+        if args.per_class < 1 or args.batch_size < 1:
+            raise ConfigError("--per-class and --batch-size must be >= 1")
+        sample_to_folder(args.run, args.per_class, args.out, args.seed, args.batch_size,
+                         args.checkpoint, args.device)
+    elif args.command == "report":
+        from .evaluate.report import write_report
+        _run_dir(args.run)
+        print(f"report: {write_report(args.run)}")
+    elif args.command == "suggest":
+        from .suggest import suggest
+        suggest(_run_dir(args.run), args.n, args.out, args.seed)
+    else:
+        from .api import demo
+        print(f"report: {demo(out=args.out, device=args.device)}")
+    return 0
+
+
+def _run_dir(run: str) -> Path:
+    """A run directory, or a clear refusal: every run holds its resolved config.yaml."""
+    if not (Path(run) / "config.yaml").is_file():
+        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
+    return Path(run)
+
+
 def _data_check(cfg, as_json: bool) -> int:
     import json
 
@@ -214,15 +249,15 @@ def _data_check(cfg, as_json: bool) -> int:
 
 def _evaluate(args, extra) -> int:
     import json
-    from pathlib import Path
 
     from .evaluate.run import evaluate_run
-    config_file = Path(args.run) / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{args.run}: not a run directory (no config.yaml)")
-    cfg = resolve(overrides={"run.out": args.run, **parse_overrides(extra)},
-                  base_file=str(config_file))
-    found = evaluate_run(cfg, args.per_class, args.seed, args.evaluator_steps)
+    config_file = _run_dir(args.run) / "config.yaml"
+    flags = {"evaluate.per_class": args.per_class, "evaluate.seed": args.seed,
+             "evaluate.evaluator_steps": args.evaluator_steps}
+    overrides = {"run.out": args.run, **{k: v for k, v in flags.items() if v is not None}}
+    cfg = resolve(overrides=overrides | parse_overrides(extra), base_file=str(config_file))
+    validate(cfg)
+    found = evaluate_run(cfg, args.test)
     summary = {"classifier": {k: v for k, v in found.get("classifier", {}).items()
                               if k in ("test_accuracy", "test_ece", "n_test")},
                "pseudo_labels": found.get("pseudo_labels", {}),

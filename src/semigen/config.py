@@ -90,6 +90,25 @@ class GenerateConfig:
 
 
 @dataclass
+class FitConfig:
+    rounds: int = 1  # joint rounds after label and generate; 0 stops after them
+    synthetic_per_class: int = 500  # generated images per class given to the classifier
+    synthetic_ratio: float = 0.5  # generated images per real labeled image in a batch
+    label_steps: int = 500  # classifier fine-tuning steps per round
+    label_lr: float = 0.006  # where round 0's cosine schedule ended (0.2 x label.lr)
+    generate_steps: int = 1000  # generator refinement steps per round
+    baselines: bool = True  # also train labels-only (and all-labels, built-ins) classifiers
+
+
+@dataclass
+class EvaluateConfig:
+    per_class: int = 1000  # generated images per class for the final FID, KID, consistency
+    round_per_class: int = 200  # the same for each joint round's figures in `fit`
+    evaluator_steps: int = 3000  # training budget of the built-in evaluator network
+    seed: int = 0  # seed of the generated images that are scored
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     resume: str = "auto"  # auto: continue from out/checkpoints/latest.pt if present | none | PATH
@@ -105,6 +124,8 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -257,6 +278,15 @@ def validate(cfg: Config) -> None:
     check(gen.mode != "all-labels" or d.source in BUILTINS,
           "generate.mode all-labels needs a built-in data set, whose held-out labels are known "
           f"(data.source is {d.source!r})")
+    fit = cfg.fit
+    for name in ("synthetic_per_class", "label_steps", "generate_steps"):
+        check(getattr(fit, name) >= 1, f"fit.{name} must be >= 1 (got {getattr(fit, name)})")
+    for name in ("per_class", "round_per_class", "evaluator_steps"):
+        value = getattr(cfg.evaluate, name)
+        check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
+    check(fit.rounds >= 0, f"fit.rounds must be >= 0 (got {fit.rounds})")
+    check(fit.synthetic_ratio > 0, f"fit.synthetic_ratio must be > 0 (got {fit.synthetic_ratio})")
+    check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
     check(run.checkpoint_every >= 1,
           f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")
     check(run.log_every >= 1, f"run.log_every must be >= 1 (got {run.log_every})")

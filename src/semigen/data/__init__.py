@@ -1,9 +1,18 @@
 """Data layer: every command reads images through `load_dataset`."""
 
 from .report import DataError, DataReport
-from .sources import Dataset, ImageSet, labeled_split, load_dataset, read_images
+from .sources import (
+                      Dataset,
+                      ImageSet,
+                      folder_name,
+                      labeled_split,
+                      load_dataset,
+                      read_class_folders,
+                      read_images,
+)
 from .transforms import StepBatchSampler, Views, endless_batches, strong, to_float, to_uint8, weak
 
 __all__ = ["DataError", "DataReport", "Dataset", "ImageSet", "StepBatchSampler", "Views",
-           "endless_batches", "labeled_split", "load_dataset", "read_images", "strong",
+           "endless_batches", "folder_name", "labeled_split", "load_dataset",
+           "read_class_folders", "read_images", "strong",
            "to_float", "to_uint8", "weak"]

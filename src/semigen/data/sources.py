@@ -196,6 +196,40 @@ def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool 
     return ImageSet(ids, array, np.full(len(ids), -1, np.int64)), skipped
 
 
+def folder_name(class_name: str) -> str:
+    """A class name as a folder name: path separators and other unsafe characters become '-'
+    (Fashion-MNIST's 'T-shirt/top' -> 'T-shirt-top'); manifests keep the real name."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "-", class_name).strip(" .") or "class"
+
+
+def read_class_folders(source: str | Path, classes: list[str], shape: tuple[int, int, int]
+                       ) -> tuple[ImageSet, list[tuple[str, str]]]:
+    """Labeled images from ``source/<class>/...`` (or ``source/test/<class>/...``) for classes
+    a model knows; a folder named after no such class is an error naming it."""
+    root = Path(source).expanduser()
+    if (root / "test").is_dir():
+        root = root / "test"
+    if not root.is_dir():
+        raise DataError(f"{source}: no such folder (expected {source}/<class>/...)")
+    folders = _class_folders(root)
+    known = {folder_name(c): c for c in classes} | {c: c for c in classes}  # 'T-shirt-top' too
+    unknown = [f.name for f in folders if f.name not in known]
+    if unknown:
+        raise DataError(f"{root}: class folder(s) {', '.join(unknown)} match no class of this "
+                        f"run ({', '.join(classes)})")
+    sets, skipped = [], []
+    for folder in folders:
+        images, missed = read_images(folder, shape)
+        images.labels[:] = classes.index(known[folder.name])
+        images.ids = [f"{folder.name}/{i}" for i in images.ids]
+        sets.append(images)
+        skipped += [(f"{folder.name}/{path}", why) for path, why in missed]
+    if not sets:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/...)")
+    return ImageSet(sum((s.ids for s in sets), []), np.concatenate([s.images for s in sets]),
+                    np.concatenate([s.labels for s in sets])), skipped
+
+
 def _merge_duplicates(entries: list[_Entry], report: DataReport) -> list[_Entry]:
     """One entry per file: a label beats no label; two different labels are an error."""
     by_path: dict[Path, _Entry] = {}

@@ -9,6 +9,7 @@ feature network and how many images it used."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,6 @@ from ..label import nets
 from ..runtime import mix_seed
 
 log = logging.getLogger("semigen")
-EVALUATOR_STEPS = 3000  # the evaluator's recipe: fixed, so every run scores with the same one
 
 
 class EvaluatorFeatures(nn.Module):
@@ -45,7 +45,7 @@ def evaluator_run(cfg: Config, shape: tuple[int, int, int], steps: int) -> Path:
     return Path(cfg.data.cache_dir).expanduser() / "evaluators" / name
 
 
-def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int = EVALUATOR_STEPS
+def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
                    ) -> tuple[nn.Module, dict]:
     """The evaluator classifier of `cfg`'s built-in data set at image `shape` (trained and
     cached on first use), with a description: where it is, its test accuracy, its budget."""
@@ -91,6 +91,8 @@ def generate_per_class(generator: nn.Module, num_classes: int, per_class: int, s
 
 
 def _distances(features: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> dict:
+    # KID keeps every feature in memory and warns about it; ours are 128-d and few.
+    warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*will save")
     fid = FrechetInceptionDistance(feature=features, normalize=False, reset_real_features=True)
     kid = KernelInceptionDistance(feature=features, normalize=False,
                                   subset_size=min(1000, len(real), len(fake)))
@@ -126,8 +128,10 @@ def image_metrics(generator: nn.Module, evaluator: nn.Module, real_images: np.nd
         fake_c = fake[fake_labels == c]
         found["per_class"][name] = {
             "n_real": len(real_c), "n_fake": len(fake_c),
-            "class_consistency": right[fake_labels == c].mean().item(),
-            **_distances(features, real_c, fake_c)}
+            "class_consistency": right[fake_labels == c].mean().item()}
+        # A user's small test folder may hold 0 or 1 image of a class: no distance then.
+        if len(real_c) >= 2:
+            found["per_class"][name] |= _distances(features, real_c, fake_c)
     found["worst_class_consistency"] = min(v["class_consistency"]
                                            for v in found["per_class"].values())
     if min(per_class, len(real)) < 2 * dims:

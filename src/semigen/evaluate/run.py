@@ -1,6 +1,7 @@
-"""`semigen evaluate RUN`: metrics on real held-out images only.
+"""`semigen evaluate RUN [--test DATA]`: metrics on real held-out images only.
 
-The classifier (the label stage's final EMA weights) on the test set: accuracy overall and per
+The classifier (the last round's final EMA weights) on the test set (the data set's own, or the
+class folders of ``--test DATA``): accuracy overall and per
 class, the confusion matrix, calibration; the pseudo-labels against the held-out truth where it is
 known. With a generator in the run and a built-in data set: FID, KID and class consistency,
 overall and per class. Results go to metrics.json (``evaluate``) and are returned."""
@@ -15,7 +16,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .. import checkpoint
 from ..config import BUILTINS, Config
-from ..data import load_dataset
+from ..data import DataError, load_dataset, read_class_folders
 from ..generate.train import generator_from_checkpoint, read_pseudo_labels
 from ..label import nets
 from ..label.train import predict, scores
@@ -54,29 +55,47 @@ def pseudo_label_metrics(run: Path, data) -> dict:
     return found
 
 
-def evaluate_run(cfg: Config, per_class: int = 1000, seed: int = 0,
-                 evaluator_steps: int | None = None) -> dict:
+def latest_checkpoint(run: Path, stage: str) -> Path | None:
+    path = run / "checkpoints" / checkpoint.final_stage(run, stage) / "latest.pt"
+    return path if path.exists() else None
+
+
+def evaluate_run(cfg: Config, test: str | None = None) -> dict:
+    """Every metric the run's checkpoints allow; `test` (a folder of class folders) replaces
+    the data set's own held-out images for the classifier."""
     run_path = Path(cfg.run.out)
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
     found: dict = {"data": cfg.data.source}
-    label_ckpt = run_path / "checkpoints" / "label" / "latest.pt"
-    if label_ckpt.exists() and data.test is not None:
+    if test is not None:
+        data.test, skipped = read_class_folders(test, data.classes, data.shape)
+        if not len(data.test):
+            raise DataError(f"{test}: no readable test images in its class folders")
+        found["test_data"] = {"source": str(test), "images": len(data.test),
+                              "skipped": [f"{path}: {why}" for path, why in skipped]}
+    label_ckpt = latest_checkpoint(run_path, "label")
+    if label_ckpt is not None and data.test is not None:
         found["classifier"] = classifier_metrics(nets.from_checkpoint(checkpoint.load(label_ckpt)),
-                                                 data)
+                                                 data) | {"checkpoint": str(label_ckpt)}
     found["pseudo_labels"] = pseudo_label_metrics(run_path, data)
-    gen_ckpt = run_path / "checkpoints" / "generate" / "latest.pt"
-    if gen_ckpt.exists():
+    gen_ckpt = latest_checkpoint(run_path, "generate")
+    if gen_ckpt is not None:
         if cfg.data.source in BUILTINS and data.test is not None:
-            from .images import EVALUATOR_STEPS, image_metrics, load_evaluator
-            evaluator, about = load_evaluator(cfg, data.shape, evaluator_steps or EVALUATOR_STEPS)
-            generator = generator_from_checkpoint(checkpoint.load(gen_ckpt))
-            found["images"] = {"feature_network": about, **image_metrics(
-                generator, evaluator, data.test.images, data.test.labels, data.classes,
-                per_class, seed)}
+            found["images"] = generator_metrics(cfg, data, gen_ckpt, cfg.evaluate.per_class)
         else:
             found["images"] = {"skipped": "image metrics need a built-in data set's evaluator "
                                           "network (user folders: coming with Inception weights)"}
     with RunDir(run_path) as run:
         run.update_metrics("evaluate", found)
     return found
+
+
+def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int) -> dict:
+    """FID, KID and class consistency of a generator checkpoint against the real test images,
+    scored by the data set's evaluator network."""
+    from .images import image_metrics, load_evaluator
+    evaluator, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+    generator = generator_from_checkpoint(checkpoint.load(generator_checkpoint))
+    return {"feature_network": about, "checkpoint": str(generator_checkpoint), **image_metrics(
+        generator, evaluator, data.test.images, data.test.labels, data.classes, per_class,
+        cfg.evaluate.seed)}

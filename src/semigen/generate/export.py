@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import re
 from pathlib import Path
 
 import cv2
@@ -17,17 +16,11 @@ import torch
 from tqdm import tqdm
 
 from .. import checkpoint
-from ..data import to_uint8
+from ..data import folder_name, to_uint8
 from ..runtime import mix_seed, pick_accelerator
 from .train import STAGE, generator_from_checkpoint, sample
 
 log = logging.getLogger("semigen")
-
-
-def folder_name(class_name: str) -> str:
-    """A class name as a folder name: path separators and other unsafe characters become '-'
-    (Fashion-MNIST's 'T-shirt/top' -> 'T-shirt-top'); the manifest keeps the real name."""
-    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "-", class_name).strip(" .") or "class"
 
 
 def file_sha256(path: Path) -> str:

@@ -6,6 +6,7 @@ stores beside the weights."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ class Generator(nn.Module):
         self.channels = channels[0]
         self.project = nn.Linear(z_dim, 4 * 4 * self.channels)
         self.blocks = nn.ModuleList(GeneratorBlock(cin, cout, num_classes)
-                                    for cin, cout in zip(channels, channels[1:]))
+                                    for cin, cout in pairwise(channels))
         self.out = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(),
                                  nn.Conv2d(channels[-1], c, 3, padding=1), nn.Tanh())
 
@@ -110,7 +111,7 @@ class Discriminator(nn.Module):
         channels = [c, width] + [self.channels] * downs
         self.blocks = nn.Sequential(*(
             DiscriminatorBlock(cin, cout, downsample=i < downs, first=i == 0)
-            for i, (cin, cout) in enumerate(zip(channels, channels[1:]))))
+            for i, (cin, cout) in enumerate(pairwise(channels))))
         self.score = spectral_norm(nn.Linear(self.channels, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, self.channels))
 

@@ -3,7 +3,10 @@
 Modes on the same code: ``semi`` (the real labels plus the pseudo-labels of ``label`` at or
 above ``generate.min_confidence``), ``labels-only`` (the real labels alone) and ``all-labels``
 (every training image with its true label; built-ins). Batches are class-balanced. The EMA
-generator samples: per-class grids with fixed seeds go to ``RUN/samples/`` at every checkpoint."""
+generator samples: per-class grids with fixed seeds go to ``RUN/samples/`` at every checkpoint.
+
+A joint round (``round_index`` >= 1) refines the previous round's networks (``init``) on the
+re-estimated pseudo-labels for ``fit.generate_steps`` steps, as its own stage ``generate-r<N>``."""
 
 from __future__ import annotations
 
@@ -112,13 +115,16 @@ def generator_from_checkpoint(state: dict, use_ema: bool = True) -> Generator:
     return net.eval()
 
 
-def train(cfg: Config) -> dict:
-    """Train the conditional GAN of ``cfg.generate.mode`` into ``cfg.run.out``."""
+def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
+    """Train the conditional GAN of ``cfg.generate.mode`` into ``cfg.run.out``; a joint round
+    continues from the generator checkpoint `init`."""
     validate(cfg)
     gen = cfg.generate
+    stage = checkpoint.stage_name(STAGE, round_index)
+    total_steps = gen.steps if round_index == 0 else cfg.fit.generate_steps
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
-        ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
+        ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
         resume_from = ckpts.resume_path(cfg.run.resume)
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
@@ -128,7 +134,7 @@ def train(cfg: Config) -> dict:
         images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
                                                gen.weight_by_confidence)
         counts = np.bincount(labels, minlength=len(data.classes)).tolist()
-        run.info(f"generate ({gen.mode}): {len(labels)} training images, per class {counts}")
+        run.info(f"{stage} ({gen.mode}): {len(labels)} training images, per class {counts}")
         if not (run.path / "config.yaml").exists():
             run.write_config(cfg)
 
@@ -140,27 +146,33 @@ def train(cfg: Config) -> dict:
         opt_g = torch.optim.Adam(generator.parameters(), lr=gen.lr, betas=(0.0, 0.999))
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=gen.lr, betas=(0.0, 0.999))
         start_step = 0
-        if resume_from is not None:
-            state = checkpoint.load(resume_from)
+        if resume_from is not None or init is not None:  # a resume, or a round's start
+            state = checkpoint.load(resume_from or init)
             checkpoint.restore(state, {"generator": generator, "discriminator": discriminator,
                                        "ema": ema, "opt_g": opt_g, "opt_d": opt_d})
-            start_step = state["step"]
-            note_resume(run, STAGE, resume_from, state, cfg)
+            if resume_from is not None:
+                start_step = state["step"]
+                note_resume(run, stage, resume_from, state, cfg)
+            else:
+                run.info(f"{stage}: starting from {init}")
         g_model, opt_g = rt.fabric.setup(generator, opt_g)
         d_model, opt_d = rt.fabric.setup(discriminator, opt_d)
         ema.to(rt.device)
+        streams = 4 * round_index  # each round draws batches and noise of its own
         batches = endless_batches(rt.fabric, images, labels, [], gen.batch_size,
-                                  rt.data_seed(2), start_step, cfg.runtime.num_workers, weights)
+                                  rt.data_seed(streams + 2), start_step, cfg.runtime.num_workers,
+                                  weights)
 
         def augment(x, g):
             return losses.diff_augment(x, g) if gen.diff_augment else x
 
-        for step in tqdm(range(start_step, gen.steps), initial=start_step, total=gen.steps,
-                         desc=f"generate ({gen.mode})", unit="step",
+        for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                         desc=f"{stage} ({gen.mode})", unit="step",
                          disable=not (rt.is_writer and cfg.run.progress)):
             x, y, _ = next(batches)
             # All of this step's noise comes from (seed, rank, step): resumable exactly.
-            g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(3), step))
+            g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(streams + 3),
+                                                                   step))
             z = torch.randn(len(y), gen.z_dim, generator=g, device=rt.device)
             with torch.no_grad():
                 fake = g_model(z, y)
@@ -178,19 +190,19 @@ def train(cfg: Config) -> dict:
             ema.update_parameters(generator)
 
             done = step + 1
-            if done % cfg.run.log_every == 0 or done == gen.steps:
-                run.stats(STAGE, done, d_loss=d_loss.item(), g_loss=g_loss.item())
+            if done % cfg.run.log_every == 0 or done == total_steps:
+                run.stats(stage, done, d_loss=d_loss.item(), g_loss=g_loss.item())
             if done % gen.sample_every == 0 or done % cfg.run.checkpoint_every == 0 \
-                    or done == gen.steps:
+                    or done == total_steps:
                 sync_buffers(rt.fabric, generator)
                 sync_buffers(rt.fabric, discriminator)
                 sync_buffers(rt.fabric, ema.module)
                 if rt.is_writer:
                     save_grid(ema.module, num_classes, gen.grid_per_class,
-                              run.path / "samples" / f"{STAGE}-step-{done:08d}.png")
-            if done % cfg.run.checkpoint_every == 0 or done == gen.steps:
+                              run.path / "samples" / f"{stage}-step-{done:08d}.png")
+            if done % cfg.run.checkpoint_every == 0 or done == total_steps:
                 if rt.is_writer:
-                    ckpts.save({"kind": "generator", "stage": STAGE, "mode": gen.mode,
+                    ckpts.save({"kind": "generator", "stage": stage, "mode": gen.mode,
                                 "net": net_args, "classes": data.classes,
                                 "image_shape": list(data.shape),
                                 "generator": generator.state_dict(),
@@ -203,10 +215,10 @@ def train(cfg: Config) -> dict:
         prints = [int(p) for p in prints.reshape(-1).tolist()]
         if len(set(prints)) != 1:
             raise RuntimeError(f"ranks ended with different generator weights: {prints}")
-        metrics = {"mode": gen.mode, "steps": gen.steps, "training_images": len(labels),
+        metrics = {"mode": gen.mode, "steps": total_steps, "training_images": len(labels),
                    "training_images_per_class": counts, "world_size": rt.world_size}
-        run.stats(STAGE, gen.steps, event="done", weight_fingerprints=prints, **metrics)
-        run.update_metrics(STAGE, metrics)
-        run.info(f"generate done: {len(labels)} images, {gen.steps} steps; grids in "
+        run.stats(stage, total_steps, event="done", weight_fingerprints=prints, **metrics)
+        run.update_metrics(stage, metrics)
+        run.info(f"{stage} done: {len(labels)} images, {total_steps} steps; grids in "
                  f"{run.path / 'samples'}")
         return metrics

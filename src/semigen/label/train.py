@@ -8,7 +8,11 @@ Modes on the same code:
 - ``all-labels``: every training image with its true label (the upper baseline, built-ins).
 
 The EMA weights evaluate and pseudo-label. At the end, every unlabeled image gets a label and a
-confidence in ``RUN/pseudo_labels.csv``."""
+confidence in ``RUN/pseudo_labels.csv``.
+
+A joint round (``round_index`` >= 1, see `semigen.joint`) runs the same loop as its own stage,
+``label-r<N>``: it starts from the previous classifier (``init``), adds generated images with
+their class to every labeled batch, and trains ``fit.label_steps`` steps at ``fit.label_lr``."""
 
 from __future__ import annotations
 
@@ -124,14 +128,22 @@ def sync_buffers(fabric, module: torch.nn.Module) -> None:
                 buffer.copy_(fabric.all_reduce(buffer, reduce_op="mean"))
 
 
-def train(cfg: Config) -> dict:
-    """Train the classifier of ``cfg.label.mode`` into ``cfg.run.out``; return final metrics."""
+def train(cfg: Config, round_index: int = 0, init: Path | None = None,
+          synthetic: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Train the classifier of ``cfg.label.mode`` into ``cfg.run.out``; return final metrics.
+
+    Round 0 trains from scratch for ``label.steps``. A joint round starts from the classifier
+    checkpoint `init` and mixes the `synthetic` (uint8 N x H x W x C images, class indices) into
+    the labeled batches, ``fit.synthetic_ratio`` of them per real labeled image."""
     validate(cfg)
     lab = cfg.label
     semi = lab.mode == "semi"
+    stage = checkpoint.stage_name(STAGE, round_index)
+    total_steps, lr = (lab.steps, lab.lr) if round_index == 0 else \
+        (cfg.fit.label_steps, cfg.fit.label_lr)
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
-        ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
+        ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
         resume_from = ckpts.resume_path(cfg.run.resume)  # refuse before anything is written
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
@@ -140,17 +152,18 @@ def train(cfg: Config) -> dict:
         if semi and not len(data.unlabeled):
             raise DataError(f"{cfg.data.source}: label.mode semi needs unlabeled images "
                             "(DATA/unlabeled/ or CSV rows with an empty label)")
-        run.info(data.report.format())
-        run.write_config(cfg)
-        run.write_json("split.json", data.split_record(cfg.data))
+        if round_index == 0:  # a round continues a run whose config and split are written
+            run.info(data.report.format())
+            run.write_config(cfg)
+            run.write_json("split.json", data.split_record(cfg.data))
 
         images, labels = training_set(data, lab.mode)
         num_classes = len(data.classes)
         net = nets.build(lab.net, data.shape[2], num_classes)
         ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
-        optimizer = torch.optim.SGD(net.parameters(), lr=lab.lr, momentum=lab.momentum,
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
                                     weight_decay=lab.weight_decay, nesterov=True)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(lab.steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(total_steps))
         # FreeMatch's confidence levels: global, and the mean prediction per class.
         levels = {"global": torch.tensor(1.0 / num_classes),
                   "per_class": torch.full((num_classes,), 1.0 / num_classes)}
@@ -163,28 +176,42 @@ def train(cfg: Config) -> dict:
             levels = state["levels"]
             start_step, best = state["step"], state["best"]
             checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
-            note_resume(run, STAGE, resume_from, state, cfg)
+            note_resume(run, stage, resume_from, state, cfg)
+        elif init is not None:  # a joint round: the previous classifier and its levels
+            state = checkpoint.load(init)
+            checkpoint.restore(state, {"model": net, "ema": ema})
+            levels = state["levels"]
+            run.info(f"{stage}: starting from {init}")
         levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
 
         workers = cfg.runtime.num_workers
+        streams = 4 * round_index  # each round draws batches of its own
         labeled_batches = endless_batches(rt.fabric, images, labels,
                                           [weak(data.shape, data.hflip)], lab.batch_size,
-                                          rt.data_seed(0), start_step, workers)
+                                          rt.data_seed(streams), start_step, workers)
         if semi:
             unlabeled_batches = endless_batches(
                 rt.fabric, data.unlabeled.images, data.unlabeled.labels,
                 [weak(data.shape, data.hflip), strong(data.shape, data.hflip)],
-                lab.batch_size * lab.uratio, rt.data_seed(1), start_step, workers)
+                lab.batch_size * lab.uratio, rt.data_seed(streams + 1), start_step, workers)
+        if synthetic is not None:
+            synthetic_batches = endless_batches(
+                rt.fabric, *synthetic, [weak(data.shape, data.hflip)],
+                max(1, round(lab.batch_size * cfg.fit.synthetic_ratio)),
+                rt.data_seed(streams + 2), start_step, workers)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
 
         metrics = {}
-        for step in tqdm(range(start_step, lab.steps), initial=start_step, total=lab.steps,
-                         desc=f"label ({lab.mode})", unit="step",
+        for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                         desc=f"{stage} ({lab.mode})", unit="step",
                          disable=not (rt.is_writer and cfg.run.progress)):
             x, y, _ = next(labeled_batches)
+            if synthetic is not None:  # generated images count as labeled ones
+                x_synthetic, y_synthetic, _ = next(synthetic_batches)
+                x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
             if semi:
                 x_weak, x_strong, _, _ = next(unlabeled_batches)
                 logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
@@ -215,15 +242,15 @@ def train(cfg: Config) -> dict:
             ema.update_parameters(net)
 
             done = step + 1
-            if done % cfg.run.log_every == 0 or done == lab.steps:
+            if done % cfg.run.log_every == 0 or done == total_steps:
                 logged = {"loss": loss.item(), "loss_x": loss_x.item(),
                           "lr": schedule.get_last_lr()[0]}
                 if semi:
                     logged |= {"loss_u": loss_u.item(), "mask": mask.mean().item(),
                                "threshold": threshold.float().mean().item()}
-                run.stats(STAGE, done, **logged)
-            evaluating = done % lab.eval_every == 0 or done == lab.steps
-            saving = done % cfg.run.checkpoint_every == 0 or done == lab.steps
+                run.stats(stage, done, **logged)
+            evaluating = done % lab.eval_every == 0 or done == total_steps
+            saving = done % cfg.run.checkpoint_every == 0 or done == total_steps
             if evaluating or saving:
                 sync_buffers(rt.fabric, net)
                 sync_buffers(rt.fabric, ema.module)
@@ -233,13 +260,13 @@ def train(cfg: Config) -> dict:
                 if "test_accuracy" in metrics:
                     is_best = metrics["test_accuracy"] > best
                     best = max(best, metrics["test_accuracy"])
-                run.stats(STAGE, done, **metrics)
+                run.stats(stage, done, **metrics)
             if saving:
                 # Every rank's RNG is kept, so that each resumes its own stream.
                 rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
                     rt.world_size, -1).cpu()
                 if rt.is_writer:
-                    ckpts.save({"kind": "classifier", "stage": STAGE, "mode": lab.mode,
+                    ckpts.save({"kind": "classifier", "stage": stage, "mode": lab.mode,
                                 "net": {"name": lab.net, "in_channels": data.shape[2],
                                         "num_classes": num_classes},
                                 "classes": data.classes, "image_shape": list(data.shape),
@@ -259,15 +286,16 @@ def train(cfg: Config) -> dict:
         # Pseudo-labels for every unlabeled image, from the final EMA weights.
         probs = predict(ema.module, data.unlabeled.images, rt.device)
         final = evaluate(ema.module, data, rt.device, np.arange(len(data.unlabeled)), probs)
-        metrics = final | {"mode": lab.mode, "steps": lab.steps, "world_size": rt.world_size,
+        metrics = final | {"mode": lab.mode, "steps": total_steps, "world_size": rt.world_size,
                            "best_test_accuracy": best if best >= 0 else None,
-                           "labeled": len(labels), "unlabeled": len(data.unlabeled)}
+                           "labeled": len(labels), "unlabeled": len(data.unlabeled),
+                           "synthetic": 0 if synthetic is None else len(synthetic[1])}
         if rt.is_writer:
             write_pseudo_labels(run.path / "pseudo_labels.csv", data.unlabeled.ids,
-                                data.classes, probs)
-        run.stats(STAGE, lab.steps, event="done", weight_fingerprints=prints, **metrics)
-        run.update_metrics(STAGE, metrics)
-        run.info("label done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
+                                data.classes, probs, round_index)
+        run.stats(stage, total_steps, event="done", weight_fingerprints=prints, **metrics)
+        run.update_metrics(stage, metrics)
+        run.info(f"{stage} done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
                                             f"{k}={v}" for k, v in metrics.items()
                                             if not isinstance(v, list)))
         return metrics

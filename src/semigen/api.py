@@ -1,0 +1,100 @@
+"""The Python API: the command line's verbs as functions.
+
+    import semigen
+    summary = semigen.fit("photos/", out="runs/photos", preset="quick", rounds=2)
+    semigen.predict("runs/photos", "new_photos/", out="labels.csv")
+
+Training verbs take DATA (a folder or a built-in name), ``out`` (the run directory), an optional
+``preset`` and YAML ``config``, and any config field as a keyword, with ``__`` or ``.`` between
+section and field: ``label__lr=0.03`` or ``**{"label.lr": 0.03}``. Keywords without a section
+are the command line's flags (``rounds``, ``seed``, ``device``, ``labels_per_class``, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cli import FLAG_FIELDS
+from .config import Config, ConfigError, resolve, validate
+
+
+def make_config(data: str | None = None, out: str | None = None, preset: str | None = None,
+                config: str | None = None, base: str | Path | None = None, **fields) -> Config:
+    """One validated config, as the command line would resolve it; `base` is a run's saved
+    config.yaml, under everything else."""
+    overrides = {"data.source": data, "run.out": out}
+    for key, value in fields.items():
+        if "." in key or "__" in key:
+            overrides[key.replace("__", ".")] = value
+        elif key in FLAG_FIELDS:
+            overrides[FLAG_FIELDS[key]] = value
+        else:
+            raise ConfigError(f"unknown option {key!r}: use section__field, e.g. label__lr")
+    cfg = resolve(preset, config, {k: str(v) for k, v in overrides.items() if v is not None},
+                  base_file=str(base) if base else None)
+    validate(cfg)
+    return cfg
+
+
+def fit(data: str | None = None, out: str | None = None, **options) -> dict:
+    """label -> generate -> joint rounds -> evaluate -> report; returns metrics.json's ``fit``."""
+    from .joint import fit as run_fit
+    return run_fit(make_config(data, out, **options))
+
+
+def label(data: str | None = None, out: str | None = None, **options) -> dict:
+    """Train the semi-supervised classifier; writes ``out/pseudo_labels.csv``."""
+    from .label.train import train
+    return train(make_config(data, out, **options))
+
+
+def generate(data: str | None = None, out: str | None = None, **options) -> dict:
+    """Train the class-conditional generator (on ``out``'s pseudo-labels, if it has them)."""
+    from .generate.train import train
+    return train(make_config(data, out, **options))
+
+
+def evaluate(run: str | Path, test: str | None = None, **options) -> dict:
+    """Metrics on real held-out images into ``run/metrics.json``; `options` as for `fit`, e.g.
+    ``evaluate__per_class=200``."""
+    from .evaluate.run import evaluate_run
+    cfg = make_config(out=str(run), base=_run(run) / "config.yaml", **options)
+    return evaluate_run(cfg, test)
+
+
+def report(run: str | Path) -> Path:
+    """Write ``run/report.html``; return its path."""
+    from .evaluate.report import write_report
+    return write_report(_run(run))
+
+
+def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0
+            ) -> list[dict]:
+    """The `n` unlabeled images most worth labeling next, written to `out` as CSV."""
+    from .suggest import suggest as run_suggest
+    return run_suggest(_run(run), n, out, seed)
+
+
+def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",
+            device: str = "auto") -> dict:
+    """Label new images with the run's classifier; writes path,label,confidence to `out`."""
+    from .label.predict import predict_images
+    return predict_images(_run(run), images, out, checkpoint, device)
+
+
+def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
+           batch_size: int = 256, checkpoint: str = "latest", device: str = "auto") -> dict:
+    """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv."""
+    from .generate.export import sample_to_folder
+    return sample_to_folder(_run(run), per_class, out, seed, batch_size, checkpoint, device)
+
+
+def demo(out: str | Path = "runs/demo", device: str = "auto") -> Path:
+    """The whole fit on the built-in digits set with the demo budget; returns the report."""
+    fit("digits", out=str(out), preset="demo", device=device)
+    return Path(out) / "report.html"
+
+
+def _run(run: str | Path) -> Path:
+    if not (Path(run) / "config.yaml").is_file():
+        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
+    return Path(run)

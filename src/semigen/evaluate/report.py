@@ -1,0 +1,297 @@
+"""`semigen report RUN`: one self-contained HTML file (every picture inlined) that opens offline.
+
+It reads only what the run directory holds: metrics.json, stats.jsonl, pseudo_labels.csv,
+samples/, data_report.json, and the images themselves (through the run's config) for the
+pseudo-label examples. Figures are drawn with matplotlib; nothing is fetched from a network."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from ..config import from_dict, load_yaml
+from ..data import load_dataset
+from ..rundir import read_stats
+
+EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
+SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
+
+
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _figure(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return _png(buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _img(src: str, alt: str, css: str = "") -> str:
+    return f'<img src="{src}" alt="{html.escape(alt)}" class="{css}">'
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def metrics_section(metrics: dict) -> str:
+    """The classifier beside its baselines, round by round; pseudo-labels and images too."""
+    rows = []
+    baselines = {k.removeprefix("baseline-"): v for k, v in metrics.items()
+                 if k.startswith("baseline-")}
+    if "labels-only" in baselines:
+        rows.append(["labels-only baseline", baselines["labels-only"].get("test_accuracy"),
+                     None, None, None, None])
+    rounds = sorted((int(k.split("-")[1]), v) for k, v in metrics.items()
+                    if re.fullmatch(r"round-\d+", k))
+    if not rounds and "label" in metrics:  # a label (and generate) run without `fit`
+        rounds = [(0, metrics["label"])]
+    for r, found in rounds:
+        name = "semi-supervised (module 1)" if r == 0 else f"joint round {r}"
+        rows.append([name, found.get("test_accuracy"), found.get("pseudo_label_accuracy"),
+                     found.get("fid"), found.get("class_consistency"),
+                     found.get("worst_class_consistency")])
+    if "all-labels" in baselines:
+        rows.append(["all-labels baseline", baselines["all-labels"].get("test_accuracy"),
+                     None, None, None, None])
+    parts = ["<h2>Results</h2>",
+             "<p>Held-out real images only. Image columns: the round's generator scored by the "
+             "evaluator network (built-in data sets).</p>",
+             _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
+                     "class consistency", "worst class"], rows)]
+    images = metrics.get("evaluate", {}).get("images", {})
+    if "fid" in images:
+        about = images["feature_network"]
+        parts.append(f"<p>Final generator, N = {images['n_fake']} generated against "
+                     f"{images['n_real']} real: FID {images['fid']:.2f}, KID "
+                     f"{images['kid']:.4f} ± {images['kid_std']:.4f}, class consistency "
+                     f"{images['class_consistency']:.3f}. Feature network: "
+                     f"{html.escape(about['network'])} (test accuracy "
+                     f"{_fmt(about.get('test_accuracy'))}).</p>")
+        if "warning" in images:
+            parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
+    elif "skipped" in images:
+        parts.append(f"<p>Image metrics: {html.escape(images['skipped'])}</p>")
+    if "seconds" in metrics:
+        times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in metrics["seconds"].items())
+        parts.append(f"<p>Wall time per stage: {html.escape(times)}.</p>")
+    return "\n".join(parts)
+
+
+def sample_section(run: Path, classes: list[str]) -> str:
+    """The last grid of each generator stage (round), one row per class."""
+    last: dict[str, tuple[int, Path]] = {}
+    for path in (run / "samples").glob("*.png"):
+        found = SAMPLE_GRID.search(path.name)
+        if found and int(found.group(2)) >= last.get(found.group(1), (-1, None))[0]:
+            last[found.group(1)] = (int(found.group(2)), path)
+    if not last:
+        return ""
+    plt = _pyplot()
+    parts = ["<h2>Generated images per class</h2>",
+             "<p>The EMA generator at the end of each round, the same seeds in every grid.</p>",
+             '<div class="row">']
+    for stage in sorted(last, key=lambda s: (len(s), s)):
+        step, path = last[stage]
+        grid = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        fig, ax = plt.subplots(figsize=(4, 0.38 * len(classes) + 0.6))
+        ax.imshow(grid, interpolation="nearest")
+        rows = np.linspace(0, grid.shape[0], len(classes) + 1)
+        ax.set_yticks((rows[:-1] + rows[1:]) / 2, classes, fontsize=8)
+        ax.set_xticks([])
+        ax.set_title(f"{stage}, step {step}", fontsize=9)
+        parts.append(f"<figure>{_img(_figure(fig), f'samples {stage}')}</figure>")
+    return "\n".join(parts + ["</div>"])
+
+
+def curves_section(run: Path) -> str:
+    stats = read_stats(run) if (run / "stats.jsonl").exists() else []
+    if not stats:
+        return ""
+    plt = _pyplot()
+    stages = list(dict.fromkeys(r["stage"] for r in stats if r["stage"] != "fit"))
+    panels = [("loss", "training loss"), ("test_accuracy", "test accuracy"),
+              ("pseudo_label_accuracy", "pseudo-label accuracy"), ("d_loss", "discriminator"),
+              ("g_loss", "generator")]
+    panels = [(k, t) for k, t in panels if any(k in r for r in stats)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        for stage in stages:
+            points = [(r["step"], r[key]) for r in stats
+                      if r["stage"] == stage and key in r and "event" not in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=stage, linewidth=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    return "<h2>Learning curves</h2>" + _img(_figure(fig), "learning curves", "wide")
+
+
+def confusion_section(metrics: dict, classes: list[str]) -> str:
+    found = metrics.get("evaluate", {}).get("classifier", {})
+    if "confusion_matrix" not in found:
+        return ""
+    plt = _pyplot()
+    matrix = np.array(found["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    per_class = _table(["class", "test accuracy"],
+                       [[c, v] for c, v in found["per_class_accuracy"].items()])
+    return (f"<h2>Classifier on {found['n_test']} held-out images</h2>"
+            f"<p>Accuracy {found['test_accuracy']:.4f}, expected calibration error "
+            f"{found['test_ece']:.4f}.</p>"
+            f'<div class="row"><figure>{_img(_figure(fig), "confusion matrix")}</figure>'
+            f"{per_class}</div>")
+
+
+def read_pseudo_label_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def pseudo_label_section(run: Path, data, rows: list[dict]) -> str:
+    """Confidence histograms (right and wrong where truth is known) and, per class, the most and
+    least confident images given that label."""
+    plt = _pyplot()
+    confidence = np.array([float(r["confidence"]) for r in rows])
+    position = {image_id: i for i, image_id in enumerate(data.unlabeled.ids)}
+    truth = data.unlabeled_truth
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    bins = np.linspace(0, 1, 41)
+    if truth is not None:
+        index = {c: i for i, c in enumerate(data.classes)}
+        right = np.array([truth[position[r["path"]]] == index[r["label"]] for r in rows])
+        ax.hist(confidence[right], bins=bins, label="right", alpha=0.7)
+        ax.hist(confidence[~right], bins=bins, label="wrong", alpha=0.7)
+        ax.legend(fontsize=8)
+    else:
+        ax.hist(confidence, bins=bins)
+    ax.set_xlabel("confidence", fontsize=8)
+    ax.set_ylabel("unlabeled images", fontsize=8)
+    ax.set_title(f"pseudo-label confidence (round {rows[0].get('round', 0)})", fontsize=9)
+    parts = ["<h2>Pseudo-labels</h2>", _img(_figure(fig), "confidence histogram"),
+             "<p>Per class: the most confident images given that label (left) and the least "
+             "confident (right).</p>", "<table>"]
+    for name in data.classes:
+        mine = sorted((r for r in rows if r["label"] == name),
+                      key=lambda r: float(r["confidence"]), reverse=True)
+        if not mine:
+            parts.append(f"<tr><th>{html.escape(name)}</th><td colspan=2>none</td></tr>")
+            continue
+        strips = []
+        for chosen in (mine[:EXAMPLES], mine[-EXAMPLES:][::-1]):
+            pictures = torch.from_numpy(data.unlabeled.images[[position[r["path"]]
+                                                               for r in chosen]])
+            strips.append(_img(_strip(pictures), f"{name} examples", "strip"))
+        parts.append(f"<tr><th>{html.escape(name)}<br><small>{len(mine)} images</small></th>"
+                     f"<td>{strips[0]}</td><td>{strips[1]}</td></tr>")
+    return "\n".join(parts + ["</table>"])
+
+
+def _strip(images: torch.Tensor) -> str:
+    """uint8 N x H x W x C -> one row PNG, upscaled so small images stay visible."""
+    grid = make_grid(images.permute(0, 3, 1, 2), nrow=len(images), padding=1, pad_value=255)
+    pixels = grid.permute(1, 2, 0).numpy()
+    scale = max(1, 48 // images.shape[1])
+    pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    return _png(encoded.tobytes())
+
+
+def data_section(data) -> str:
+    """The data report as `semigen data check` prints it: counts, sizes, every skipped file."""
+    return f"<h2>Data</h2><pre>{html.escape(data.report.format(max_listed=200))}</pre>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 1em 0.5em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+.row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+figure { margin: 0; } img.wide { max-width: 100%; } img.strip { image-rendering: pixelated; }
+.warn { color: #a40; } pre { background: #f8f8f8; padding: 0.8em; }
+#image-status { color: #666; font-size: 0.8em; }
+"""
+
+# Says in the page whether every picture loaded (a check for a user, and for the tests).
+CHECK = """
+window.addEventListener("load", function () {
+  var images = Array.from(document.images);
+  var ok = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.dataset.imagesOk = ok + "/" + images.length;
+  document.getElementById("image-status").textContent =
+    ok === images.length ? images.length + " pictures"
+                         : (images.length - ok) + " pictures failed to load";
+});
+"""
+
+
+def write_report(run: str | Path) -> Path:
+    """Write ``RUN/report.html`` from what the run directory holds; return its path."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    cfg = from_dict(load_yaml(run / "config.yaml"))
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() \
+        else {}
+    data = load_dataset(cfg.data)
+    sections = [metrics_section(metrics), sample_section(run, data.classes),
+                curves_section(run), confusion_section(metrics, data.classes)]
+    pseudo = run / "pseudo_labels.csv"
+    if pseudo.exists():
+        sections.append(pseudo_label_section(run, data, read_pseudo_label_rows(pseudo)))
+    sections.append(data_section(data))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>semigen report: {html.escape(run.name)}</title>
+<style>{STYLE}</style></head>
+<body><h1>semigen report: {html.escape(str(run))}</h1>
+<p>Data <code>{html.escape(cfg.data.source)}</code>, {len(data.classes)} classes,
+seed {cfg.runtime.seed}. <span id="image-status"></span></p>
+{"".join(s for s in sections if s)}
+<script>{CHECK}</script></body></html>
+"""
+    path = run / "report.html"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,150 @@
+"""(3) joint: `semigen fit`, the whole loop as a sequence of resumable stages.
+
+    label -> generate -> for r in 1..R: label-r<r> -> generate-r<r> -> evaluate -> report
+
+Round r's classifier starts from round r-1's and sees, beside the real labeled images,
+``fit.synthetic_per_class`` images of each class from round r-1's generator; it then labels the
+unlabeled images again (``pseudo_labels.csv``, round r), and the generator is refined on those.
+Each stage is the ordinary training loop with its own checkpoints (``checkpoints/<stage>/``);
+a stage whose entry is in metrics.json is done and skipped, an unfinished one resumes from its
+latest checkpoint, so running the same `fit` again continues where it stopped, and a larger
+``--rounds`` adds rounds to a finished fit. The baselines (labels-only and, for built-ins,
+all-labels classifiers on the same budget) are runs of their own under ``RUN/baselines/``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import BUILTINS, Config, validate
+from .data import load_dataset, to_uint8
+from .generate import train as generate_stage
+from .label import train as label_stage
+from .rundir import RunDir
+from .runtime import mix_seed, pick_accelerator
+
+log = logging.getLogger("semigen")
+
+
+def stage_checkpoint(run: Path, stage: str) -> Path:
+    return run / "checkpoints" / stage / "latest.pt"
+
+
+def finished(run: Path) -> dict:
+    """metrics.json: an entry per finished stage."""
+    path = run / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+@torch.no_grad()
+def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` generated images of every class (uint8 N x H x W x C) and their classes; each
+    image from its own seed, so a resumed round sees the very same images."""
+    state = checkpoint.load(generator_checkpoint)
+    generator = generate_stage.generator_from_checkpoint(state).to(device)
+    num_classes = len(state["classes"])
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    seeds = [mix_seed(seed, c, i) for c in range(num_classes) for i in range(per_class)]
+    chunks = [to_uint8(generate_stage.sample(generator, labels[i:i + 500], seeds[i:i + 500]))
+              for i in range(0, len(labels), 500)]
+    images = torch.cat(chunks).permute(0, 2, 3, 1).cpu().numpy()
+    return np.ascontiguousarray(images), labels.numpy()
+
+
+def baseline_config(cfg: Config, mode: str) -> Config:
+    base = copy.deepcopy(cfg)
+    base.label.mode = mode
+    base.run.out = str(Path(cfg.run.out) / "baselines" / mode)
+    return base
+
+
+def fit(cfg: Config) -> dict:
+    """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``."""
+    validate(cfg)
+    run = Path(cfg.run.out)
+
+    def stage(name: str, work, done: bool | None = None) -> None:
+        """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""
+        if done is None:
+            done = name in finished(run)
+        if done:
+            return
+        log.info(f"fit: stage {name}")
+        start = time.perf_counter()
+        work()
+        with RunDir(run) as rundir:  # wall time per stage, kept across resumes
+            rundir.update_metrics("seconds", finished(run).get("seconds", {}) | {
+                name: round(time.perf_counter() - start, 1)})
+
+    stage("label", lambda: label_stage.train(cfg))
+    if cfg.fit.baselines:
+        modes = ["labels-only"] + (["all-labels"] if cfg.data.source in BUILTINS else [])
+        for mode in modes:
+            stage(f"baseline-{mode}", lambda m=mode: _baseline(cfg, run, m))
+    stage("generate", lambda: generate_stage.train(cfg))
+    device = pick_accelerator(cfg.runtime.device)
+    for r in range(1, cfg.fit.rounds + 1):
+        previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
+        stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
+            cfg, r, init=stage_checkpoint(run, p[0]),
+            synthetic=synthesize(stage_checkpoint(run, p[1]), cfg.fit.synthetic_per_class,
+                                 mix_seed(cfg.runtime.seed, 100 + r), device)))
+        stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
+            cfg, r, init=stage_checkpoint(run, p[1])))
+    for r in range(cfg.fit.rounds + 1):
+        stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run, r))
+    from .evaluate.run import evaluate_run
+    # A fit continued with more rounds evaluates its new last round again.
+    evaluated = len(finished(run).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
+    stage("evaluate", lambda: evaluate_run(cfg), done=evaluated and "evaluate" in finished(run))
+    summary = _summary(cfg, run)
+    with RunDir(run) as rundir:
+        rundir.update_metrics("fit", summary)
+        from .evaluate.report import write_report
+        path = write_report(run)
+        rundir.info(f"fit done: report in {path}")
+    return summary
+
+
+def _baseline(cfg: Config, run: Path, mode: str) -> None:
+    metrics = label_stage.train(baseline_config(cfg, mode))
+    with RunDir(run) as rundir:
+        rundir.update_metrics(f"baseline-{mode}", {k: v for k, v in metrics.items()
+                                                   if not isinstance(v, list)})
+
+
+def _round_metrics(cfg: Config, run: Path, r: int) -> None:
+    """Round r's figures: its classifier's and pseudo-labels' (from its label stage) and its
+    generator's image metrics at ``evaluate.round_per_class`` (built-ins)."""
+    done = finished(run)
+    label_metrics = done[checkpoint.stage_name("label", r)]
+    found = {"round": r, **{k: label_metrics.get(k) for k in (
+        "test_accuracy", "test_ece", "pseudo_label_accuracy", "pseudo_label_ece",
+        "mean_confidence")}}
+    data = load_dataset(cfg.data)
+    if cfg.data.source in BUILTINS and data.test is not None:
+        from .evaluate.run import generator_metrics
+        images = generator_metrics(cfg, data, stage_checkpoint(
+            run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class)
+        found |= {k: images[k] for k in ("fid", "kid", "class_consistency",
+                                         "worst_class_consistency", "n_fake")}
+    with RunDir(run) as rundir:
+        rundir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
+        rundir.update_metrics(f"round-{r}", found)
+
+
+def _summary(cfg: Config, run: Path) -> dict:
+    done = finished(run)
+    return {"rounds": [done[f"round-{r}"] for r in range(cfg.fit.rounds + 1)],
+            "baselines": {k.removeprefix("baseline-"): v.get("test_accuracy")
+                          for k, v in done.items() if k.startswith("baseline-")},
+            "seconds": done.get("seconds", {}),
+            "total_seconds": round(sum(done.get("seconds", {}).values()), 1)}

@@ -1,0 +1,221 @@
+"""`semigen fit` end to end on tiny digits runs: stages, rounds, resume after a kill, the report
+in a real browser, suggest, evaluate --test, and the API."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_image
+
+import semigen
+from semigen import checkpoint
+from semigen.api import make_config
+from semigen.cli import main
+from semigen.config import ConfigError
+from semigen.data import load_dataset
+from semigen.rundir import read_stats
+from semigen.suggest import choose
+
+STAGES = ["label", "baseline-labels-only", "baseline-all-labels", "generate", "label-r1",
+          "generate-r1", "round-0", "round-1", "evaluate", "fit"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One evaluator network for every fit here, outside the user's ~/.cache."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, cache) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("fit") / "run"
+    summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                          data__cache_dir=str(cache))
+    return run, summary
+
+
+def test_fit_runs_every_stage_and_records_each_round(fitted):
+    run, summary = fitted
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics)[:1] == ["label"] and set(STAGES) <= set(metrics)
+    assert metrics["fit"] == summary
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    for found in summary["rounds"]:
+        assert 0 <= found["test_accuracy"] <= 1 and found["fid"] >= 0
+        assert found["n_fake"] == 10 * 10  # evaluate.round_per_class in the tiny preset
+    assert set(summary["baselines"]) == {"labels-only", "all-labels"}
+    assert set(summary["seconds"]) >= {"label", "generate", "label-r1", "generate-r1"}
+    # Round 1's classifier saw generated images of every class beside the real labels.
+    assert metrics["label-r1"]["synthetic"] == 5 * 10 and metrics["label"]["synthetic"] == 0
+    rounds = [r for r in read_stats(run) if r["stage"] == "fit"]
+    assert [r["step"] for r in rounds] == [0, 1]
+    assert rounds[1]["test_accuracy"] == summary["rounds"][1]["test_accuracy"]
+    # Each round keeps its own checkpoints; evaluate and predict use the last round's.
+    for stage in ("label", "label-r1", "generate", "generate-r1"):
+        assert (run / "checkpoints" / stage / "latest.pt").exists()
+    assert metrics["evaluate"]["classifier"]["checkpoint"].endswith("label-r1/latest.pt")
+    assert (metrics["evaluate"]["classifier"]["test_accuracy"]
+            == pytest.approx(summary["rounds"][1]["test_accuracy"]))
+    assert (run / "baselines" / "labels-only" / "checkpoints" / "label" / "latest.pt").exists()
+    assert (run / "report.html").stat().st_size > 10_000
+
+
+def test_final_stage_picks_the_last_round_with_a_checkpoint(tmp_path):
+    for stage in ("label", "label-r1", "label-r2", "label-r10", "generate"):
+        (tmp_path / "checkpoints" / stage).mkdir(parents=True)
+        if stage != "label-r10":  # r10 began but saved nothing yet
+            (tmp_path / "checkpoints" / stage / "latest.pt").write_bytes(b"")
+    assert checkpoint.final_stage(tmp_path, "label") == "label-r2"
+    assert checkpoint.final_stage(tmp_path, "generate") == "generate"
+    assert checkpoint.stage_name("label", 0) == "label"
+    assert checkpoint.stage_name("generate", 3) == "generate-r3"
+
+
+def _fit_argv(run: Path, cache: Path) -> list[str]:
+    # A generate stage long enough (200 steps) to be killed in its middle.
+    return [sys.executable, "-m", "semigen", "fit", "digits", "--preset", "tiny", "--out",
+            str(run), "--data.cache_dir", str(cache), "--generate.steps", "200"]
+
+
+def test_a_killed_fit_resumes_and_ends_where_an_uninterrupted_one_does(tmp_path, cache, fitted):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    env = os.environ | {"PYTHONPATH": str(Path(semigen.__file__).parents[1])}
+    subprocess.run(_fit_argv(straight, cache), check=True, env=env, capture_output=True)
+
+    process = subprocess.Popen(_fit_argv(resumed, cache), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    saved = resumed / "checkpoints" / "generate" / "latest.pt"
+    deadline = time.monotonic() + 300
+    while not saved.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    process.wait()
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert "label" in metrics and "generate" not in metrics, "not killed mid-stage"
+
+    subprocess.run(_fit_argv(resumed, cache), check=True, env=env, capture_output=True)
+    log = (resumed / "log.txt").read_text()
+    assert re.search(r"resum\w+ .*generate", log, re.IGNORECASE), log[-2000:]
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (straight, resumed))
+    for key in ("rounds", "baselines"):
+        assert second["fit"][key] == first["fit"][key]
+    assert second["evaluate"]["images"]["fid"] == first["evaluate"]["images"]["fid"]
+    assert (second["evaluate"]["classifier"]["confusion_matrix"]
+            == first["evaluate"]["classifier"]["confusion_matrix"])
+
+
+def test_more_rounds_continue_a_finished_fit(fitted, tmp_path, cache):
+    run = tmp_path / "run"
+    shutil.copytree(fitted[0], run)
+    summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=2,
+                          data__cache_dir=str(cache))
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    assert summary["rounds"][:2] == fitted[1]["rounds"]  # rounds 0 and 1 were not redone
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluate"]["classifier"]["checkpoint"].endswith("label-r2/latest.pt")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_report_renders_in_a_browser_with_every_picture(fitted, tmp_path):
+    run, _ = fitted
+    page = tmp_path / "report.html"
+    shutil.copy(run / "report.html", page)  # self-contained: nothing beside it is needed
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" +
+         str(tmp_path / "profile"), "--virtual-time-budget=5000", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-images-ok="(\d+)/(\d+)"', dom)
+    assert found, dom[:500]
+    ok, total = map(int, found.groups())
+    assert ok == total >= 10  # grids, curves, confusion matrix, histogram, 2 strips per class
+    for heading in ("Results", "Generated images per class", "Learning curves",
+                    "Pseudo-labels", "Data"):
+        assert f"<h2>{heading}</h2>" in dom
+
+
+def test_report_shows_baselines_rounds_and_pseudo_label_examples(fitted):
+    run, summary = fitted
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert 'src="http' not in page and "<link" not in page  # opens offline
+    for row in ("labels-only baseline", "semi-supervised (module 1)", "joint round 1",
+                "all-labels baseline"):
+        assert row in page
+    assert f"{summary['baselines']['labels-only']:.4f}" in page
+    assert "generate-r1" in page and 'alt="0 examples"' in page
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_suggest_writes_uncertain_unlabeled_images(fitted, tmp_path):
+    run, _ = fitted
+    out = tmp_path / "next.csv"
+    assert main(["suggest", str(run), "--n", "7", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["rank"]) for r in rows] == list(range(1, 8))
+    data = load_dataset(make_config("digits").data)
+    assert len({r["path"] for r in rows}) == 7 and {r["path"] for r in rows} <= set(
+        data.unlabeled.ids)
+    margins = [float(r["margin"]) for r in rows]
+    assert margins == sorted(margins)
+    predictions = {r["path"]: r for r in csv.DictReader((run / "pseudo_labels.csv").open())}
+    median = np.median([float(r["confidence"]) for r in predictions.values()])
+    assert all(float(r["confidence"]) < median for r in rows)
+
+
+def test_suggestions_spread_over_the_data_instead_of_one_confused_region():
+    rng = np.random.default_rng(0)
+    features = np.concatenate([c + rng.normal(0, 0.1, (40, 3)) for c in np.eye(3) * 10])
+    # Margins: group 0 holds the 10 least certain images, groups 1 and 2 the next 10 each.
+    margin = rng.uniform(0.5, 0.9, 120)
+    margin[:10] = rng.uniform(0.0, 0.05, 10)
+    margin[40:50], margin[80:90] = rng.uniform(0.06, 0.1, 10), rng.uniform(0.06, 0.1, 10)
+    probs = np.stack([(1 + margin) / 2, (1 - margin) / 2], axis=1)
+    picks = choose(features, probs, k=3)
+    # Uncertainty alone would take three images of group 0; the clusters take one of each.
+    assert sorted(p // 40 for p in picks) == [0, 1, 2]
+    assert picks[0] == int(np.argmin(margin))
+
+
+def test_evaluate_on_a_separate_test_folder(fitted, tmp_path, cache, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(fitted[0], run)
+    data = load_dataset(make_config("digits").data)
+    folder = tmp_path / "held-out"
+    for i in range(30):
+        name = data.classes[data.test.labels[i]]
+        write_image(folder / "test" / name / f"{i}.png", data.test.images[i][..., 0])
+    (folder / "test" / name / "bad.png").write_bytes(b"not a png")
+    assert main(["evaluate", str(run), "--test", str(folder), "--per-class", "10",
+                 "--data.cache_dir", str(cache)]) == 0
+    found = json.loads((run / "metrics.json").read_text())["evaluate"]
+    assert found["classifier"]["n_test"] == 30
+    assert found["test_data"]["images"] == 30 and len(found["test_data"]["skipped"]) == 1
+    capsys.readouterr()
+    (folder / "test" / "horse").mkdir()
+    write_image(folder / "test" / "horse" / "h.png", data.test.images[0][..., 0])
+    assert main(["evaluate", str(run), "--test", str(folder)]) == 2
+    assert "horse" in capsys.readouterr().err
+
+
+def test_api_options_map_to_config_fields():
+    cfg = make_config("digits", out="runs/x", preset="tiny", rounds=3, label__lr=0.1,
+                      **{"generate.steps": 7})
+    assert (cfg.fit.rounds, cfg.label.lr, cfg.generate.steps) == (3, 0.1, 7)
+    assert cfg.run.out == "runs/x" and cfg.label.steps == 30  # the preset under the options
+    with pytest.raises(ConfigError, match="colour"):
+        make_config("digits", colour="red")
+    with pytest.raises(ConfigError, match="fit.rounds"):
+        make_config("digits", rounds=-1)
