@@ -8,11 +8,11 @@ module 1's confident pseudo-labels, (c) every true label; same network and budge
 pattern with {seed}), or trains one first when none is given. Each generator is then scored by
 `semigen evaluate`'s image metrics against the 10,000 real test images: FID, KID, class
 consistency (overall and worst class), with the cached evaluator network. Prints Markdown for
-BENCHMARKS.md and writes OUT/results.json."""
+BENCHMARKS.md and writes OUT/results.json, and OUT/samples-seed<S>.png: the last per-class
+sample grid of (a), (b) and (c) side by side."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -20,10 +20,13 @@ import time
 from datetime import date
 from pathlib import Path
 
+import common
+
 from semigen.config import resolve
-from semigen.evaluate.run import evaluate_run
-from semigen.generate.train import train as train_generator
-from semigen.label.train import train as train_classifier
+from semigen.data import load_dataset
+from semigen.evaluation.run import evaluate_run
+from semigen.generation.train import train as train_generator
+from semigen.labeling.train import train as train_classifier
 
 MODES = {"labels-only": "(a) labels only", "semi": "(b) labels + pseudo-labels",
          "all-labels": "(c) all labels"}
@@ -51,6 +54,32 @@ def run_one(args, mode: str, seed: int) -> dict:
             "worst_consistency": images["worst_class_consistency"],
             "training_images": json.loads((out / "metrics.json").read_text())["generate"][
                 "training_images"], "evaluator": images["feature_network"]}
+
+
+def side_by_side(out: Path, seed: int, classes: list[str]) -> Path | None:
+    """One PNG with the last per-class sample grid of (a), (b) and (c) for `seed`."""
+    import cv2
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    grids = {}
+    for mode, label in MODES.items():
+        found = sorted((out / f"{mode}-seed{seed}" / "samples").glob("generate-step-*.png"))
+        if found:
+            grids[label] = cv2.cvtColor(cv2.imread(str(found[-1])), cv2.COLOR_BGR2RGB)
+    if not grids:
+        return None
+    fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 5), squeeze=False)
+    for ax, (label, grid) in zip(axes[0], grids.items(), strict=True):
+        ax.imshow(grid, interpolation="nearest")
+        rows = [(i + 0.5) * grid.shape[0] / len(classes) for i in range(len(classes))]
+        ax.set_yticks(rows, classes, fontsize=8)
+        ax.set_xticks([])
+        ax.set_title(label, fontsize=10)
+    path = out / f"samples-seed{seed}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
@@ -89,19 +118,13 @@ def markdown(results: list[dict], args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--labels-per-class", type=int, default=10)
+    parser = common.parser(__doc__, "runs/bench-generate")
     parser.add_argument("--modes", nargs="*", default=list(MODES))
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--pseudo-labels", metavar="PATTERN",
                         help="pseudo_labels.csv of a label run per seed, e.g. "
                              "'runs/bench-label/semi-seed{seed}/pseudo_labels.csv'")
-    parser.add_argument("--set", action="append", default=[], metavar="k=v")
-    parser.add_argument("--out", default="runs/bench-generate")
-    args = parser.parse_args()
-    args.set = dict(pair.split("=", 1) for pair in args.set)
+    args = common.parse(parser)
     results = []
     for seed in args.seeds:
         for mode in args.modes:
@@ -109,10 +132,11 @@ def main() -> None:
             print(f"{mode} seed {seed}: FID {results[-1]['fid']:.2f}, consistency "
                   f"{results[-1]['consistency']:.3f}, {results[-1]['seconds'] / 60:.1f} min",
                   flush=True)
-            (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
-    text = markdown(results, args)
-    (Path(args.out) / "table.md").write_text(text + "\n")
-    print(text)
+            common.save(args.out, results)
+    common.save(args.out, results, markdown(results, args))
+    classes = load_dataset(resolve(overrides={"data.source": "fmnist"}).data).classes
+    for seed in args.seeds:
+        print(f"samples of seed {seed}: {side_by_side(Path(args.out), seed, classes)}")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,17 @@ accuracy against wall time. Needs Debian's dataset-fashion-mnist (or a network).
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import time
 from datetime import date
 from pathlib import Path
 
+import common
 import torch
 
 from semigen.config import resolve
-from semigen.label.train import train
+from semigen.labeling.train import train
 from semigen.rundir import read_stats
 
 
@@ -99,18 +98,11 @@ def markdown(results: list[dict], args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--labels-per-class", type=int, default=10)
+    parser = common.parser(__doc__, "runs/bench-label")
     parser.add_argument("--modes", nargs="*", default=["labels-only", "all-labels", "semi"])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v",
                         help="an extra semi run with these config overrides")
-    parser.add_argument("--set", action="append", default=[], metavar="k=v",
-                        help="config overrides for every run")
-    parser.add_argument("--out", default="runs/bench-label")
-    args = parser.parse_args()
-    args.set = dict(pair.split("=", 1) for pair in args.set)
+    args = common.parse(parser)
     plan = [(m, {"label.mode": m}) for m in args.modes] + [parse_variant(v) for v in args.variant]
     results = []
     for seed in args.seeds:
@@ -118,11 +110,8 @@ def main() -> None:
             results.append(run_one(args, name, overrides, seed))
             print(f"{name} seed {seed}: test {results[-1]['test_accuracy']:.4f} in "
                   f"{results[-1]['seconds'] / 60:.1f} min", flush=True)
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
-    text = markdown(results, args)
-    (Path(args.out) / "table.md").write_text(text + "\n")
-    print(text)
+            common.save(args.out, results)
+    common.save(args.out, results, markdown(results, args))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import torch
 from semigen import checkpoint
 from semigen.checkpoint import Checkpointer, CheckpointError
 from semigen.config import resolve
-from semigen.label import train as label_train
+from semigen.labeling import train as label_train
 from semigen.rundir import read_stats
 
 

@@ -8,8 +8,8 @@ import torch
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import load_dataset
-from semigen.evaluate.images import EvaluatorFeatures, _distances, load_evaluator
-from semigen.label import nets
+from semigen.evaluation.images import EvaluatorFeatures, _distances, load_evaluator
+from semigen.labeling import nets
 
 
 @pytest.fixture(scope="module")

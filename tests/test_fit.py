@@ -22,8 +22,8 @@ from semigen.api import make_config
 from semigen.cli import main
 from semigen.config import ConfigError
 from semigen.data import load_dataset
+from semigen.labeling.suggest import choose
 from semigen.rundir import read_stats
-from semigen.suggest import choose
 
 STAGES = ["label", "baseline-labels-only", "baseline-all-labels", "generate", "label-r1",
           "generate-r1", "round-0", "round-1", "evaluate", "fit"]
@@ -208,6 +208,15 @@ def test_evaluate_on_a_separate_test_folder(fitted, tmp_path, cache, capsys):
     write_image(folder / "test" / "horse" / "h.png", data.test.images[0][..., 0])
     assert main(["evaluate", str(run), "--test", str(folder)]) == 2
     assert "horse" in capsys.readouterr().err
+
+
+def test_api_verbs_stay_functions_after_the_stages_are_imported():
+    import semigen.evaluation.run
+    import semigen.generation.train
+    import semigen.labeling.train  # noqa: F401  (a package named `label` would shadow the verb)
+    for verb in ("fit", "label", "generate", "evaluate", "report", "suggest", "sample",
+                 "predict", "demo"):
+        assert callable(getattr(semigen, verb)), verb
 
 
 def test_api_options_map_to_config_fields():

@@ -10,9 +10,9 @@ from semigen import checkpoint
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import DataError, load_dataset
-from semigen.generate import train as gen_train
-from semigen.generate.export import folder_name
-from semigen.label.train import train as train_classifier
+from semigen.generation import train as gen_train
+from semigen.generation.export import folder_name
+from semigen.labeling.train import train as train_classifier
 from semigen.rundir import read_stats
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from semigen.generate import losses
-from semigen.generate.nets import Discriminator, Generator, upsamplings
+from semigen.generation import losses
+from semigen.generation.nets import Discriminator, Generator, upsamplings
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])

@@ -8,7 +8,7 @@ import pytest
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import DataError, load_dataset
-from semigen.label.train import train
+from semigen.labeling.train import train
 from semigen.rundir import read_stats
 
 
@@ -94,7 +94,7 @@ def test_predict_explains_a_missing_run(tmp_path, capsys):
 def test_networks_take_any_small_size(name, params):
     import torch
 
-    from semigen.label import nets
+    from semigen.labeling import nets
     net = nets.build(name, 3, 10)
     assert sum(p.numel() for p in net.parameters()) == params  # WRN-28-2: 1.47 M, as published
     for size in (8, 28, 32):

@@ -43,48 +43,48 @@ def fit(data: str | None = None, out: str | None = None, **options) -> dict:
 
 def label(data: str | None = None, out: str | None = None, **options) -> dict:
     """Train the semi-supervised classifier; writes ``out/pseudo_labels.csv``."""
-    from .label.train import train
+    from .labeling.train import train
     return train(make_config(data, out, **options))
 
 
 def generate(data: str | None = None, out: str | None = None, **options) -> dict:
     """Train the class-conditional generator (on ``out``'s pseudo-labels, if it has them)."""
-    from .generate.train import train
+    from .generation.train import train
     return train(make_config(data, out, **options))
 
 
 def evaluate(run: str | Path, test: str | None = None, **options) -> dict:
     """Metrics on real held-out images into ``run/metrics.json``; `options` as for `fit`, e.g.
     ``evaluate__per_class=200``."""
-    from .evaluate.run import evaluate_run
+    from .evaluation.run import evaluate_run
     cfg = make_config(out=str(run), base=_run(run) / "config.yaml", **options)
     return evaluate_run(cfg, test)
 
 
 def report(run: str | Path) -> Path:
     """Write ``run/report.html``; return its path."""
-    from .evaluate.report import write_report
+    from .evaluation.report import write_report
     return write_report(_run(run))
 
 
 def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0
             ) -> list[dict]:
     """The `n` unlabeled images most worth labeling next, written to `out` as CSV."""
-    from .suggest import suggest as run_suggest
+    from .labeling.suggest import suggest as run_suggest
     return run_suggest(_run(run), n, out, seed)
 
 
 def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",
             device: str = "auto") -> dict:
     """Label new images with the run's classifier; writes path,label,confidence to `out`."""
-    from .label.predict import predict_images
+    from .labeling.predict import predict_images
     return predict_images(_run(run), images, out, checkpoint, device)
 
 
 def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
            batch_size: int = 256, checkpoint: str = "latest", device: str = "auto") -> dict:
     """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv."""
-    from .generate.export import sample_to_folder
+    from .generation.export import sample_to_folder
     return sample_to_folder(_run(run), per_class, out, seed, batch_size, checkpoint, device)
 
 

@@ -192,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             fit(cfg)
             print(f"report: {Path(cfg.run.out) / 'report.html'}")
         elif args.command == "generate":
-            from .generate.train import train as train_generator
+            from .generation.train import train as train_generator
             train_generator(cfg)
         else:
-            from .label.train import train
+            from .labeling.train import train
             train(cfg)
         return 0
     except (ConfigError, DataError, CheckpointError) as e:
@@ -209,20 +209,20 @@ def main(argv: list[str] | None = None) -> int:
 def _run_tool(args) -> int:
     """The commands that work on a finished run (or, demo, make one) and take no config."""
     if args.command == "predict":
-        from .label.predict import predict_images
+        from .labeling.predict import predict_images
         predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
     elif args.command == "sample":
-        from .generate.export import sample_to_folder
+        from .generation.export import sample_to_folder
         if args.per_class < 1 or args.batch_size < 1:
             raise ConfigError("--per-class and --batch-size must be >= 1")
         sample_to_folder(args.run, args.per_class, args.out, args.seed, args.batch_size,
                          args.checkpoint, args.device)
     elif args.command == "report":
-        from .evaluate.report import write_report
+        from .evaluation.report import write_report
         _run_dir(args.run)
         print(f"report: {write_report(args.run)}")
     elif args.command == "suggest":
-        from .suggest import suggest
+        from .labeling.suggest import suggest
         suggest(_run_dir(args.run), args.n, args.out, args.seed)
     else:
         from .api import demo
@@ -250,7 +250,7 @@ def _data_check(cfg, as_json: bool) -> int:
 def _evaluate(args, extra) -> int:
     import json
 
-    from .evaluate.run import evaluate_run
+    from .evaluation.run import evaluate_run
     config_file = _run_dir(args.run) / "config.yaml"
     flags = {"evaluate.per_class": args.per_class, "evaluate.seed": args.seed,
              "evaluate.evaluator_steps": args.evaluator_steps}

@@ -93,7 +93,7 @@ class GenerateConfig:
 class FitConfig:
     rounds: int = 1  # joint rounds after label and generate; 0 stops after them
     synthetic_per_class: int = 500  # generated images per class given to the classifier
-    synthetic_ratio: float = 0.5  # generated images per real labeled image in a batch
+    synthetic_ratio: float = 0.5  # generated per real labeled image in a batch; 0: none (control)
     label_steps: int = 500  # classifier fine-tuning steps per round
     label_lr: float = 0.006  # where round 0's cosine schedule ended (0.2 x label.lr)
     generate_steps: int = 1000  # generator refinement steps per round
@@ -285,7 +285,7 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg.evaluate, name)
         check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
     check(fit.rounds >= 0, f"fit.rounds must be >= 0 (got {fit.rounds})")
-    check(fit.synthetic_ratio > 0, f"fit.synthetic_ratio must be > 0 (got {fit.synthetic_ratio})")
+    check(fit.synthetic_ratio >= 0, f"fit.synthetic_ratio must be >= 0 (got {fit.synthetic_ratio})")
     check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
     check(run.checkpoint_every >= 1,
           f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")

@@ -25,8 +25,8 @@ import torch
 from . import checkpoint
 from .config import BUILTINS, Config, validate
 from .data import load_dataset, to_uint8
-from .generate import train as generate_stage
-from .label import train as label_stage
+from .generation import train as generate_stage
+from .labeling import train as label_stage
 from .rundir import RunDir
 from .runtime import mix_seed, pick_accelerator
 
@@ -95,23 +95,31 @@ def fit(cfg: Config) -> dict:
         previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
         stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
             cfg, r, init=stage_checkpoint(run, p[0]),
-            synthetic=synthesize(stage_checkpoint(run, p[1]), cfg.fit.synthetic_per_class,
-                                 mix_seed(cfg.runtime.seed, 100 + r), device)))
+            synthetic=_round_images(cfg, stage_checkpoint(run, p[1]), r, device)))
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
             cfg, r, init=stage_checkpoint(run, p[1])))
     for r in range(cfg.fit.rounds + 1):
         stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run, r))
-    from .evaluate.run import evaluate_run
+    from .evaluation.run import evaluate_run
     # A fit continued with more rounds evaluates its new last round again.
     evaluated = len(finished(run).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
     stage("evaluate", lambda: evaluate_run(cfg), done=evaluated and "evaluate" in finished(run))
     summary = _summary(cfg, run)
     with RunDir(run) as rundir:
         rundir.update_metrics("fit", summary)
-        from .evaluate.report import write_report
+        from .evaluation.report import write_report
         path = write_report(run)
         rundir.info(f"fit done: report in {path}")
     return summary
+
+
+def _round_images(cfg: Config, generator_checkpoint: Path, r: int, device: str):
+    """Round r's generated training images; none with ``fit.synthetic_ratio`` 0, the control
+    that tells what the rounds' extra training steps give without them."""
+    if cfg.fit.synthetic_ratio == 0:
+        return None
+    return synthesize(generator_checkpoint, cfg.fit.synthetic_per_class,
+                      mix_seed(cfg.runtime.seed, 100 + r), device)
 
 
 def _baseline(cfg: Config, run: Path, mode: str) -> None:
@@ -131,7 +139,7 @@ def _round_metrics(cfg: Config, run: Path, r: int) -> None:
         "mean_confidence")}}
     data = load_dataset(cfg.data)
     if cfg.data.source in BUILTINS and data.test is not None:
-        from .evaluate.run import generator_metrics
+        from .evaluation.run import generator_metrics
         images = generator_metrics(cfg, data, stage_checkpoint(
             run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class)
         found |= {k: images[k] for k in ("fid", "kid", "class_consistency",

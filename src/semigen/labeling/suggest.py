@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from . import checkpoint
-from .config import from_dict, load_yaml
-from .data import DataError, load_dataset, to_float
-from .label import nets
+from .. import checkpoint
+from ..config import from_dict, load_yaml
+from ..data import DataError, load_dataset, to_float
+from . import nets
 
 log = logging.getLogger("semigen")
 POOL = 10  # candidates per suggestion: the least certain 10 K images are clustered

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import checkpoint, runtime
 from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset
-from ..label.train import ema_update, fingerprint, sync_buffers
+from ..labeling.train import ema_update, fingerprint, sync_buffers
 from ..rundir import RunDir, note_resume
 from . import losses
 from .nets import Discriminator, Generator

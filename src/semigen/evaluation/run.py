@@ -17,9 +17,9 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from .. import checkpoint
 from ..config import BUILTINS, Config
 from ..data import DataError, load_dataset, read_class_folders
-from ..generate.train import generator_from_checkpoint, read_pseudo_labels
-from ..label import nets
-from ..label.train import predict, scores
+from ..generation.train import generator_from_checkpoint, read_pseudo_labels
+from ..labeling import nets
+from ..labeling.train import predict, scores
 from ..rundir import RunDir
 
 log = logging.getLogger("semigen")

@@ -21,7 +21,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from .. import checkpoint
 from ..config import BUILTINS, Config, resolve
 from ..data import to_float, to_uint8
-from ..label import nets
+from ..labeling import nets
 from ..runtime import mix_seed
 
 log = logging.getLogger("semigen")
@@ -56,7 +56,7 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
     latest = out / "checkpoints" / "label" / "latest.pt"
     state = checkpoint.load(latest) if latest.exists() else None
     if state is None or state["step"] < steps:
-        from ..label.train import train
+        from ..labeling.train import train
         log.info(f"training the evaluator classifier for {cfg.data.source} on all its training "
                  f"labels (once; cached in {out})")
         train(resolve(overrides={
@@ -82,7 +82,7 @@ def _final_test_accuracy(run: Path) -> float | None:
 def generate_per_class(generator: nn.Module, num_classes: int, per_class: int, seed: int,
                        batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images, `per_class` of each class, each from its own seed; and their classes."""
-    from ..generate.train import sample
+    from ..generation.train import sample
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     seeds = [mix_seed(seed, c, i) for c in range(num_classes) for i in range(per_class)]
     chunks = [to_uint8(sample(generator, labels[i:i + batch_size], seeds[i:i + batch_size]))

@@ -1,0 +1,35 @@
+"""What every benchmark script shares: its standard options and where its results go."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """--preset, --seeds, --labels-per-class, --set k=v (any config field), --out."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--labels-per-class", type=int, default=10)
+    p.add_argument("--set", action="append", default=[], metavar="k=v",
+                   help="a config field for every run, e.g. label.steps=800")
+    p.add_argument("--out", default=out)
+    return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    args = p.parse_args()
+    args.set = dict(pair.split("=", 1) for pair in args.set)
+    return args
+
+
+def save(out: str, results: list[dict], table: str | None = None) -> None:
+    """OUT/results.json after every run (a stopped benchmark keeps what it measured); at the
+    end the Markdown table, to OUT/table.md and the console."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "results.json").write_text(json.dumps(results, indent=1))
+    if table is not None:
+        (Path(out) / "table.md").write_text(table + "\n")
+        print(table)
