@@ -85,3 +85,32 @@ def test_evaluator_features():
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_image_metrics_on_a_user_folder_with_inception_weights(clean_folder, tmp_path, capsys):
+    from torchvision.models import inception_v3
+    run = tmp_path / "run"
+    for argv in (["label", str(clean_folder), "--preset", "tiny", "--out", str(run)],
+                 ["generate", str(run), "--preset", "tiny"]):
+        assert main(argv) == 0, argv
+    assert main(["evaluate", str(run)]) == 0  # no evaluator for a user's folder: said so
+    assert "--inception-weights" in json.loads(
+        (run / "metrics.json").read_text())["evaluate"]["images"]["skipped"]
+
+    # A file made here stands in for torchvision's downloaded Inception-v3 weights.
+    weights = tmp_path / "inception_v3.pth"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(),
+               weights)
+    assert main(["evaluate", str(run), "--inception-weights", str(weights),
+                 "--per-class", "4"]) == 0
+    images = json.loads((run / "metrics.json").read_text())["evaluate"]["images"]
+    assert images["feature_network"]["network"].startswith("Inception-v3")
+    assert images["n_fake"] == 2 * 4 and images["n_real"] == 12
+    assert images["fid"] >= 0 and images["kid"] == images["kid"]  # a number, not NaN
+    assert "class_consistency" not in images and "class_consistency_skipped" in images
+
+    capsys.readouterr()
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    for bad in (tmp_path / "missing.pth", tmp_path / "junk.pth"):
+        assert main(["evaluate", str(run), "--inception-weights", str(bad)]) == 2
+        assert bad.name in capsys.readouterr().err

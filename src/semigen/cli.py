@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, help="seed of the generated images (0)")
     evaluate.add_argument("--evaluator-steps", type=int, metavar="STEPS",
                           help="training budget of the evaluator network (3000)")
+    evaluate.add_argument("--inception-weights", metavar="PATH|download",
+                          help="FID/KID on Inception-v3 features: a torchvision state dict "
+                               "(needed for image metrics on your own folders)")
 
     fit = commands.add_parser(
         "fit", help="the whole loop: label, generate, joint rounds, evaluate, report")
@@ -253,7 +256,8 @@ def _evaluate(args, extra) -> int:
     from .evaluation.run import evaluate_run
     config_file = _run_dir(args.run) / "config.yaml"
     flags = {"evaluate.per_class": args.per_class, "evaluate.seed": args.seed,
-             "evaluate.evaluator_steps": args.evaluator_steps}
+             "evaluate.evaluator_steps": args.evaluator_steps,
+             "evaluate.inception_weights": args.inception_weights}
     overrides = {"run.out": args.run, **{k: v for k, v in flags.items() if v is not None}}
     cfg = resolve(overrides=overrides | parse_overrides(extra), base_file=str(config_file))
     validate(cfg)

@@ -106,6 +106,9 @@ class EvaluateConfig:
     round_per_class: int = 200  # the same for each joint round's figures in `fit`
     evaluator_steps: int = 3000  # training budget of the built-in evaluator network
     seed: int = 0  # seed of the generated images that are scored
+    # FID/KID features: a torchvision Inception-v3 state dict, or "download" (needs a network);
+    # None: the built-in data set's evaluator network (user folders get no image metrics)
+    inception_weights: str | None = None
 
 
 @dataclass
@@ -285,6 +288,10 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg.evaluate, name)
         check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
     check(fit.rounds >= 0, f"fit.rounds must be >= 0 (got {fit.rounds})")
+    weights = cfg.evaluate.inception_weights
+    check(weights in (None, "download") or Path(weights).expanduser().is_file(),
+          f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "
+          "state dict, or download)")
     check(fit.synthetic_ratio >= 0, f"fit.synthetic_ratio must be >= 0 (got {fit.synthetic_ratio})")
     check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
     check(run.checkpoint_every >= 1,

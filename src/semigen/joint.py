@@ -131,19 +131,19 @@ def _baseline(cfg: Config, run: Path, mode: str) -> None:
 
 def _round_metrics(cfg: Config, run: Path, r: int) -> None:
     """Round r's figures: its classifier's and pseudo-labels' (from its label stage) and its
-    generator's image metrics at ``evaluate.round_per_class`` (built-ins)."""
+    generator's image metrics at ``evaluate.round_per_class`` (built-ins, or Inception)."""
     done = finished(run)
     label_metrics = done[checkpoint.stage_name("label", r)]
     found = {"round": r, **{k: label_metrics.get(k) for k in (
         "test_accuracy", "test_ece", "pseudo_label_accuracy", "pseudo_label_ece",
         "mean_confidence")}}
     data = load_dataset(cfg.data)
-    if cfg.data.source in BUILTINS and data.test is not None:
+    if data.test is not None and (cfg.data.source in BUILTINS or cfg.evaluate.inception_weights):
         from .evaluation.run import generator_metrics
         images = generator_metrics(cfg, data, stage_checkpoint(
             run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class)
-        found |= {k: images[k] for k in ("fid", "kid", "class_consistency",
-                                         "worst_class_consistency", "n_fake")}
+        found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
+                                             "worst_class_consistency", "n_fake")}
     with RunDir(run) as rundir:
         rundir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
         rundir.update_metrics(f"round-{r}", found)

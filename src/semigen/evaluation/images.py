@@ -3,12 +3,16 @@
 For a built-in data set the evaluator is semigen's own classifier trained on the data set's full
 training labels (``all-labels``), once, cached under ``data.cache_dir/evaluators/``. Its
 penultimate features feed torchmetrics' FID and KID, and its predictions give class consistency:
-how often a generated image is recognised as the class it was asked for. Every score says which
-feature network and how many images it used."""
+how often a generated image is recognised as the class it was asked for. With
+``evaluate.inception_weights`` (a torchvision Inception-v3 state dict, or ``download``), FID and
+KID use Inception-v3's 2048-d pool features instead: for a user's folders, which have no
+evaluator, and for comparisons with other tools. Every score says which feature network and how
+many images it used."""
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from pathlib import Path
 
@@ -37,6 +41,42 @@ class EvaluatorFeatures(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(to_float(images)).double()
+
+
+class InceptionFeatures(nn.Module):
+    """uint8 images -> Inception-v3's 2048-d pool features (resized to 299, ImageNet-normalised;
+    gray repeated to RGB). The weights: a torchvision Inception-v3 state dict (loaded as data),
+    or ``download`` for torchvision's ImageNet weights (needs a network once)."""
+
+    num_features = 2048
+
+    def __init__(self, weights: str):
+        super().__init__()
+        from torchvision.models import Inception_V3_Weights, inception_v3
+        if weights == "download":
+            self.net = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
+        else:
+            self.net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            try:
+                state = torch.load(Path(weights).expanduser(), map_location="cpu",
+                                   weights_only=True)
+                self.net.load_state_dict(state.get("state_dict", state))
+            except (OSError, RuntimeError, AttributeError, pickle.UnpicklingError) as e:
+                raise checkpoint.CheckpointError(
+                    f"--inception-weights {weights}: not a torchvision Inception-v3 state dict "
+                    f"({str(e).splitlines()[0][:200]})") from e
+        self.net.fc = nn.Identity()  # the pool features, not the 1000 ImageNet logits
+        self.net.eval()
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        self.register_buffer("mean", mean.view(1, 3, 1, 1))
+        self.register_buffer("std", std.view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = nn.functional.interpolate(x, size=(299, 299), mode="bilinear", antialias=True)
+        return self.net((x - self.mean) / self.std).double()
 
 
 def evaluator_run(cfg: Config, shape: tuple[int, int, int], steps: int) -> Path:
@@ -106,36 +146,42 @@ def _distances(features: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> d
 
 
 @torch.no_grad()
-def image_metrics(generator: nn.Module, evaluator: nn.Module, real_images: np.ndarray,
-                  real_labels: np.ndarray, classes: list[str], per_class: int,
-                  seed: int = 0) -> dict:
-    """FID, KID and class consistency of `generator` against real held-out images, overall and
-    per class. `real_images` are uint8 N x H x W x C."""
-    evaluator = evaluator.eval().cpu()
+def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Module | None,
+                  real_images: np.ndarray, real_labels: np.ndarray, classes: list[str],
+                  per_class: int, seed: int = 0) -> dict:
+    """FID and KID of `generator` against real held-out images in the space of `features`, and
+    class consistency by `classifier` (none: not measured), overall and per class.
+    `real_images` are uint8 N x H x W x C."""
     generator = generator.eval()
     fake, fake_labels = generate_per_class(generator, len(classes), per_class, seed)
     real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
-    features = EvaluatorFeatures(evaluator)
-    predicted = torch.cat([evaluator(to_float(fake[i:i + 1000])).argmax(1)
-                           for i in range(0, len(fake), 1000)])
-    right = (predicted == fake_labels).float()
-    found = {"n_real": len(real), "n_fake": len(fake),
-             **_distances(features, real, fake),
-             "class_consistency": right.mean().item(), "per_class": {}}
+    found = {"n_real": len(real), "n_fake": len(fake), **_distances(features, real, fake),
+             "per_class": {}}
+    right = None
+    if classifier is not None:
+        classifier = classifier.eval().cpu()
+        predicted = torch.cat([classifier(to_float(fake[i:i + 1000])).argmax(1)
+                               for i in range(0, len(fake), 1000)])
+        right = (predicted == fake_labels).float()
+        found["class_consistency"] = right.mean().item()
     dims = features.num_features
     for c, name in enumerate(classes):
         real_c = real[torch.from_numpy(real_labels == c)]
         fake_c = fake[fake_labels == c]
-        found["per_class"][name] = {
-            "n_real": len(real_c), "n_fake": len(fake_c),
-            "class_consistency": right[fake_labels == c].mean().item()}
+        found["per_class"][name] = {"n_real": len(real_c), "n_fake": len(fake_c)}
+        if right is not None:
+            found["per_class"][name]["class_consistency"] = right[fake_labels == c].mean().item()
         # A user's small test folder may hold 0 or 1 image of a class: no distance then.
         if len(real_c) >= 2:
             found["per_class"][name] |= _distances(features, real_c, fake_c)
-    found["worst_class_consistency"] = min(v["class_consistency"]
-                                           for v in found["per_class"].values())
     if min(per_class, len(real)) < 2 * dims:
         found["warning"] = (f"per-class FID uses {per_class} generated images against "
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "
                             "upwards; compare it only at equal N")
+    if right is None:
+        found["class_consistency_skipped"] = ("needs a classifier that took no part in "
+                                              "training: built-in data sets only")
+    else:
+        found["worst_class_consistency"] = min(v["class_consistency"]
+                                               for v in found["per_class"].values())
     return found

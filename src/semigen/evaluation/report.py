@@ -58,6 +58,15 @@ def _fmt(value, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
+def _accuracy_note(about: dict) -> str:
+    return (f" (test accuracy {about['test_accuracy']:.4f})"
+            if about.get("test_accuracy") is not None else "")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -92,18 +101,19 @@ def metrics_section(metrics: dict) -> str:
     images = metrics.get("evaluate", {}).get("images", {})
     if "fid" in images:
         about = images["feature_network"]
+        consistency = (f", class consistency {images['class_consistency']:.3f}"
+                       if "class_consistency" in images else "")
         parts.append(f"<p>Final generator, N = {images['n_fake']} generated against "
                      f"{images['n_real']} real: FID {images['fid']:.2f}, KID "
-                     f"{images['kid']:.4f} ± {images['kid_std']:.4f}, class consistency "
-                     f"{images['class_consistency']:.3f}. Feature network: "
-                     f"{html.escape(about['network'])} (test accuracy "
-                     f"{_fmt(about.get('test_accuracy'))}).</p>")
+                     f"{images['kid']:.4f} ± {images['kid_std']:.4f}{consistency}. Feature "
+                     f"network: {html.escape(about['network'])}"
+                     f"{_accuracy_note(about)}.</p>")
         if "warning" in images:
             parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
     elif "skipped" in images:
         parts.append(f"<p>Image metrics: {html.escape(images['skipped'])}</p>")
     if "seconds" in metrics:
-        times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in metrics["seconds"].items())
+        times = ", ".join(f"{k} {_duration(v)}" for k, v in metrics["seconds"].items())
         parts.append(f"<p>Wall time per stage: {html.escape(times)}.</p>")
     return "\n".join(parts)
 

@@ -80,22 +80,34 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
     found["pseudo_labels"] = pseudo_label_metrics(run_path, data)
     gen_ckpt = latest_checkpoint(run_path, "generate")
     if gen_ckpt is not None:
-        if cfg.data.source in BUILTINS and data.test is not None:
+        if data.test is None:
+            found["images"] = {"skipped": "no held-out real images (DATA/test/<class>/ or "
+                                          "--test DATA) to compare the generated ones with"}
+        elif cfg.data.source in BUILTINS or cfg.evaluate.inception_weights:
             found["images"] = generator_metrics(cfg, data, gen_ckpt, cfg.evaluate.per_class)
         else:
-            found["images"] = {"skipped": "image metrics need a built-in data set's evaluator "
-                                          "network (user folders: coming with Inception weights)"}
+            found["images"] = {"skipped": "image metrics on your own images need an Inception "
+                                          "network: --inception-weights PATH (or download)"}
     with RunDir(run_path) as run:
         run.update_metrics("evaluate", found)
     return found
 
 
 def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int) -> dict:
-    """FID, KID and class consistency of a generator checkpoint against the real test images,
-    scored by the data set's evaluator network."""
-    from .images import image_metrics, load_evaluator
-    evaluator, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+    """FID, KID and class consistency of a generator checkpoint against the real test images.
+    Features: Inception-v3 when ``evaluate.inception_weights`` is set, else the built-in data
+    set's evaluator network, which also judges class consistency (built-ins only)."""
+    from .images import EvaluatorFeatures, InceptionFeatures, image_metrics, load_evaluator
+    classifier, about = None, None
+    if cfg.data.source in BUILTINS:
+        classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+    if cfg.evaluate.inception_weights:
+        features = InceptionFeatures(cfg.evaluate.inception_weights)
+        about = {"network": "Inception-v3 pool features (2048-d)",
+                 "weights": cfg.evaluate.inception_weights, "class_consistency_by": about}
+    else:
+        features = EvaluatorFeatures(classifier)
     generator = generator_from_checkpoint(checkpoint.load(generator_checkpoint))
     return {"feature_network": about, "checkpoint": str(generator_checkpoint), **image_metrics(
-        generator, evaluator, data.test.images, data.test.labels, data.classes, per_class,
-        cfg.evaluate.seed)}
+        generator, features, classifier, data.test.images, data.test.labels, data.classes,
+        per_class, cfg.evaluate.seed)}
