@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_image
 
 import semigen
@@ -22,6 +23,7 @@ from semigen.api import make_config
 from semigen.cli import main
 from semigen.config import ConfigError
 from semigen.data import load_dataset
+from semigen.joint import keep_recognised
 from semigen.labeling.suggest import choose
 from semigen.rundir import read_stats
 
@@ -67,6 +69,23 @@ def test_fit_runs_every_stage_and_records_each_round(fitted):
             == pytest.approx(summary["rounds"][1]["test_accuracy"]))
     assert (run / "baselines" / "labels-only" / "checkpoints" / "label" / "latest.pt").exists()
     assert (run / "report.html").stat().st_size > 10_000
+
+
+def test_generated_images_are_kept_only_when_the_classifier_recognises_them():
+    class Brightness(torch.nn.Module):  # class 0: dark images, class 1: bright; sure of both
+        def forward(self, x):
+            bright = x.mean(dim=(1, 2, 3))
+            return torch.stack([-bright, bright], dim=1) * 20
+
+    # Per class: 4 recognisable images, then 2 that look like the other class.
+    values = [10, 20, 30, 40, 250, 240] + [200, 210, 220, 230, 5, 15]
+    images = np.array([np.full((4, 4, 1), v, np.uint8) for v in values])
+    labels = np.repeat([0, 1], 6)
+    kept, kept_labels = keep_recognised(images, labels, Brightness(), 0.9, per_class=3)
+    assert kept_labels.tolist() == [0, 0, 0, 1, 1, 1]  # the first 3 recognised of each class
+    assert kept[:, 0, 0, 0].tolist() == [10, 20, 30, 200, 210, 220]
+    kept, kept_labels = keep_recognised(images, labels, Brightness(), 0.9, per_class=10)
+    assert np.bincount(kept_labels).tolist() == [4, 4]  # never the unrecognisable ones
 
 
 def test_final_stage_picks_the_last_round_with_a_checkpoint(tmp_path):

@@ -94,6 +94,9 @@ class FitConfig:
     rounds: int = 1  # joint rounds after label and generate; 0 stops after them
     synthetic_per_class: int = 500  # generated images per class given to the classifier
     synthetic_ratio: float = 0.5  # generated per real labeled image in a batch; 0: none (control)
+    # keep a generated image only if the last classifier gives it its class at this confidence
+    # (0: keep all); 4x as many are generated to choose from
+    synthetic_min_confidence: float = 0.9
     label_steps: int = 500  # classifier fine-tuning steps per round
     label_lr: float = 0.006  # where round 0's cosine schedule ended (0.2 x label.lr)
     generate_steps: int = 1000  # generator refinement steps per round
@@ -294,6 +297,8 @@ def validate(cfg: Config) -> None:
           "state dict, or download)")
     check(fit.synthetic_ratio >= 0, f"fit.synthetic_ratio must be >= 0 (got {fit.synthetic_ratio})")
     check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
+    check(0 <= fit.synthetic_min_confidence < 1,
+          f"fit.synthetic_min_confidence must be in [0, 1) (got {fit.synthetic_min_confidence})")
     check(run.checkpoint_every >= 1,
           f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")
     check(run.log_every >= 1, f"run.log_every must be >= 1 (got {run.log_every})")

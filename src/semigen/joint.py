@@ -24,13 +24,15 @@ import torch
 
 from . import checkpoint
 from .config import BUILTINS, Config, validate
-from .data import load_dataset, to_uint8
+from .data import load_dataset, to_float
 from .generation import train as generate_stage
+from .labeling import nets as label_nets
 from .labeling import train as label_stage
 from .rundir import RunDir
 from .runtime import mix_seed, pick_accelerator
 
 log = logging.getLogger("semigen")
+OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
 
 
 def stage_checkpoint(run: Path, stage: str) -> Path:
@@ -48,15 +50,11 @@ def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: st
                ) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` generated images of every class (uint8 N x H x W x C) and their classes; each
     image from its own seed, so a resumed round sees the very same images."""
+    from .evaluation.images import generate_per_class
     state = checkpoint.load(generator_checkpoint)
     generator = generate_stage.generator_from_checkpoint(state).to(device)
-    num_classes = len(state["classes"])
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    seeds = [mix_seed(seed, c, i) for c in range(num_classes) for i in range(per_class)]
-    chunks = [to_uint8(generate_stage.sample(generator, labels[i:i + 500], seeds[i:i + 500]))
-              for i in range(0, len(labels), 500)]
-    images = torch.cat(chunks).permute(0, 2, 3, 1).cpu().numpy()
-    return np.ascontiguousarray(images), labels.numpy()
+    images, labels = generate_per_class(generator, len(state["classes"]), per_class, seed)
+    return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
 
 
 def baseline_config(cfg: Config, mode: str) -> Config:
@@ -95,7 +93,7 @@ def fit(cfg: Config) -> dict:
         previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
         stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
             cfg, r, init=stage_checkpoint(run, p[0]),
-            synthetic=_round_images(cfg, stage_checkpoint(run, p[1]), r, device)))
+            synthetic=_round_images(cfg, run, r, device)))
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
             cfg, r, init=stage_checkpoint(run, p[1])))
     for r in range(cfg.fit.rounds + 1):
@@ -113,13 +111,41 @@ def fit(cfg: Config) -> dict:
     return summary
 
 
-def _round_images(cfg: Config, generator_checkpoint: Path, r: int, device: str):
-    """Round r's generated training images; none with ``fit.synthetic_ratio`` 0, the control
-    that tells what the rounds' extra training steps give without them."""
+def _round_images(cfg: Config, run: Path, r: int, device: str):
+    """Round r's generated training images, from round r-1's generator; none with
+    ``fit.synthetic_ratio`` 0, the control that tells what the rounds' extra training steps give
+    without them. With ``fit.synthetic_min_confidence`` > 0 only images that round r-1's
+    classifier recognises as their class are kept: a weak generator's unrecognisable images
+    would teach the classifier wrong labels."""
     if cfg.fit.synthetic_ratio == 0:
         return None
-    return synthesize(generator_checkpoint, cfg.fit.synthetic_per_class,
-                      mix_seed(cfg.runtime.seed, 100 + r), device)
+    per_class, gate = cfg.fit.synthetic_per_class, cfg.fit.synthetic_min_confidence
+    images, labels = synthesize(
+        stage_checkpoint(run, checkpoint.stage_name("generate", r - 1)),
+        per_class * (OVERSAMPLE if gate > 0 else 1), mix_seed(cfg.runtime.seed, 100 + r), device)
+    if gate > 0:
+        classifier = label_nets.from_checkpoint(checkpoint.load(
+            stage_checkpoint(run, checkpoint.stage_name("label", r - 1))))
+        images, labels = keep_recognised(images, labels, classifier, gate, per_class)
+        counts = np.bincount(labels, minlength=len(np.unique(labels)))
+        log.info(f"round {r}: {len(labels)} generated images kept (per class "
+                 f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class that "
+                 f"the classifier recognises at confidence >= {gate}")
+    return images, labels
+
+
+@torch.no_grad()
+def keep_recognised(images: np.ndarray, labels: np.ndarray, classifier: torch.nn.Module,
+                    min_confidence: float, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The generated images (uint8 N x H x W x C) that `classifier` gives their own class with
+    at least `min_confidence`: the first `per_class` of each class, in seed order."""
+    probs = torch.cat([classifier(to_float(torch.from_numpy(images[i:i + 500]).permute(
+        0, 3, 1, 2))).softmax(1) for i in range(0, len(images), 500)])
+    confidence, predicted = probs.max(1)
+    ok = ((predicted.numpy() == labels) & (confidence.numpy() >= min_confidence))
+    keep = np.concatenate([np.flatnonzero(ok & (labels == c))[:per_class]
+                           for c in np.unique(labels)])
+    return images[keep], labels[keep]
 
 
 def _baseline(cfg: Config, run: Path, mode: str) -> None:
