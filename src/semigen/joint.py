@@ -131,6 +131,9 @@ def _round_images(cfg: Config, run: Path, r: int, device: str):
         log.info(f"round {r}: {len(labels)} generated images kept (per class "
                  f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class that "
                  f"the classifier recognises at confidence >= {gate}")
+        if not len(labels):
+            log.warning(f"round {r}: no generated image passed; the round trains without them")
+            return None
     return images, labels
 
 
