@@ -24,7 +24,7 @@ import torch
 
 from . import checkpoint
 from .config import BUILTINS, Config, validate
-from .data import load_dataset, to_float
+from .data import load_dataset
 from .generation import train as generate_stage
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
@@ -142,9 +142,7 @@ def keep_recognised(images: np.ndarray, labels: np.ndarray, classifier: torch.nn
                     min_confidence: float, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """The generated images (uint8 N x H x W x C) that `classifier` gives their own class with
     at least `min_confidence`: the first `per_class` of each class, in seed order."""
-    probs = torch.cat([classifier(to_float(torch.from_numpy(images[i:i + 500]).permute(
-        0, 3, 1, 2))).softmax(1) for i in range(0, len(images), 500)])
-    confidence, predicted = probs.max(1)
+    confidence, predicted = label_stage.predict(classifier, images, "cpu").max(1)
     ok = ((predicted.numpy() == labels) & (confidence.numpy() >= min_confidence))
     keep = np.concatenate([np.flatnonzero(ok & (labels == c))[:per_class]
                            for c in np.unique(labels)])
