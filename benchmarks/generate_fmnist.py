@@ -7,9 +7,11 @@ module 1's confident pseudo-labels, (c) every true label; same network and budge
 (b) takes its pseudo-labels from a label run of the same split seed (`--pseudo-labels`, a
 pattern with {seed}), or trains one first when none is given. Each generator is then scored by
 `semigen evaluate`'s image metrics against the 10,000 real test images: FID, KID, class
-consistency (overall and worst class), with the cached evaluator network. Prints Markdown for
-BENCHMARKS.md and writes OUT/results.json, and OUT/samples-seed<S>.png: the last per-class
-sample grid of (a), (b) and (c) side by side."""
+consistency (overall and worst class), with the cached evaluator network, and how much each
+copies its training images (nearest training image, against held-out real images). Prints
+Markdown for BENCHMARKS.md and writes OUT/results.json, and OUT/samples-seed<S>.png: the last
+per-class sample grid of (a), (b) and (c) side by side. `--score-only` scores finished
+generators again without training them."""
 
 from __future__ import annotations
 
@@ -39,19 +41,25 @@ def run_one(args, mode: str, seed: int) -> dict:
                  "run.progress": "false", "generate.mode": mode,
                  "evaluate.per_class": str(args.per_class), "evaluate.seed": str(seed), **args.set}
     cfg = resolve(preset=args.preset, overrides=overrides)
-    if mode == "semi":
-        out.mkdir(parents=True, exist_ok=True)
-        if args.pseudo_labels:
-            shutil.copy(args.pseudo_labels.format(seed=seed), out / "pseudo_labels.csv")
-        elif not (out / "pseudo_labels.csv").exists():
-            train_classifier(cfg)
-    start = time.perf_counter()
-    train_generator(cfg)
-    seconds = time.perf_counter() - start
+    if args.score_only:
+        seconds = next((r["seconds"] for r in args.earlier
+                        if (r["mode"], r["seed"]) == (mode, seed)), float("nan"))
+    else:
+        if mode == "semi":
+            out.mkdir(parents=True, exist_ok=True)
+            if args.pseudo_labels:
+                shutil.copy(args.pseudo_labels.format(seed=seed), out / "pseudo_labels.csv")
+            elif not (out / "pseudo_labels.csv").exists():
+                train_classifier(cfg)
+        start = time.perf_counter()
+        train_generator(cfg)
+        seconds = time.perf_counter() - start
     images = evaluate_run(cfg)["images"]
     return {"mode": mode, "seed": seed, "seconds": seconds, "fid": images["fid"],
             "kid": images["kid"], "consistency": images["class_consistency"],
             "worst_consistency": images["worst_class_consistency"],
+            "copy_distance_ratio": images["memorisation"]["distance_ratio"],
+            "copy_rate": images["memorisation"]["copy_rate"],
             "training_images": json.loads((out / "metrics.json").read_text())["generate"][
                 "training_images"], "evaluator": images["feature_network"]}
 
@@ -95,8 +103,8 @@ def markdown(results: list[dict], args) -> str:
              f"{results[0]['evaluator']['test_accuracy']:.4f}; N = {args.per_class} generated "
              "per class against the 10,000 test images", "",
              "| generator trained on | training images | FID | KID | class consistency | "
-             "worst class | train time (min) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "worst class | copying: distance ratio | copy rate | train time (min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by = {m: [r for r in results if r["mode"] == m] for m in MODES}
     for mode, label in MODES.items():
         rs = by[mode]
@@ -106,6 +114,8 @@ def markdown(results: list[dict], args) -> str:
                 f"{mean_std([r['fid'] for r in rs], 2)} | {mean_std([r['kid'] for r in rs], 4)} | "
                 f"{mean_std([r['consistency'] for r in rs])} | "
                 f"{mean_std([r['worst_consistency'] for r in rs])} | "
+                f"{mean_std([r['copy_distance_ratio'] for r in rs], 2)} | "
+                f"{mean_std([r['copy_rate'] for r in rs])} | "
                 f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
     if by["semi"] and by["all-labels"]:
         b, c = by["semi"], by["all-labels"]
@@ -124,7 +134,12 @@ def main() -> None:
     parser.add_argument("--pseudo-labels", metavar="PATTERN",
                         help="pseudo_labels.csv of a label run per seed, e.g. "
                              "'runs/bench-label/semi-seed{seed}/pseudo_labels.csv'")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the finished generators under OUT again (after a metric was "
+                             "added) without training; train times come from OUT/results.json")
     args = common.parse(parser)
+    results_file = Path(args.out) / "results.json"
+    args.earlier = json.loads(results_file.read_text()) if results_file.exists() else []
     results = []
     for seed in args.seeds:
         for mode in args.modes:

@@ -8,7 +8,7 @@ import torch
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import load_dataset
-from semigen.evaluation.images import EvaluatorFeatures, _distances, load_evaluator
+from semigen.evaluation.images import EvaluatorFeatures, _distances, load_evaluator, memorisation
 from semigen.labeling import nets
 
 
@@ -59,6 +59,33 @@ def test_image_metrics_name_their_network_and_n(evaluated):
     assert main(["evaluate", str(run), "--per-class", "10", "--evaluator-steps", "30",
                  "--data.cache-dir", str(cache)]) == 0
     assert checkpoint_file.stat().st_mtime_ns == before
+    again = json.loads((run / "metrics.json").read_text())["evaluate"]["images"]
+    assert {k: again[k] for k in ("fid", "kid", "memorisation")} == \
+        {k: images[k] for k in ("fid", "kid", "memorisation")}  # the same images, the same scores
+
+
+def test_memorisation_is_measured_against_the_generators_training_images(evaluated):
+    _, _, metrics = evaluated
+    copied = metrics["evaluate"]["images"]["memorisation"]
+    # the tiny run's generator is semi: 100 labeled images + the confident pseudo-labels
+    kept = sum(metrics["generate"]["training_images_per_class"])
+    assert copied["n_train"] == kept == metrics["generate"]["training_images"] > 100
+    assert copied["n_fake"] == 100 and copied["n_real"] == 450  # all, up to 1000
+    assert copied["distance_ratio"] > 0 and 0 <= copied["copy_rate"] <= 1
+
+
+def test_memorisation_tells_copies_from_new_images():
+    data = load_dataset(resolve().data)
+    as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    train, held_out = as_tensor(data.unlabeled.images[:300]), as_tensor(data.test.images)
+    noise = torch.randint(-2, 3, (600, *train.shape[1:]),
+                          generator=torch.Generator().manual_seed(0))
+    copies = (train.repeat(2, 1, 1, 1).int() + noise).clamp(0, 255).to(torch.uint8)
+    new = as_tensor(data.unlabeled.images[300:900])  # real, but not among the training images
+    copied = memorisation(copies, held_out, train)
+    novel = memorisation(new, held_out, train)
+    assert copied["distance_ratio"] < 0.1 and copied["copy_rate"] > 0.95
+    assert 0.8 < novel["distance_ratio"] < 1.25 and novel["copy_rate"] < 0.05
 
 
 def test_fid_separates_real_from_noise(evaluated):

@@ -92,12 +92,18 @@ def stage_name(base: str, round_index: int) -> str:
     return base if round_index == 0 else f"{base}-r{round_index}"
 
 
+def stage_path(run: str | Path, stage: str, which: str = "latest") -> Path:
+    """``RUN/checkpoints/<stage>/<which>.pt``: where a stage (``label``, ``generate-r2``) keeps
+    its checkpoints."""
+    return Path(run) / "checkpoints" / stage / f"{which}.pt"
+
+
 def final_stage(run: str | Path, stage: str) -> str:
     """The last round of `stage` with a checkpoint: ``label-r2`` after two joint rounds of
     ``semigen fit``, plain ``label`` before any."""
     found = [int(m.group(1)) for p in (Path(run) / "checkpoints").glob(f"{stage}-r*")
              if (m := re.fullmatch(rf"{re.escape(stage)}-r(\d+)", p.name))
-             and (p / "latest.pt").exists()]
+             and stage_path(run, p.name).exists()]
     return f"{stage}-r{max(found)}" if found else stage
 
 
@@ -105,8 +111,8 @@ def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path
     """A stage's checkpoint by name (``latest``, ``best``) under ``RUN/checkpoints/<stage>/``
     (its last joint round's, if any), or a path; refused unless it holds a `kind` (classifier,
     generator)."""
-    folder = Path(run) / "checkpoints" / final_stage(run, stage)
-    path = folder / f"{which}.pt" if which in ("latest", "best") else Path(which)
+    path = (stage_path(run, final_stage(run, stage), which) if which in ("latest", "best")
+            else Path(which))
     state = load(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")

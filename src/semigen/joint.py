@@ -35,10 +35,6 @@ log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
 
 
-def stage_checkpoint(run: Path, stage: str) -> Path:
-    return run / "checkpoints" / stage / "latest.pt"
-
-
 def finished(run: Path) -> dict:
     """metrics.json: an entry per finished stage."""
     path = run / "metrics.json"
@@ -92,10 +88,10 @@ def fit(cfg: Config) -> dict:
     for r in range(1, cfg.fit.rounds + 1):
         previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
         stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
-            cfg, r, init=stage_checkpoint(run, p[0]),
+            cfg, r, init=checkpoint.stage_path(run, p[0]),
             synthetic=_round_images(cfg, run, r, device)))
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
-            cfg, r, init=stage_checkpoint(run, p[1])))
+            cfg, r, init=checkpoint.stage_path(run, p[1])))
     for r in range(cfg.fit.rounds + 1):
         stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run, r))
     from .evaluation.run import evaluate_run
@@ -121,11 +117,11 @@ def _round_images(cfg: Config, run: Path, r: int, device: str):
         return None
     per_class, gate = cfg.fit.synthetic_per_class, cfg.fit.synthetic_min_confidence
     images, labels = synthesize(
-        stage_checkpoint(run, checkpoint.stage_name("generate", r - 1)),
+        checkpoint.stage_path(run, checkpoint.stage_name("generate", r - 1)),
         per_class * (OVERSAMPLE if gate > 0 else 1), mix_seed(cfg.runtime.seed, 100 + r), device)
     if gate > 0:
         classifier = label_nets.from_checkpoint(checkpoint.load(
-            stage_checkpoint(run, checkpoint.stage_name("label", r - 1))))
+            checkpoint.stage_path(run, checkpoint.stage_name("label", r - 1))))
         images, labels = keep_recognised(images, labels, classifier, gate, per_class)
         counts = np.bincount(labels, minlength=len(np.unique(labels)))
         log.info(f"round {r}: {len(labels)} generated images kept (per class "
@@ -167,7 +163,7 @@ def _round_metrics(cfg: Config, run: Path, r: int) -> None:
     data = load_dataset(cfg.data)
     if data.test is not None and (cfg.data.source in BUILTINS or cfg.evaluate.inception_weights):
         from .evaluation.run import generator_metrics
-        images = generator_metrics(cfg, data, stage_checkpoint(
+        images = generator_metrics(cfg, data, checkpoint.stage_path(
             run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class)
         found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
                                              "worst_class_consistency", "n_fake")}

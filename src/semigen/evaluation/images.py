@@ -93,7 +93,7 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
         raise ValueError(f"image metrics need a built-in data set for their evaluator network "
                          f"(data.source is {cfg.data.source!r})")
     out = evaluator_run(cfg, shape, steps)
-    latest = out / "checkpoints" / "label" / "latest.pt"
+    latest = checkpoint.stage_path(out, "label")
     state = checkpoint.load(latest) if latest.exists() else None
     if state is None or state["step"] < steps:
         from ..labeling.train import train
@@ -141,22 +141,58 @@ def _distances(features: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> d
             metric.update(real[i:i + 1000], real=True)
         for i in range(0, len(fake), 1000):
             metric.update(fake[i:i + 1000], real=False)
-    kid_mean, kid_std = kid.compute()
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from torch's global RNG:
+        torch.manual_seed(0)  # the same images give the same KID
+        kid_mean, kid_std = kid.compute()
     return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+
+
+def nearest_distances(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Pixel-space L2 distance from each uint8 query image to its nearest reference image."""
+    refs = references.flatten(1).float() / 255
+    found = []
+    for i in range(0, len(queries), 250):
+        q = queries[i:i + 250].flatten(1).float() / 255
+        found.append(torch.cat([torch.cdist(q, refs[j:j + 20000]).amin(1, keepdim=True)
+                                for j in range(0, len(refs), 20000)], 1).amin(1))
+    return torch.cat(found)
+
+
+def memorisation(fake: torch.Tensor, real: torch.Tensor, train: torch.Tensor,
+                 n: int = 1000, seed: int = 0) -> dict:
+    """Does the generator copy its training images? FID cannot tell: 100 training images
+    copied over and over can score well. Held-out real images show how near a new image of the
+    same data usually comes to a training image; generated images that come much nearer are
+    (near-)copies. The idea of the data-copying test (Meehan et al., 2020), in pixel space.
+    ``distance_ratio``: median nearest-training-image distance, generated / held-out real (1: as
+    novel as new real images; near 0: copies). ``copy_rate``: the share of generated images
+    nearer to a training image than 99 % of held-out real images are (about 0.01 when novel)."""
+    pick = torch.Generator().manual_seed(seed)
+    fake = fake[torch.randperm(len(fake), generator=pick)[:n]]
+    real = real[torch.randperm(len(real), generator=pick)[:n]]
+    d_fake, d_real = nearest_distances(fake, train), nearest_distances(real, train)
+    near = torch.quantile(d_real, 0.01)
+    return {"distance_ratio": (d_fake.median() / d_real.median().clamp_min(1e-8)).item(),
+            "copy_rate": (d_fake < near).float().mean().item(), "n_fake": len(fake),
+            "n_real": len(real), "n_train": len(train), "space": "pixels"}
 
 
 @torch.no_grad()
 def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Module | None,
                   real_images: np.ndarray, real_labels: np.ndarray, classes: list[str],
-                  per_class: int, seed: int = 0) -> dict:
+                  per_class: int, seed: int = 0, train_images: np.ndarray | None = None) -> dict:
     """FID and KID of `generator` against real held-out images in the space of `features`, and
-    class consistency by `classifier` (none: not measured), overall and per class.
-    `real_images` are uint8 N x H x W x C."""
+    class consistency by `classifier` (none: not measured), overall and per class; with the
+    generator's `train_images`, how much it copies them (`memorisation`).
+    Images are uint8 N x H x W x C."""
     generator = generator.eval()
     fake, fake_labels = generate_per_class(generator, len(classes), per_class, seed)
     real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
     found = {"n_real": len(real), "n_fake": len(fake), **_distances(features, real, fake),
              "per_class": {}}
+    if train_images is not None and len(train_images):
+        train = torch.from_numpy(train_images).permute(0, 3, 1, 2)
+        found["memorisation"] = memorisation(fake, real, train, seed=seed)
     right = None
     if classifier is not None:
         classifier = classifier.eval().cpu()

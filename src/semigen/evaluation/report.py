@@ -108,6 +108,14 @@ def metrics_section(metrics: dict) -> str:
                      f"{images['kid']:.4f} ± {images['kid_std']:.4f}{consistency}. Feature "
                      f"network: {html.escape(about['network'])}"
                      f"{_accuracy_note(about)}.</p>")
+        if "memorisation" in images:
+            copied = images["memorisation"]
+            parts.append(f"<p>Copying of the generator's {copied['n_train']} training images "
+                         f"(pixel space, {copied['n_fake']} generated): nearest-training-image "
+                         f"distance {copied['distance_ratio']:.2f} × that of held-out real "
+                         f"images (1: as novel as new real images; near 0: copies); "
+                         f"{copied['copy_rate']:.1%} of generated images are nearer a training "
+                         f"image than 99 % of real ones (about 1 % when novel).</p>")
         if "warning" in images:
             parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
     elif "skipped" in images:

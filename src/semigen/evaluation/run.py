@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .. import checkpoint
 from ..config import BUILTINS, Config
 from ..data import DataError, load_dataset, read_class_folders
-from ..generation.train import generator_from_checkpoint, read_pseudo_labels
+from ..generation.train import generator_from_checkpoint, read_pseudo_labels, training_set
 from ..labeling import nets
 from ..labeling.train import predict, scores
 from ..rundir import RunDir
@@ -56,7 +57,7 @@ def pseudo_label_metrics(run: Path, data) -> dict:
 
 
 def latest_checkpoint(run: Path, stage: str) -> Path | None:
-    path = run / "checkpoints" / checkpoint.final_stage(run, stage) / "latest.pt"
+    path = checkpoint.stage_path(run, checkpoint.final_stage(run, stage))
     return path if path.exists() else None
 
 
@@ -107,7 +108,17 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
                  "weights": cfg.evaluate.inception_weights, "class_consistency_by": about}
     else:
         features = EvaluatorFeatures(classifier)
-    generator = generator_from_checkpoint(checkpoint.load(generator_checkpoint))
+    state = checkpoint.load(generator_checkpoint)
     return {"feature_network": about, "checkpoint": str(generator_checkpoint), **image_metrics(
-        generator, features, classifier, data.test.images, data.test.labels, data.classes,
-        per_class, cfg.evaluate.seed)}
+        generator_from_checkpoint(state), features, classifier, data.test.images,
+        data.test.labels, data.classes, per_class, cfg.evaluate.seed,
+        generator_training_images(state, Path(cfg.run.out), data))}
+
+
+def generator_training_images(state: dict, run: Path, data) -> np.ndarray:
+    """The images a generator checkpoint learned from: its mode, its confidence bar, and the
+    run's latest pseudo-labels."""
+    path = run / "pseudo_labels.csv"
+    pseudo = read_pseudo_labels(path, data.classes) if path.exists() else None
+    return training_set(data, state["mode"], pseudo,
+                        state["config"]["generate"]["min_confidence"], False)[0]
