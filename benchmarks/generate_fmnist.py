@@ -42,8 +42,7 @@ def run_one(args, mode: str, seed: int) -> dict:
                  "evaluate.per_class": str(args.per_class), "evaluate.seed": str(seed), **args.set}
     cfg = resolve(preset=args.preset, overrides=overrides)
     if args.score_only:
-        seconds = next((r["seconds"] for r in args.earlier
-                        if (r["mode"], r["seed"]) == (mode, seed)), float("nan"))
+        seconds = (earlier_result(args, mode, seed) or {}).get("seconds", float("nan"))
     else:
         if mode == "semi":
             out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +61,11 @@ def run_one(args, mode: str, seed: int) -> dict:
             "copy_rate": images["memorisation"]["copy_rate"],
             "training_images": json.loads((out / "metrics.json").read_text())["generate"][
                 "training_images"], "evaluator": images["feature_network"]}
+
+
+def earlier_result(args, mode: str, seed: int) -> dict | None:
+    """This (mode, seed)'s row in OUT/results.json from an earlier invocation, if any."""
+    return next((r for r in args.earlier if (r["mode"], r["seed"]) == (mode, seed)), None)
 
 
 def side_by_side(out: Path, seed: int, classes: list[str]) -> Path | None:
@@ -136,19 +140,29 @@ def main() -> None:
                              "'runs/bench-label/semi-seed{seed}/pseudo_labels.csv'")
     parser.add_argument("--score-only", action="store_true",
                         help="score the finished generators under OUT again (after a metric was "
-                             "added) without training; train times come from OUT/results.json")
+                             "added) without training; train times come from OUT/results.json, "
+                             "and rows there that have every metric are kept as they are")
     args = common.parse(parser)
     results_file = Path(args.out) / "results.json"
     args.earlier = json.loads(results_file.read_text()) if results_file.exists() else []
     results = []
+
+    def with_earlier() -> list[dict]:  # results.json keeps the rows of other invocations
+        done = {(r["mode"], r["seed"]) for r in results}
+        return results + [r for r in args.earlier if (r["mode"], r["seed"]) not in done]
+
     for seed in args.seeds:
         for mode in args.modes:
-            results.append(run_one(args, mode, seed))
+            earlier = earlier_result(args, mode, seed)
+            if args.score_only and earlier and "copy_rate" in earlier:
+                results.append(earlier)  # already scored with every metric
+            else:
+                results.append(run_one(args, mode, seed))
             print(f"{mode} seed {seed}: FID {results[-1]['fid']:.2f}, consistency "
                   f"{results[-1]['consistency']:.3f}, {results[-1]['seconds'] / 60:.1f} min",
                   flush=True)
-            common.save(args.out, results)
-    common.save(args.out, results, markdown(results, args))
+            common.save(args.out, with_earlier())
+    common.save(args.out, with_earlier(), markdown(results, args))
     classes = load_dataset(resolve(overrides={"data.source": "fmnist"}).data).classes
     for seed in args.seeds:
         print(f"samples of seed {seed}: {side_by_side(Path(args.out), seed, classes)}")

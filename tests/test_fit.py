@@ -171,6 +171,7 @@ def test_report_shows_baselines_rounds_and_pseudo_label_examples(fitted):
         assert row in page
     assert f"{summary['baselines']['labels-only']:.4f}" in page
     assert "generate-r1" in page and 'alt="0 examples"' in page
+    assert "Copying of the generator's" in page and "held-out real images" in page
 
 
 def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
