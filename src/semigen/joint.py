@@ -163,8 +163,12 @@ def _round_metrics(cfg: Config, run: Path, r: int) -> None:
     data = load_dataset(cfg.data)
     if data.test is not None and (cfg.data.source in BUILTINS or cfg.evaluate.inception_weights):
         from .evaluation.run import generator_metrics
+        # No copying figure per round: later rounds overwrite the pseudo-labels that this
+        # round's generator learned from, and the round table does not show it; `evaluate`
+        # measures it for the final generator.
         images = generator_metrics(cfg, data, checkpoint.stage_path(
-            run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class)
+            run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class,
+            copying=False)
         found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
                                              "worst_class_consistency", "n_fake")}
     with RunDir(run) as rundir:

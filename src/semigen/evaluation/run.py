@@ -94,10 +94,13 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
     return found
 
 
-def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int) -> dict:
-    """FID, KID and class consistency of a generator checkpoint against the real test images.
-    Features: Inception-v3 when ``evaluate.inception_weights`` is set, else the built-in data
-    set's evaluator network, which also judges class consistency (built-ins only)."""
+def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int,
+                      copying: bool = True) -> dict:
+    """FID, KID and class consistency of a generator checkpoint against the real test images,
+    and with `copying` how much it copies its training images (those of the run's latest
+    pseudo-labels). Features: Inception-v3 when ``evaluate.inception_weights`` is set, else the
+    built-in data set's evaluator network, which also judges class consistency (built-ins
+    only)."""
     from .images import EvaluatorFeatures, InceptionFeatures, image_metrics, load_evaluator
     classifier, about = None, None
     if cfg.data.source in BUILTINS:
@@ -112,7 +115,7 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
     return {"feature_network": about, "checkpoint": str(generator_checkpoint), **image_metrics(
         generator_from_checkpoint(state), features, classifier, data.test.images,
         data.test.labels, data.classes, per_class, cfg.evaluate.seed,
-        generator_training_images(state, Path(cfg.run.out), data))}
+        generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
 
 
 def generator_training_images(state: dict, run: Path, data) -> np.ndarray:
