@@ -6,32 +6,89 @@ that the same fit trains on the same budget.
 
 One fit per seed (split seed = model seed) through the Python API, sequentially, so that wall
 times compare. A fit with R rounds records every round r = 0..R (round 0 is module 1 alone), so
-one run gives the accuracy after 0, 1, ..., R rounds. `--control` runs each seed again with
+one run gives the accuracy after 0, 1, ..., R rounds. `--control also` runs each seed again with
 ``fit.synthetic_ratio=0``: the same rounds and steps without generated images, which tells
-what the generated images add beyond the rounds' extra training. Writes OUT/results.json and
-prints Markdown for BENCHMARKS.md."""
+what the generated images add beyond the rounds' extra training. Writes OUT/results.json
+(keeping other invocations' seeds, so two processes can share the work) and prints Markdown for
+BENCHMARKS.md.
+
+`--reuse-label` and `--reuse-generator` (paths with ``{seed}``) start each fit from a finished
+`semigen label` run and a `semigen generate` run on its pseudo-labels (e.g. label_fmnist.py's and
+generate_fmnist.py's), whose configs must equal the fit's: the fit then skips those two stages,
+which take most of a CPU fit's time, and their times come from the runs' own stats.jsonl.
+
+    python benchmarks/fit_rounds.py --data fmnist --seeds 0 1 2 --rounds 3 --control also \
+        --reuse-label 'runs/bench-label/semi-seed{seed}' \
+        --reuse-generator 'runs/bench-generate/semi-seed{seed}'"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import time
 from datetime import date
 from pathlib import Path
 
 import common
+import yaml
 
 import semigen
+from semigen.api import make_config
+from semigen.config import differences
+from semigen.rundir import read_stats
 
 
 def run_one(args, seed: int, control: bool = False) -> dict:
     out = Path(args.out) / f"{'control-' if control else ''}seed{seed}"
-    extra = {"fit.synthetic_ratio": 0, "fit.baselines": False} if control else {}
+    # The control's classifier never sees a generated image, so its generator is not refined
+    # (one step: the stage still runs) and it needs no baselines of its own.
+    extra = {"fit.synthetic_ratio": 0, "fit.baselines": False,
+             "fit.generate_steps": 1} if control else {}
+    options = dict(preset=args.preset, rounds=args.rounds, seed=seed, split_seed=seed,
+                   labels_per_class=args.labels_per_class, run__progress="false",
+                   **args.set | extra)
+    reused = {}
+    if args.reuse_label and not out.exists():
+        reused = start_from(out, make_config(args.data, str(out), **options),
+                            Path(args.reuse_label.format(seed=seed)),
+                            Path(args.reuse_generator.format(seed=seed)))
     start = time.perf_counter()
-    summary = semigen.fit(args.data, out=str(out), preset=args.preset, rounds=args.rounds,
-                          seed=seed, split_seed=seed, labels_per_class=args.labels_per_class,
-                          run__progress="false", **args.set | extra)
-    return {"seed": seed, "control": control, **summary,
+    summary = semigen.fit(args.data, out=str(out), **options)
+    return {"seed": seed, "control": control, **summary, "reused_seconds": reused,
             "wall_seconds": time.perf_counter() - start}
+
+
+def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> dict:
+    """Make `out` a fit whose label and generate stages are the finished runs given, refusing
+    runs that differ from the fit's config in a section that shapes them; return their stage
+    times (first to last stats.jsonl line)."""
+    for run, stage in ((label_run, "label"), (generator_run, "generate")):
+        metrics = run / "metrics.json"
+        if not metrics.exists() or stage not in json.loads(metrics.read_text()):
+            raise SystemExit(f"{run}: its {stage} stage has not finished")
+        sections = ("data", "runtime", stage)
+        old, new = yaml.safe_load((run / "config.yaml").read_text()), cfg.to_dict()
+        changed = differences({k: old[k] for k in sections}, {k: new[k] for k in sections})
+        if changed:
+            raise SystemExit(f"{run} was trained with another config: {'; '.join(changed)}")
+    if (label_run / "pseudo_labels.csv").read_bytes() != \
+            (generator_run / "pseudo_labels.csv").read_bytes():
+        raise SystemExit(f"{generator_run} was not trained on {label_run}'s pseudo-labels")
+    shutil.copytree(label_run, out, ignore=shutil.ignore_patterns("tensorboard"))
+    shutil.copytree(generator_run / "checkpoints" / "generate", out / "checkpoints" / "generate")
+    shutil.copytree(generator_run / "samples", out / "samples")
+    generate_stats = [r for r in read_stats(generator_run) if r.get("stage") == "generate"]
+    with open(out / "stats.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in generate_stats)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["generate"] = json.loads((generator_run / "metrics.json").read_text())["generate"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+
+    def span(run, stage):
+        times = [r["time"] for r in read_stats(run) if r.get("stage") == stage]
+        return round(times[-1] - times[0], 1)
+    return {"label": span(label_run, "label"), "generate": span(generator_run, "generate")}
 
 
 def mean_std(values: list, scale: float = 1.0, digits: int = 2) -> str:
@@ -48,7 +105,7 @@ def markdown(everything: list[dict], args) -> str:
     controls = [r for r in everything if r["control"]]
     seeds = " ".join(str(r["seed"]) for r in results)
     lines = [f"`python benchmarks/fit_rounds.py --data {args.data} --preset {args.preset} "
-             f"--seeds {seeds} --rounds {args.rounds}{' --control' if controls else ''}`, "
+             f"--seeds {seeds} --rounds {args.rounds}{' --control also' if controls else ''}`, "
              f"{date.today().isoformat()}; "
              f"{args.labels_per_class} labels per class; mean ± std over seeds {seeds}", "",
              "| classifier | test accuracy % | pseudo-label accuracy % | FID | "
@@ -78,7 +135,12 @@ def markdown(everything: list[dict], args) -> str:
     for res in results:
         for stage, seconds in res["seconds"].items():
             stages.setdefault(stage, []).append(seconds / 60)
-    walls = ", ".join(f"{res['wall_seconds'] / 60:.1f}" for res in results)
+    for res in results:
+        for stage, seconds in res.get("reused_seconds", {}).items():
+            stages.setdefault(f"{stage} (own run)", []).append(seconds / 60)
+    walls = ", ".join(
+        f"{(res['wall_seconds'] + sum(res.get('reused_seconds', {}).values())) / 60:.1f}"
+        for res in results)
     lines += ["", f"Gain of round {args.rounds} over round 0: "
                   f"{', '.join(f'{g:+.2f}' for g in gains)} points (seeds {seeds}; target >= +1).",
               f"Wall time of the whole fit (min): {walls}; per stage (mean): "
@@ -90,18 +152,33 @@ def main() -> None:
     parser = common.parser(__doc__, "runs/bench-fit")
     parser.add_argument("--data", default="fmnist")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--control", action="store_true",
-                        help="also run each seed with fit.synthetic_ratio=0")
+    parser.add_argument("--control", choices=("no", "also", "only"), default="no",
+                        help="also (or only) run each seed with fit.synthetic_ratio=0")
+    parser.add_argument("--reuse-label", metavar="RUN", help="a finished label run per seed, "
+                        "e.g. 'runs/bench-label/semi-seed{seed}' (needs --reuse-generator)")
+    parser.add_argument("--reuse-generator", metavar="RUN",
+                        help="a finished generate run on that label run's pseudo-labels")
     args = common.parse(parser)
-    results = []
+    kinds = {"no": (False,), "also": (False, True), "only": (True,)}[args.control]
     for seed in args.seeds:
-        for control in (False, True) if args.control else (False,):
-            results.append(run_one(args, seed, control))
-            accuracies = [f"{r['test_accuracy'] * 100:.2f}" for r in results[-1]["rounds"]]
+        for control in kinds:
+            result = run_one(args, seed, control)
+            accuracies = [f"{r['test_accuracy'] * 100:.2f}" for r in result["rounds"]]
             print(f"seed {seed}{' control' if control else ''}: test accuracy by round "
-                  f"{accuracies}, {results[-1]['wall_seconds'] / 60:.1f} min", flush=True)
-            common.save(args.out, results)
+                  f"{accuracies}, {result['wall_seconds'] / 60:.1f} min", flush=True)
+            results = merged(args.out, result)
     common.save(args.out, results, markdown(results, args))
+
+
+def merged(out: str, result: dict) -> list[dict]:
+    """OUT/results.json with `result` in place of the same seed's earlier row: invocations that
+    run other seeds at the same time, or later, add to one table. Read just before writing."""
+    path = Path(out) / "results.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if (r["seed"], r["control"]) != (result["seed"], result["control"])]
+    rows = sorted(rows + [result], key=lambda r: (r["control"], r["seed"]))
+    common.save(out, rows)
+    return rows
 
 
 if __name__ == "__main__":
