@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) through Lightning Fabric, semi mode (its threshold levels are
-all-reduced): identical weights, one set of files."""
+all-reduced): identical weights, one set of files; and a whole `fit` the same way."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,3 +37,33 @@ def test_two_process_cpu_ddp(tmp_path):
     state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert len(state["rng"]) == 2  # each rank's RNG, to resume its own stream
     assert all(isinstance(r["torch"], torch.Tensor) for r in state["rng"])
+
+
+def test_two_process_cpu_ddp_fit(tmp_path):
+    """Every stage trains on both ranks; rank 0 alone writes the fit's records, evaluates and
+    reports, and a round's generator learns from the pseudo-labels its label stage just wrote."""
+    out = tmp_path / "fit"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "semigen", "fit", "digits", "--preset", "tiny", "--rounds", "1",
+         "--device", "cpu", "--devices", "2", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("report:") == 1
+    assert "deprecated" not in result.stderr
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["fit"]["rounds"]] == [0, 1]
+    assert set(metrics["fit"]["seconds"]) >= {"label", "generate", "label-r1", "generate-r1",
+                                              "evaluate"}
+    for stage in ("label", "generate", "label-r1", "generate-r1"):
+        assert metrics[stage]["world_size"] == 2
+    console = result.stdout + result.stderr
+    assert console.count("fit: stage label-r1") == 1 and console.count("fit done") == 1
+    assert (out / "log.txt").read_text().count("fit done") == 1
+    assert (out / "report.html").is_file()
+    # round 1's generator trained on round 1's pseudo-labels (the file rank 0 wrote last)
+    pseudo = (out / "pseudo_labels.csv").read_text().splitlines()
+    assert all(line.endswith(",1") for line in pseudo[1:])
+    confident = sum(float(line.split(",")[2]) >= 0.9 for line in pseudo[1:])
+    assert metrics["generate-r1"]["training_images"] == 100 + confident

@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return _data_check(cfg, as_json=False)
         if args.command == "fit":
             from .joint import fit
-            fit(cfg)
-            print(f"report: {Path(cfg.run.out) / 'report.html'}")
+            if fit(cfg) is not None:  # None: a DDP rank other than 0
+                print(f"report: {Path(cfg.run.out) / 'report.html'}")
         elif args.command == "generate":
             from .generation.train import train as train_generator
             train_generator(cfg)

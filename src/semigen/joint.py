@@ -29,7 +29,7 @@ from .generation import train as generate_stage
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
 from .rundir import RunDir
-from .runtime import mix_seed, pick_accelerator
+from .runtime import is_main_process, mix_seed, pick_accelerator
 
 log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
@@ -60,8 +60,9 @@ def baseline_config(cfg: Config, mode: str) -> Config:
     return base
 
 
-def fit(cfg: Config) -> dict:
-    """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``."""
+def fit(cfg: Config) -> dict | None:
+    """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``
+    (None on the ranks other than 0 of a DDP fit: they only train)."""
     validate(cfg)
     run = Path(cfg.run.out)
 
@@ -71,6 +72,8 @@ def fit(cfg: Config) -> dict:
             done = name in finished(run)
         if done:
             return
+        if not is_main_process():  # a DDP rank other than 0 trains; rank 0 keeps the records
+            return work()
         log.info(f"fit: stage {name}")
         start = time.perf_counter()
         work()
@@ -92,6 +95,8 @@ def fit(cfg: Config) -> dict:
             synthetic=_round_images(cfg, run, r, device)))
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
             cfg, r, init=checkpoint.stage_path(run, p[1])))
+    if not is_main_process():  # DDP: the other ranks trained beside rank 0, which evaluates
+        return None
     for r in range(cfg.fit.rounds + 1):
         stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run, r))
     from .evaluation.run import evaluate_run
@@ -147,7 +152,7 @@ def keep_recognised(images: np.ndarray, labels: np.ndarray, classifier: torch.nn
 
 def _baseline(cfg: Config, run: Path, mode: str) -> None:
     metrics = label_stage.train(baseline_config(cfg, mode))
-    with RunDir(run) as rundir:
+    with RunDir(run, writer=is_main_process()) as rundir:
         rundir.update_metrics(f"baseline-{mode}", {k: v for k, v in metrics.items()
                                                    if not isinstance(v, list)})
 

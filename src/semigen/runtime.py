@@ -17,6 +17,9 @@ from lightning.fabric import Fabric
 from .config import ConfigError, RuntimeConfig
 
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+# Fabric's all_gather goes through a torch function that torch >= 2.10 calls deprecated; the
+# warning, once per stage and rank, tells a user nothing they can act on.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather")
 
 
 def pick_accelerator(device: str) -> str:
@@ -32,6 +35,14 @@ def pick_accelerator(device: str) -> str:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("runtime.device is mps, but MPS is not available here")
     return device
+
+
+def is_main_process() -> bool:
+    """The only process, or rank 0 of a DDP run: the one that writes what the ranks share."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    # before DDP starts: the rank that torchrun, or Fabric for its own processes, gave this one
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK"))
 
 
 def mix_seed(*parts: int) -> int:

@@ -133,9 +133,12 @@ def generate_per_class(generator: nn.Module, num_classes: int, per_class: int, s
 def _distances(features: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> dict:
     # KID keeps every feature in memory and warns about it; ours are 128-d and few.
     warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*will save")
-    fid = FrechetInceptionDistance(feature=features, normalize=False, reset_real_features=True)
-    kid = KernelInceptionDistance(feature=features, normalize=False,
-                                  subset_size=min(1000, len(real), len(fake)))
+    # Every image is already in this process: no gathering from other DDP ranks, which a fit
+    # leaves behind when rank 0 evaluates.
+    local = {"normalize": False, "sync_on_compute": False}
+    fid = FrechetInceptionDistance(feature=features, reset_real_features=True, **local)
+    kid = KernelInceptionDistance(feature=features, subset_size=min(1000, len(real), len(fake)),
+                                  **local)
     for metric in (fid, kid):
         for i in range(0, len(real), 1000):
             metric.update(real[i:i + 1000], real=True)

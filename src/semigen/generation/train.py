@@ -134,6 +134,9 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
                                                gen.weight_by_confidence)
         counts = np.bincount(labels, minlength=len(data.classes)).tolist()
+        sizes = rt.fabric.all_gather(torch.tensor(len(labels), device=rt.device)).reshape(-1)
+        if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
+            raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")
         run.info(f"{stage} ({gen.mode}): {len(labels)} training images, per class {counts}")
         if not (run.path / "config.yaml").exists():
             run.write_config(cfg)

@@ -295,6 +295,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                                 data.classes, probs, round_index)
         run.stats(stage, total_steps, event="done", weight_fingerprints=prints, **metrics)
         run.update_metrics(stage, metrics)
+        rt.fabric.barrier()  # the next stage, on every rank, reads what rank 0 just wrote
         run.info(f"{stage} done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
                                             f"{k}={v}" for k, v in metrics.items()
                                             if not isinstance(v, list)))
