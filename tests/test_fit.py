@@ -136,11 +136,14 @@ def test_more_rounds_continue_a_finished_fit(fitted, tmp_path, cache):
     run = tmp_path / "run"
     shutil.copytree(fitted[0], run)
     summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=2,
-                          data__cache_dir=str(cache))
+                          data__cache_dir=str(cache), fit__synthetic_min_confidence=0.2)
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
     assert summary["rounds"][:2] == fitted[1]["rounds"]  # rounds 0 and 1 were not redone
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluate"]["classifier"]["checkpoint"].endswith("label-r2/latest.pt")
+    # round 2 filtered its generated images by the classifier, and the run's log says how many
+    kept = re.search(r"round 2: (\d+) generated images kept", (run / "log.txt").read_text())
+    assert kept and 0 < int(kept.group(1)) == metrics["label-r2"]["synthetic"] <= 5 * 10
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")

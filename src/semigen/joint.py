@@ -127,14 +127,17 @@ def _round_images(cfg: Config, run: Path, r: int, device: str):
     if gate > 0:
         classifier = label_nets.from_checkpoint(checkpoint.load(
             checkpoint.stage_path(run, checkpoint.stage_name("label", r - 1))))
+        num_classes = int(labels.max()) + 1
         images, labels = keep_recognised(images, labels, classifier, gate, per_class)
-        counts = np.bincount(labels, minlength=len(np.unique(labels)))
-        log.info(f"round {r}: {len(labels)} generated images kept (per class "
-                 f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class that "
-                 f"the classifier recognises at confidence >= {gate}")
-        if not len(labels):
-            log.warning(f"round {r}: no generated image passed; the round trains without them")
-            return None
+        counts = np.bincount(labels, minlength=num_classes)
+        with RunDir(run, writer=is_main_process()) as rundir:  # into log.txt as well
+            rundir.info(f"round {r}: {len(labels)} generated images kept (per class "
+                        f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class "
+                        f"that the classifier recognises at confidence >= {gate}")
+            if not len(labels):
+                log.warning(f"round {r}: no generated image passed; the round trains without "
+                            "them")
+                return None
     return images, labels
 
 
