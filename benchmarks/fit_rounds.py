@@ -49,20 +49,23 @@ def run_one(args, seed: int, control: bool = False) -> dict:
                    labels_per_class=args.labels_per_class, run__progress="false",
                    **args.set | extra)
     reused = {}
-    if args.reuse_label and not out.exists():
-        reused = start_from(out, make_config(args.data, str(out), **options),
-                            Path(args.reuse_label.format(seed=seed)),
-                            Path(args.reuse_generator.format(seed=seed)))
+    if args.reuse_label:
+        label_run = Path(args.reuse_label.format(seed=seed))
+        generator_run = Path(args.reuse_generator.format(seed=seed))
+        if not out.exists():  # else: a fit started so before, continued
+            start_from(out, make_config(args.data, str(out), **options), label_run,
+                       generator_run)
+        reused = {"label": stage_seconds(label_run, "label"),
+                  "generate": stage_seconds(generator_run, "generate")}
     start = time.perf_counter()
     summary = semigen.fit(args.data, out=str(out), **options)
     return {"seed": seed, "control": control, **summary, "reused_seconds": reused,
             "wall_seconds": time.perf_counter() - start}
 
 
-def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> dict:
+def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> None:
     """Make `out` a fit whose label and generate stages are the finished runs given, refusing
-    runs that differ from the fit's config in a section that shapes them; return their stage
-    times (first to last stats.jsonl line)."""
+    runs that differ from the fit's config in a section that shapes them."""
     for run, stage in ((label_run, "label"), (generator_run, "generate")):
         metrics = run / "metrics.json"
         if not metrics.exists() or stage not in json.loads(metrics.read_text()):
@@ -85,10 +88,11 @@ def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> dict:
     metrics["generate"] = json.loads((generator_run / "metrics.json").read_text())["generate"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
-    def span(run, stage):
-        times = [r["time"] for r in read_stats(run) if r.get("stage") == stage]
-        return round(times[-1] - times[0], 1)
-    return {"label": span(label_run, "label"), "generate": span(generator_run, "generate")}
+
+def stage_seconds(run: Path, stage: str) -> float:
+    """A finished run's training time for `stage`: its first to its last stats.jsonl line."""
+    times = [r["time"] for r in read_stats(run) if r.get("stage") == stage]
+    return round(times[-1] - times[0], 1)
 
 
 def mean_std(values: list, scale: float = 1.0, digits: int = 2) -> str:
@@ -138,12 +142,13 @@ def markdown(everything: list[dict], args) -> str:
     for res in results:
         for stage, seconds in res.get("reused_seconds", {}).items():
             stages.setdefault(f"{stage} (own run)", []).append(seconds / 60)
+    # the stages' own times (kept across a stopped and continued fit), not this invocation's
     walls = ", ".join(
-        f"{(res['wall_seconds'] + sum(res.get('reused_seconds', {}).values())) / 60:.1f}"
+        f"{(res['total_seconds'] + sum(res.get('reused_seconds', {}).values())) / 60:.1f}"
         for res in results)
     lines += ["", f"Gain of round {args.rounds} over round 0: "
                   f"{', '.join(f'{g:+.2f}' for g in gains)} points (seeds {seeds}; target >= +1).",
-              f"Wall time of the whole fit (min): {walls}; per stage (mean): "
+              f"Time of the whole fit, its stages summed (min): {walls}; per stage (mean): "
               + ", ".join(f"{k} {statistics.mean(v):.1f}" for k, v in stages.items()) + "."]
     return "\n".join(lines)
 
