@@ -36,7 +36,8 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
 
 
 def fit(data: str | None = None, out: str | None = None, **options) -> dict:
-    """label -> generate -> joint rounds -> evaluate -> report; returns metrics.json's ``fit``."""
+    """label -> generate -> joint rounds -> evaluate -> report; returns metrics.json's ``fit``
+    (None on the DDP ranks other than 0, which only train)."""
     from .joint import fit as run_fit
     return run_fit(make_config(data, out, **options))
 
