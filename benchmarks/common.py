@@ -33,3 +33,18 @@ def save(out: str, results: list[dict], table: str | None = None) -> None:
     if table is not None:
         (Path(out) / "table.md").write_text(table + "\n")
         print(table)
+
+
+def save_merged(out: str, rows: list[dict], key: tuple[str, ...], table: str | None = None
+                ) -> list[dict]:
+    """`save`, keeping the rows of other invocations in OUT/results.json (read just before
+    writing, so that benchmark processes running at the same time add to one file); a row of
+    `rows` replaces the earlier one with the same `key` fields. Returns every row, in key order."""
+    def ident(row):
+        return tuple(row[k] for k in key)
+    path = Path(out) / "results.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    replaced = {ident(r) for r in rows}
+    merged = sorted([r for r in earlier if ident(r) not in replaced] + rows, key=ident)
+    save(out, merged, table)
+    return merged

@@ -31,12 +31,12 @@ from datetime import date
 from pathlib import Path
 
 import common
-import yaml
 
 import semigen
 from semigen.api import make_config
-from semigen.config import differences
-from semigen.rundir import read_stats
+from semigen.config import differences, load_yaml
+from semigen.joint import finished
+from semigen.rundir import RunDir, read_stats
 
 
 def run_one(args, seed: int, control: bool = False) -> dict:
@@ -66,12 +66,12 @@ def run_one(args, seed: int, control: bool = False) -> dict:
 def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> None:
     """Make `out` a fit whose label and generate stages are the finished runs given, refusing
     runs that differ from the fit's config in a section that shapes them."""
+    new = cfg.to_dict()
     for run, stage in ((label_run, "label"), (generator_run, "generate")):
-        metrics = run / "metrics.json"
-        if not metrics.exists() or stage not in json.loads(metrics.read_text()):
+        if stage not in finished(run):
             raise SystemExit(f"{run}: its {stage} stage has not finished")
         sections = ("data", "runtime", stage)
-        old, new = yaml.safe_load((run / "config.yaml").read_text()), cfg.to_dict()
+        old = load_yaml(run / "config.yaml")
         changed = differences({k: old[k] for k in sections}, {k: new[k] for k in sections})
         if changed:
             raise SystemExit(f"{run} was trained with another config: {'; '.join(changed)}")
@@ -84,9 +84,8 @@ def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> None:
     generate_stats = [r for r in read_stats(generator_run) if r.get("stage") == "generate"]
     with open(out / "stats.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in generate_stats)
-    metrics = json.loads((out / "metrics.json").read_text())
-    metrics["generate"] = json.loads((generator_run / "metrics.json").read_text())["generate"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    with RunDir(out) as rundir:
+        rundir.update_metrics("generate", finished(generator_run)["generate"])
 
 
 def stage_seconds(run: Path, stage: str) -> float:
@@ -171,19 +170,8 @@ def main() -> None:
             accuracies = [f"{r['test_accuracy'] * 100:.2f}" for r in result["rounds"]]
             print(f"seed {seed}{' control' if control else ''}: test accuracy by round "
                   f"{accuracies}, {result['wall_seconds'] / 60:.1f} min", flush=True)
-            results = merged(args.out, result)
+            results = common.save_merged(args.out, [result], ("control", "seed"))
     common.save(args.out, results, markdown(results, args))
-
-
-def merged(out: str, result: dict) -> list[dict]:
-    """OUT/results.json with `result` in place of the same seed's earlier row: invocations that
-    run other seeds at the same time, or later, add to one table. Read just before writing."""
-    path = Path(out) / "results.json"
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if (r["seed"], r["control"]) != (result["seed"], result["control"])]
-    rows = sorted(rows + [result], key=lambda r: (r["control"], r["seed"]))
-    common.save(out, rows)
-    return rows
 
 
 if __name__ == "__main__":

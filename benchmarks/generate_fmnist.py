@@ -147,10 +147,6 @@ def main() -> None:
     args.earlier = json.loads(results_file.read_text()) if results_file.exists() else []
     results = []
 
-    def with_earlier() -> list[dict]:  # results.json keeps the rows of other invocations
-        done = {(r["mode"], r["seed"]) for r in results}
-        return results + [r for r in args.earlier if (r["mode"], r["seed"]) not in done]
-
     for seed in args.seeds:
         for mode in args.modes:
             earlier = earlier_result(args, mode, seed)
@@ -161,8 +157,8 @@ def main() -> None:
             print(f"{mode} seed {seed}: FID {results[-1]['fid']:.2f}, consistency "
                   f"{results[-1]['consistency']:.3f}, {results[-1]['seconds'] / 60:.1f} min",
                   flush=True)
-            common.save(args.out, with_earlier())
-    common.save(args.out, with_earlier(), markdown(results, args))
+            common.save_merged(args.out, results, ("mode", "seed"))
+    common.save_merged(args.out, results, ("mode", "seed"), markdown(results, args))
     classes = load_dataset(resolve(overrides={"data.source": "fmnist"}).data).classes
     for seed in args.seeds:
         print(f"samples of seed {seed}: {side_by_side(Path(args.out), seed, classes)}")
