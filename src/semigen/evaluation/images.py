@@ -173,7 +173,8 @@ def memorisation(fake: torch.Tensor, real: torch.Tensor, train: torch.Tensor,
     pick = torch.Generator().manual_seed(seed)
     fake = fake[torch.randperm(len(fake), generator=pick)[:n]]
     real = real[torch.randperm(len(real), generator=pick)[:n]]
-    d_fake, d_real = nearest_distances(fake, train), nearest_distances(real, train)
+    distances = nearest_distances(torch.cat([fake, real]), train)  # one pass over `train`
+    d_fake, d_real = distances[:len(fake)], distances[len(fake):]
     near = torch.quantile(d_real, 0.01)
     return {"distance_ratio": (d_fake.median() / d_real.median().clamp_min(1e-8)).item(),
             "copy_rate": (d_fake < near).float().mean().item(), "n_fake": len(fake),
