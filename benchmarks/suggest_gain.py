@@ -75,21 +75,22 @@ def run_one(args, seed: int) -> dict:
 
 
 def markdown(results: list[dict], args) -> str:
-    def cell(key):
+    def row(name, key):
         values = [r[key] * 100 for r in results]
-        if len(values) == 1:
-            return f"{values[0]:.2f}"
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        mean = (f"{values[0]:.2f}" if len(values) == 1
+                else f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}")
+        return f"| {name} | {mean} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
     seeds = " ".join(str(r["seed"]) for r in results)
+    settings = "".join(f" --set {k}={v}" for k, v in args.set.items())
     gain = [(r["suggested"] - r["random"]) * 100 for r in results]
     return "\n".join([
         f"`python benchmarks/suggest_gain.py --data {args.data} --preset {args.preset} --seeds "
-        f"{seeds} --k {args.k}`, {date.today().isoformat()}; {args.labels_per_class} labels per "
-        f"class, then {args.k} more", "",
-        "| labels | test accuracy % |", "| --- | ---: |",
-        f"| the first {args.labels_per_class} per class | {cell('base')} |",
-        f"| + {args.k} random | {cell('random')} |",
-        f"| + {args.k} suggested | {cell('suggested')} |", "",
+        f"{seeds} --k {args.k}{settings}`, {date.today().isoformat()}; "
+        f"{args.labels_per_class} labels per class, then {args.k} more", "",
+        "| labels | test accuracy % | " + " | ".join(f"seed {r['seed']}" for r in results) + " |",
+        "| --- | ---: |" + " ---: |" * len(results),
+        row(f"the first {args.labels_per_class} per class", "base"),
+        row(f"+ {args.k} random", "random"), row(f"+ {args.k} suggested", "suggested"), "",
         f"Suggested minus random, per seed: {', '.join(f'{g:+.2f}' for g in gain)} points "
         f"(mean {statistics.mean(gain):+.2f})."])
 
@@ -99,11 +100,11 @@ def main() -> None:
     parser.add_argument("--data", default="fmnist")
     parser.add_argument("--k", type=int, default=50)
     args = common.parse(parser)
-    results = []
     for seed in args.seeds:
-        results.append(run_one(args, seed))
-        print(json.dumps(results[-1]), flush=True)
-        common.save(args.out, results)
+        result = run_one(args, seed)
+        print(json.dumps(result), flush=True)
+        # Seeds may run as separate processes at once; each adds its row to one results.json.
+        results = common.save_merged(args.out, [result], ("seed",))
     common.save(args.out, results, markdown(results, args))
 
 
