@@ -1,8 +1,9 @@
-"""How fast the data layer reads: an image folder it writes itself, and the built-ins.
+"""How fast the data layer reads (an image folder it writes itself, and the built-ins) and makes
+the classifier's augmented training batches.
 
-    python benchmarks/data_io.py [--images 5000] [--size 32]
+    python benchmarks/data_io.py [--images 5000] [--size 32] [--batches 100]
 
-Prints one Markdown table row per measurement, for BENCHMARKS.md."""
+Prints Markdown tables for BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from lightning.fabric import Fabric
 
 from semigen.config import DataConfig
-from semigen.data import load_dataset
+from semigen.data import endless_batches, load_dataset, strong, weak
 
 
 def write_folder(root: Path, n: int, size: int) -> None:
@@ -38,10 +40,28 @@ def timed(cfg: DataConfig) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
+def batch_seconds(batches: int, size: int = 28, batch_size: int = 32, uratio: int = 3) -> float:
+    """Seconds to make one label-stage batch in the main process: `batch_size` weak views of
+    labeled images and `uratio` times as many weak + strong pairs of unlabeled ones."""
+    fabric = Fabric(accelerator="cpu", devices=1)
+    shape = (size, size, 1)
+    images = np.random.default_rng(0).integers(0, 256, (1000, *shape), dtype=np.uint8)
+    labels = np.zeros(len(images), dtype=np.int64)
+    labeled = endless_batches(fabric, images, labels, [weak(shape, True)], batch_size, 0, 0)
+    unlabeled = endless_batches(fabric, images, labels, [weak(shape, True), strong(shape, True)],
+                                uratio * batch_size, 1, 0)
+    next(labeled), next(unlabeled)  # warm-up
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(labeled), next(unlabeled)
+    return (time.perf_counter() - start) / batches
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=100)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.python_version()}")
     print("| source | images | seconds | images/s |")
@@ -62,6 +82,12 @@ def main() -> None:
             print(f"| {label} | {n} | {seconds:.2f} | {n / seconds:.0f} |")
     finally:
         shutil.rmtree(work)
+    seconds = batch_seconds(args.batches)
+    views = 32 + 2 * 3 * 32
+    print(f"\n| label-stage batch, 28x28 gray: {views} augmented views | ms per batch | views/s |")
+    print("| --- | ---: | ---: |")
+    print(f"| {args.batches} batches, main process | {seconds * 1000:.0f} "
+          f"| {views / seconds:.0f} |")
 
 
 if __name__ == "__main__":
