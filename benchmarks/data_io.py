@@ -40,9 +40,11 @@ def timed(cfg: DataConfig) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
-def batch_seconds(batches: int, size: int = 28, batch_size: int = 32, uratio: int = 3) -> float:
-    """Seconds to make one label-stage batch in the main process: `batch_size` weak views of
-    labeled images and `uratio` times as many weak + strong pairs of unlabeled ones."""
+def batch_seconds(batches: int, size: int = 28, batch_size: int = 32, uratio: int = 3
+                  ) -> tuple[float, int]:
+    """Seconds to make one label-stage batch in the main process, and the batch's number of
+    views: `batch_size` weak views of labeled images and `uratio` times as many weak + strong
+    pairs of unlabeled ones."""
     fabric = Fabric(accelerator="cpu", devices=1)
     shape = (size, size, 1)
     images = np.random.default_rng(0).integers(0, 256, (1000, *shape), dtype=np.uint8)
@@ -54,7 +56,7 @@ def batch_seconds(batches: int, size: int = 28, batch_size: int = 32, uratio: in
     start = time.perf_counter()
     for _ in range(batches):
         next(labeled), next(unlabeled)
-    return (time.perf_counter() - start) / batches
+    return (time.perf_counter() - start) / batches, batch_size * (1 + 2 * uratio)
 
 
 def main() -> None:
@@ -82,8 +84,7 @@ def main() -> None:
             print(f"| {label} | {n} | {seconds:.2f} | {n / seconds:.0f} |")
     finally:
         shutil.rmtree(work)
-    seconds = batch_seconds(args.batches)
-    views = 32 + 2 * 3 * 32
+    seconds, views = batch_seconds(args.batches)
     print(f"\n| label-stage batch, 28x28 gray: {views} augmented views | ms per batch | views/s |")
     print("| --- | ---: | ---: |")
     print(f"| {args.batches} batches, main process | {seconds * 1000:.0f} "

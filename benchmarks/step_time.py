@@ -10,7 +10,6 @@ evaluation at the end. Prints a Markdown table for BENCHMARKS.md."""
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 from pathlib import Path
@@ -18,12 +17,12 @@ from pathlib import Path
 import torch
 
 import semigen
+from semigen.rundir import read_stats
 
 
 def seconds_per_step(run: Path, stage: str, steps: int) -> float:
-    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     # the loss lines (every 10 steps), not the evaluation and "done" lines of the same step
-    times = {r["step"]: r["time"] for r in rows
+    times = {r["step"]: r["time"] for r in read_stats(run)
              if r.get("stage") == stage and ("loss" in r or "d_loss" in r)}
     return (times[steps] - times[10]) / (steps - 10)
 
