@@ -26,8 +26,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
     interrupted = tmp_path / "interrupted"
     real_save = Checkpointer.save
 
-    def save_then_crash(self, payload, step, is_best=False):
-        path = real_save(self, payload, step, is_best)
+    def save_then_crash(self, payload, step):
+        path = real_save(self, payload, step)
         if step == 10:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after step 10
         return path
@@ -135,8 +135,7 @@ def test_interrupted_write_never_replaces_latest(tmp_path, monkeypatch):
 def test_keep_last_prunes_step_files(tmp_path):
     ckpts = Checkpointer(tmp_path, keep_last=2)
     for step in range(1, 6):
-        ckpts.save({"x": torch.tensor(step)}, step, is_best=step == 3)
+        ckpts.save({"x": torch.tensor(step)}, step)
     assert [p.name for p in ckpts.step_files()] == ["step-00000004.pt", "step-00000005.pt"]
-    assert checkpoint.load(ckpts.best)["step"] == 3
     assert checkpoint.load(ckpts.latest)["step"] == 5
     assert checkpoint.load(tmp_path / "step-00000004.pt")["step"] == 4

@@ -9,9 +9,8 @@ import torch
 from semigen import checkpoint
 from semigen.cli import main
 from semigen.config import resolve
-from semigen.data import DataError, load_dataset
+from semigen.data import DataError, folder_name, load_dataset
 from semigen.generation import train as gen_train
-from semigen.generation.export import folder_name
 from semigen.labeling.train import train as train_classifier
 from semigen.rundir import read_stats
 
@@ -84,8 +83,8 @@ def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder):
     gen_train.train(cfg(tmp_path / "straight"))
     real_save = checkpoint.Checkpointer.save
 
-    def save_then_crash(self, payload, step, is_best=False):
-        real_save(self, payload, step, is_best)
+    def save_then_crash(self, payload, step):
+        real_save(self, payload, step)
         if step == 10:
             raise KeyboardInterrupt
 

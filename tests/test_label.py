@@ -77,9 +77,9 @@ def test_predict_labels_a_folder(tmp_path, clean_folder, caplog):
     right = sum(r["path"].split("/")[0] == r["label"] for r in table)
     assert right >= 11  # dark vs light
     assert "skipped dark/broken.png: unreadable" in caplog.text
-    # one file, and the best checkpoint
+    # one file
     assert main(["predict", str(run), str(clean_folder / "test" / "light" / "0.png"),
-                 "--out", str(out), "--checkpoint", "best"]) == 0
+                 "--out", str(out)]) == 0
     assert rows(out) == [{"path": "0.png", "label": "light",
                           "confidence": rows(out)[0]["confidence"]}]
 
@@ -105,7 +105,7 @@ def test_networks_take_any_small_size(name, params):
 def test_tensorboard_gets_scalars_and_per_class_counts(semi_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out, _ = semi_run
-    events = EventAccumulator(str(out / "tensorboard"))
+    events = EventAccumulator(str(out / "tensorboard" / "label"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"label/loss", "label/mask", "label/test_accuracy", "label/pseudo_label_accuracy",

@@ -6,6 +6,7 @@ that carries pickled Python objects (which could run code) is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import platform
@@ -84,7 +85,21 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
                               ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a semigen checkpoint (no '{FORMAT}' marker)")
-    return payload
+    return payload | {"loaded_from": str(path)}
+
+
+@contextlib.contextmanager
+def reading(state: dict, what: str):
+    """Rebuild something from a checkpoint's entries: a file that loads safely but lacks an
+    entry or holds the wrong shapes or arguments is refused, naming the file, instead of
+    failing deep inside torch."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        detail = f"no entry {e}" if isinstance(e, KeyError) else str(e).splitlines()[0][:300]
+        raise CheckpointError(f"{state.get('loaded_from', 'checkpoint')}: not a usable {what} "
+                              f"checkpoint ({type(e).__name__}: {detail}); was it written by "
+                              "another program or another version of semigen?") from None
 
 
 def stage_name(base: str, round_index: int) -> str:
@@ -108,11 +123,13 @@ def final_stage(run: str | Path, stage: str) -> str:
 
 
 def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
-    """A stage's checkpoint by name (``latest``, ``best``) under ``RUN/checkpoints/<stage>/``
-    (its last joint round's, if any), or a path; refused unless it holds a `kind` (classifier,
-    generator)."""
-    path = (stage_path(run, final_stage(run, stage), which) if which in ("latest", "best")
-            else Path(which))
+    """A stage's ``latest`` checkpoint under ``RUN/checkpoints/<stage>/`` (its last joint
+    round's, if any), or a path; refused unless it holds a `kind` (classifier, generator)."""
+    if which == "best":
+        raise CheckpointError("--checkpoint best is gone: it was chosen by test accuracy, and "
+                              "semigen chooses nothing on the test set; use latest (the "
+                              "weights the pseudo-labels came from) or a checkpoint file")
+    path = stage_path(run, final_stage(run, stage)) if which == "latest" else Path(which)
     state = load(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")
@@ -121,14 +138,14 @@ def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path
 
 def restore(state: dict, objects: dict) -> None:
     """``load_state_dict`` of each object from the checkpoint entry of the same name."""
-    for name, obj in objects.items():
-        obj.load_state_dict(state[name])
+    with reading(state, state.get("kind") or "training"):
+        for name, obj in objects.items():
+            obj.load_state_dict(state[name])
 
 
 class Checkpointer:
-    """``latest.pt`` and ``best.pt`` beside the last `keep_last` ``step-XXXXXXXX.pt`` files, all
-    in one folder. The step files are hard links to what latest.pt was, so they cost no extra
-    write."""
+    """``latest.pt`` beside the last `keep_last` ``step-XXXXXXXX.pt`` files, all in one folder.
+    The step files are hard links to what latest.pt was, so they cost no extra write."""
 
     def __init__(self, folder: str | Path, keep_last: int = 3):
         self.folder = Path(folder)
@@ -138,19 +155,19 @@ class Checkpointer:
     def latest(self) -> Path:
         return self.folder / "latest.pt"
 
-    @property
-    def best(self) -> Path:
-        return self.folder / "best.pt"
-
-    def save(self, payload: dict, step: int, is_best: bool = False) -> Path:
+    def save(self, payload: dict, step: int) -> Path:
         save({**payload, "step": step}, self.latest)
         if self.keep_last > 0:
             _link_or_copy(self.latest, self.folder / f"step-{step:08d}.pt")
             for old in self.step_files()[:-self.keep_last]:
                 old.unlink(missing_ok=True)
-        if is_best:
-            _link_or_copy(self.latest, self.best)
         return self.latest
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files of a write that a crash cut short: latest.pt, or the step
+        file, from before it stands."""
+        for leftover in self.folder.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def step_files(self) -> list[Path]:
         found = [p for p in self.folder.glob("step-*.pt") if STEP_FILE.search(p.name)]

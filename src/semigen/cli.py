@@ -5,6 +5,7 @@ Any config field can be set as a dotted option: ``--label.lr 0.03`` or ``--label
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -76,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN", help="a run directory that `label` wrote")
     predict.add_argument("images", metavar="IMAGES", help="an image file or a folder (any depth)")
     predict.add_argument("--out", required=True, metavar="F.csv")
-    predict.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH",
+    predict.add_argument("--checkpoint", default="latest", metavar="latest|PATH",
                          help="latest (default: the weights pseudo_labels.csv came from), or "
-                              "best (by test accuracy), or a checkpoint file")
+                              "a checkpoint file")
     predict.add_argument("--device", default="auto")
 
     generate = commands.add_parser(
@@ -204,9 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"semigen: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's side: disk full, permissions, a path in the way
+        print(f"semigen: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("semigen: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def describe_os_error(e: OSError) -> str:
+    """What went wrong with a file, and what to do: a sentence, not a traceback."""
+    where = " ".join(f"{name}" for name in (e.filename, e.filename2) if name)
+    what = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        return (f"no space left on the device{' writing ' + where if where else ''}: free some "
+                "space, then run the same command again (a run resumes from its last "
+                "checkpoint)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where or 'a file'}: {what.lower()}: semigen cannot write there; choose "
+                "another --out (or make it writable)")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return (f"{where or 'a path'}: {what.lower()}: a file stands where semigen needs a "
+                "folder (or the other way round); choose another --out")
+    return f"{where + ': ' if where else ''}{what}"
 
 
 def _run_tool(args) -> int:

@@ -34,6 +34,7 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "digits"  # a folder (DATA/labeled/<class>/..., DATA/unlabeled/...) or a built-in
     labels_csv: str | None = None  # path,label CSV, paths relative to `source` (or its folder)
+    allow_outside_paths: bool = False  # let CSV paths point outside `source` ('..', absolute)
     labels_per_class: int = 10  # built-ins: labeled images per class, the rest become unlabeled
     split_seed: int = 0  # built-ins: which images are labeled
     image_size: int | None = None  # square side; None: the most common size, longest side <= 64
@@ -51,6 +52,7 @@ class RuntimeConfig:
     precision: str = "fp32"
     seed: int = 0  # model init; each rank adds its rank to the data seed
     num_workers: int = 0  # DataLoader worker processes
+    threads: int = 0  # CPU threads (torch, OpenCV); 0: OMP_NUM_THREADS if set, else one per core
 
 
 @dataclass
@@ -254,6 +256,7 @@ def validate(cfg: Config) -> None:
     check(r.precision in PRECISIONS,
           f"runtime.precision must be one of {PRECISIONS} (got {r.precision!r})")
     check(r.num_workers >= 0, f"runtime.num_workers must be >= 0 (got {r.num_workers})")
+    check(r.threads >= 0, f"runtime.threads must be >= 0 (got {r.threads})")
     check(lab.mode in LABEL_MODES, f"label.mode must be one of {LABEL_MODES} (got {lab.mode!r})")
     check(lab.net in NETS, f"label.net must be one of {NETS} (got {lab.net!r})")
     check(lab.steps >= 1, f"label.steps must be >= 1 (got {lab.steps})")

@@ -28,7 +28,7 @@ from .data import load_dataset
 from .generation import train as generate_stage
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
-from .rundir import RunDir
+from .rundir import RunDir, check_continuation
 from .runtime import is_main_process, mix_seed, pick_accelerator
 
 log = logging.getLogger("semigen")
@@ -64,7 +64,12 @@ def fit(cfg: Config) -> dict | None:
     """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``
     (None on the ranks other than 0 of a DDP fit: they only train)."""
     validate(cfg)
+    changed = check_continuation(cfg)  # refuse another data set's run before writing
     run = Path(cfg.run.out)
+    if changed and is_main_process():
+        with RunDir(run) as rundir:
+            rundir.info(f"fit: continuing {run}; changed since its config.yaml: "
+                        + "; ".join(changed))
 
     def stage(name: str, work, done: bool | None = None) -> None:
         """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""
@@ -180,6 +185,7 @@ def _round_metrics(cfg: Config, run: Path, r: int) -> None:
         found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
                                              "worst_class_consistency", "n_fake")}
     with RunDir(run) as rundir:
+        rundir.rewind("fit", r - 1)  # a line of this round that a crash left unrecorded
         rundir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
         rundir.update_metrics(f"round-{r}", found)
 

@@ -1,27 +1,42 @@
 """The run directory: ``config.yaml``, ``log.txt``, ``stats.jsonl``, TensorBoard events and JSON
-records, written by rank 0 only (other ranks get a `RunDir` that writes nothing)."""
+records, written by rank 0 only (other ranks get a `RunDir` that writes nothing).
+
+A run's records equal an uninterrupted run's after any crash and rerun: each stage rewinds its
+stats (and its TensorBoard events, rebuilt from them) to the checkpoint it continues from,
+temporary files a crash left behind are removed, and a torn last line is dropped."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
-from .config import Config, to_yaml
+from .config import BUILTINS, Config, ConfigError, differences, from_dict, load_yaml, to_yaml
 
 log = logging.getLogger("semigen")
+
+# What a run directory may hold; anything else means --out points at a folder of the user's.
+OWN_ENTRIES = {"config.yaml", "log.txt", "stats.jsonl", "split.json", "data_report.json",
+               "metrics.json", "pseudo_labels.csv", "report.html", "checkpoints", "samples",
+               "tensorboard", "baselines", "evaluator.json"}
 
 
 class RunDir:
     def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path)
         self.writer = writer
-        self._tensorboard = None
+        self._tensorboard = {}  # stage -> SummaryWriter of tensorboard/<stage>/
         self._file_handler = None
         if writer:
+            if self.path.exists() and not self.path.is_dir():
+                raise ConfigError(f"--out {self.path}: is a file, not a run directory; choose "
+                                  "another --out")
             self.path.mkdir(parents=True, exist_ok=True)
+            for leftover in self.path.glob("*.tmp"):  # a crash mid-write; the real file stands
+                leftover.unlink(missing_ok=True)
             self._file_handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
             self._file_handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -70,20 +85,47 @@ class RunDir:
         record = {"time": round(time.time(), 3), "stage": stage, "step": step, **values}
         with open(self.path / "stats.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tensorboard is None:
+        self._to_tensorboard(record)
+
+    def _to_tensorboard(self, record: dict) -> None:
+        stage, step = record["stage"], record["step"]
+        if stage not in self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
-            self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
-        for name, value in values.items():
+            self._tensorboard[stage] = SummaryWriter(str(self.path / "tensorboard" / stage))
+        writer = self._tensorboard[stage]
+        for name, value in record.items():
+            if name in ("time", "stage", "step"):
+                continue
             if _is_number(value):
-                self._tensorboard.add_scalar(f"{stage}/{name}", value, step)
+                writer.add_scalar(f"{stage}/{name}", value, step, walltime=record["time"])
             elif isinstance(value, list) and value and all(map(_is_number, value)):
                 for i, v in enumerate(value):  # e.g. per-class counts: a curve per class
-                    self._tensorboard.add_scalar(f"{stage}/{name}/{i}", v, step)
+                    writer.add_scalar(f"{stage}/{name}/{i}", v, step, walltime=record["time"])
+
+    def rewind(self, stage: str, step: int) -> None:
+        """Drop `stage`'s stats past `step` and its ``done`` line, written after the checkpoint
+        a stage continues from (all of them when it starts afresh, step 0), so that a resumed
+        run's stats.jsonl reads as if it had never stopped; its TensorBoard events are rebuilt
+        from what is kept."""
+        path = self.path / "stats.jsonl"
+        if not self.writer:
+            return
+        kept = [r for r in (read_stats(path) if path.exists() else [])
+                if r.get("stage") != stage
+                or (r.get("step", 0) <= step and r.get("event") != "done")]
+        if path.exists():  # rewritten whole: this also mends a torn last line
+            self.write_text("stats.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        if stage in self._tensorboard:
+            self._tensorboard.pop(stage).close()
+        shutil.rmtree(self.path / "tensorboard" / stage, ignore_errors=True)
+        for record in kept:
+            if record.get("stage") == stage:
+                self._to_tensorboard(record)
 
     def close(self) -> None:
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        for writer in self._tensorboard.values():
+            writer.close()
+        self._tensorboard = {}
         if self._file_handler is not None:
             log.removeHandler(self._file_handler)
             self._file_handler.close()
@@ -95,27 +137,110 @@ def _is_number(value) -> bool:
 
 
 def read_stats(path: str | Path) -> list[dict]:
+    """The records of stats.jsonl; a line that does not parse (a crash mid-write leaves its
+    last line torn) is left out with a warning."""
     path = Path(path)
     stats_file = path / "stats.jsonl" if path.is_dir() else path
+    records, torn = [], 0
     with open(stats_file, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    torn += 1
+    if torn:
+        log.warning(f"{stats_file}: left out {torn} unreadable line(s), torn by a crash")
+    return records
 
 
 def note_resume(run: RunDir, stage: str, path, state: dict, cfg: Config) -> None:
     """Rewind the stage's stats to the checkpoint and log where the run resumed and which config
     fields changed since the checkpoint was written."""
-    from .config import differences
-    rewind_stats(run, stage, state["step"])
+    run.rewind(stage, state["step"])
     changed = differences(state["config"], cfg.to_dict())
     run.info(f"resumed from {path} at step {state['step']}"
              + ("; config changed: " + "; ".join(changed) if changed else ""))
 
 
-def rewind_stats(run: RunDir, stage: str, step: int) -> None:
-    """Drop `stage` lines past `step` (written after the checkpoint a run resumes from), so a
-    resumed run's stats.jsonl reads as if it had never stopped."""
-    path = run.path / "stats.jsonl"
-    if not run.writer or not path.exists():
+# Fields that say what a run is. A command that continues a run must agree with its
+# config.yaml on these (the model's fields once its stage has checkpoints); step budgets,
+# logging, devices and evaluation may change.
+DATA_FIELDS = ("source", "labels_csv", "labels_per_class", "split_seed", "image_size",
+               "channels")
+MODEL_FIELDS = {"label": ("mode", "net"), "generate": ("mode", "z_dim", "width")}
+
+
+def check_continuation(cfg: Config) -> list[str]:
+    """Before anything is written: refuse to continue the run in ``cfg.run.out`` with another
+    data source, split, image shape or model, naming what differs; refuse an --out that is a
+    folder of other files. Returns every config field that changed (``field: old -> new``),
+    for the log."""
+    out = Path(cfg.run.out)
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a run directory; choose another --out")
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in OWN_ENTRIES and not p.name.endswith(".tmp"))
+        if foreign:
+            raise ConfigError(f"--out {out}: holds other files ({', '.join(foreign[:5])}"
+                              f"{', ...' if len(foreign) > 5 else ''}) and no semigen run; "
+                              "choose a new or empty folder")
+        return []
+    saved = from_dict(load_yaml(saved_file))
+    conflicts = [f"data.{name}: {getattr(saved.data, name)!r} -> {getattr(cfg.data, name)!r}"
+                 for name in DATA_FIELDS
+                 if not _same_data_value(name, getattr(saved.data, name),
+                                         getattr(cfg.data, name))]
+    for section, names in MODEL_FIELDS.items():
+        if (out / "checkpoints" / section).is_dir():
+            conflicts += [f"{section}.{name}: {getattr(getattr(saved, section), name)!r} -> "
+                          f"{getattr(getattr(cfg, section), name)!r}" for name in names
+                          if getattr(getattr(saved, section), name)
+                          != getattr(getattr(cfg, section), name)]
+    if conflicts:
+        raise ConfigError(
+            f"{out} holds a run of other data or another model, which this command would "
+            "break:\n  " + "\n  ".join(conflicts) + "\nStart a new run with another --out (or "
+            f"delete {out}); only step budgets, logging, devices and evaluation may change "
+            "when a run continues")
+    ignored = {"run.out", "run.resume"}
+    return [d for d in differences(saved.to_dict(), cfg.to_dict())
+            if d.split(":")[0] not in ignored]
+
+
+def _same_data_value(name: str, old, new) -> bool:
+    if old == new or name not in ("source", "labels_csv") or old is None or new is None:
+        return old == new
+    if old in BUILTINS or new in BUILTINS:
+        return False
+    return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+
+
+def check_split(run: str | Path, record: dict) -> None:
+    """Refuse to continue a run whose data now gives another split than its split.json
+    (classes, which images are labeled, their labels): the folder's files changed."""
+    path = Path(run) / "split.json"
+    if not path.is_file():
         return
-    kept = [r for r in read_stats(path) if r.get("stage") != stage or r.get("step", 0) <= step]
-    run.write_text("stats.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    problems = []
+    if saved.get("classes") != record["classes"]:
+        problems.append(f"classes: {', '.join(saved.get('classes') or [])} -> "
+                        f"{', '.join(record['classes'])}")
+    before = dict(zip(saved.get("labeled", []), saved.get("labeled_labels", []), strict=False))
+    now = dict(zip(record["labeled"], record["labeled_labels"], strict=True))
+    if before != now:
+        added, removed = now.keys() - before.keys(), before.keys() - now.keys()
+        relabeled = [k for k in now.keys() & before.keys() if now[k] != before[k]]
+        problems.append(f"labeled images: {len(added)} added, {len(removed)} removed, "
+                        f"{len(relabeled)} relabeled (e.g. "
+                        f"{next(iter(sorted(added) or sorted(removed) or relabeled))})")
+    if problems:
+        raise ConfigError(
+            f"{run} was trained on another split of this data (its split.json):\n  "
+            + "\n  ".join(problems) + f"\nStart a new run with another --out (or delete {run}) "
+            "to train on the data as it is now")

@@ -7,12 +7,15 @@ Fabric launches the extra processes itself, or picks up torchrun's environment
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from lightning.fabric import Fabric
+from tqdm import tqdm
 
 from .config import ConfigError, RuntimeConfig
 
@@ -20,6 +23,48 @@ PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 # Fabric's all_gather goes through a torch function that torch >= 2.10 calls deprecated; the
 # warning, once per stage and rank, tells a user nothing they can act on.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather")
+
+
+PROGRESS_SECONDS = 30  # between progress lines when stderr is a file or a pipe, not a terminal
+
+
+class _Lines:
+    """tqdm's refreshes as whole lines: a log file gets a line per update, no carriage
+    returns."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n ")
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(iterable=None, **options) -> tqdm:
+    """A tqdm progress bar on a terminal; elsewhere (stderr redirected to a log) one plain line
+    every PROGRESS_SECONDS, instead of a line per refresh."""
+    if sys.stderr.isatty():
+        return tqdm(iterable, **options)
+    return tqdm(iterable, file=_Lines(sys.stderr), mininterval=PROGRESS_SECONDS, ascii=True,
+                **options)
+
+
+def use_threads(threads: int) -> int:
+    """Set the CPU threads of torch and OpenCV: `threads`, or with 0 OMP_NUM_THREADS where it is
+    set, else torch's default (one per core). Returns the count in use. Two runs on one machine
+    should share its cores (e.g. --runtime.threads 1 each on two cores) instead of each taking
+    them all."""
+    if threads == 0 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    if threads > 0:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    return torch.get_num_threads()
 
 
 def pick_accelerator(device: str) -> str:
@@ -79,6 +124,7 @@ class Runtime:
 def start(cfg: RuntimeConfig) -> Runtime:
     """Choose the device and precision, launch the DDP processes, seed model init alike on
     every rank (DDP also broadcasts rank 0's weights)."""
+    use_threads(cfg.threads)
     accelerator = pick_accelerator(cfg.device)
     if accelerator == "cpu" and cfg.precision == "fp16":
         raise ConfigError("runtime.precision fp16 needs a GPU; on the CPU use bf16 or fp32")

@@ -4,6 +4,7 @@ from .report import DataError, DataReport
 from .sources import (
                       Dataset,
                       ImageSet,
+                      class_folders,
                       folder_name,
                       labeled_split,
                       load_dataset,
@@ -13,6 +14,6 @@ from .sources import (
 from .transforms import StepBatchSampler, Views, endless_batches, strong, to_float, to_uint8, weak
 
 __all__ = ["DataError", "DataReport", "Dataset", "ImageSet", "StepBatchSampler", "Views",
-           "endless_batches", "folder_name", "labeled_split", "load_dataset",
+           "class_folders", "endless_batches", "folder_name", "labeled_split", "load_dataset",
            "read_class_folders", "read_images", "strong",
            "to_float", "to_uint8", "weak"]

@@ -3,38 +3,70 @@ happens, for every source."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm",
                   ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".sr", ".ras"}
 MAX_AUTO_SIDE = 64  # semigen's networks are for small images; larger ones are scaled down
+# Decoding limits that bound memory whatever the files (see `read_image`): about 400 MB for the
+# largest image (RGBA, 16-bit at worst), plus 7 more threads each on an image of <= 4 M pixels.
+MAX_PIXELS = 50_000_000  # e.g. 8660x5773; larger images are skipped (JPEGs decode reduced)
+LARGE_PIXELS = 4_000_000  # images above this decode one at a time
+MAX_FILE_BYTES = 1 << 30  # no image within MAX_PIXELS needs more bytes than this
+MAX_UNKNOWN_BYTES = 64 << 20  # formats whose header Pillow cannot read (EXR, HDR, ...)
+_LARGE_DECODE = threading.Lock()
+# libjpeg's reduced decoding; EXIF orientation ignored, as IMREAD_UNCHANGED does for the rest
+_REDUCED_COLOR = {f: flag | cv2.IMREAD_IGNORE_ORIENTATION for f, flag in (
+    (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (8, cv2.IMREAD_REDUCED_COLOR_8))}
 
 # Bad files are listed in the data report with their reason; OpenCV's own warnings would only
 # repeat them without the path.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
+# Pillow only reads headers here, and semigen checks the declared size itself (MAX_PIXELS).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
     """Decode one file to uint8 HxWx{1,3} RGB/gray, or return (None, why it was skipped).
 
-    Images larger than `keep_side` are scaled down on read (aspect kept), so that memory stays
-    bounded whatever the originals' size; the final resize happens in `normalise`."""
+    Memory stays bounded whatever the file: the header's size is read first (Pillow reads the
+    header alone), and an image is decoded only if it has at most MAX_PIXELS (larger JPEGs are
+    decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself), at most one image of over LARGE_PIXELS
+    at a time. A file whose header Pillow cannot read is decoded only if it has an image suffix
+    and at most MAX_UNKNOWN_BYTES. Images larger than `keep_side` are scaled down right after
+    decoding (aspect kept); the final resize is `normalise`'s."""
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
+        size = path.stat().st_size
     except OSError as e:
         return None, f"unreadable ({e.strerror or e})"
-    if raw.size == 0:
+    if size == 0:
         return None, "empty file"
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+    flags, pixels, why = _decode_plan(path, size, keep_side)
+    if why:
+        return None, why
+    with _LARGE_DECODE if pixels > LARGE_PIXELS else contextlib.nullcontext():
+        try:
+            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+        except OSError as e:
+            return None, f"unreadable ({e.strerror or e})"
+        except cv2.error:  # e.g. beyond OpenCV's own pixel limit
+            image = None
+        if image is None or image.size == 0:
             return None, "unreadable (corrupt or truncated image)"
-        return None, "not an image"
+        h, w = image.shape[:2]
+        if max(h, w) > keep_side:  # first, so that the conversions below work on a small copy
+            scale = keep_side / max(h, w)
+            image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -44,12 +76,43 @@ def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
     image = _to_uint8(image)
     if _is_gray_in_rgb(image):
         image = image[:, :, 0]
-    h, w = image.shape[:2]
-    if max(h, w) > keep_side:
-        scale = keep_side / max(h, w)
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
     return (image[:, :, None] if image.ndim == 2 else image), ""
+
+
+def _decode_plan(path: Path, size: int, keep_side: int) -> tuple[int, int, str]:
+    """(OpenCV flags, pixels that decoding will hold, "") from the file's header alone, or a
+    reason not to decode it at all."""
+    too_large = (f"too large to decode (over {MAX_PIXELS / 1e6:.0f} M pixels, the most semigen "
+                 "decodes)")
+    try:
+        with Image.open(path) as image:
+            (w, h), jpeg = image.size, image.format == "JPEG"
+    except Image.DecompressionBombError:  # beyond Pillow's own limit (179 M pixels)
+        if not _is_jpeg(path):
+            return 0, 0, too_large
+        return _REDUCED_COLOR[8], MAX_PIXELS, ""  # libjpeg at 1/8; OpenCV's limit still holds
+    except Exception:  # noqa: BLE001 - a format (or a file) Pillow cannot parse
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            return 0, 0, "not an image"
+        if size > MAX_UNKNOWN_BYTES:
+            return 0, 0, (f"unreadable (its header gives no size, and at {size / 2**20:.0f} MiB "
+                          f"it is over the {MAX_UNKNOWN_BYTES >> 20} MiB read blind)")
+        return cv2.IMREAD_UNCHANGED, MAX_PIXELS, ""
+    if size > MAX_FILE_BYTES:
+        return 0, 0, f"too large ({size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES >> 20} MiB)"
+    factor = 1
+    while jpeg and factor < 8 and (max(w, h) // (2 * factor) >= keep_side
+                                   or w * h // factor**2 > MAX_PIXELS):
+        factor *= 2  # libjpeg decodes at 1/2, 1/4, 1/8 scale without the full image in memory
+    if w * h // factor**2 > MAX_PIXELS:
+        return 0, 0, too_large.replace("(over", f"({w}x{h} pixels; over")
+    return (_REDUCED_COLOR[factor] if factor > 1 else cv2.IMREAD_UNCHANGED,
+            w * h // factor**2, "")
+
+
+def _is_jpeg(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ becomes unlabeled, with its true labels kept aside for evaluation only."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..config import BUILTINS, DataConfig
+from ..runtime import progress as progress_bar
 from .images import MAX_AUTO_SIDE, normalise, read_image, target_shape
 from .report import DataError, DataReport
 
@@ -129,7 +130,7 @@ def _scan_layout(root: Path, report: DataReport) -> tuple[list[_Entry], list[str
 
 
 def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
-              report: DataReport) -> list[_Entry]:
+              report: DataReport, allow_outside: bool = False) -> list[_Entry]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -142,11 +143,18 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
     if rows and missing_columns:
         raise DataError(f"{csv_path}: needs the columns path,label; missing "
                         f"{', '.join(sorted(missing_columns))} (found: {', '.join(columns)})")
-    entries, unknown = [], {}
+    entries, unknown, outside = [], {}, []
+    inside = os.path.abspath(root)
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         rel = (row["path"] or "").strip()
         label = (row["label"] or "").strip() or None
         path = root / rel
+        # '..' and absolute paths could make a run read any file; symlinks placed inside DATA
+        # are its owner's choice, so the path is judged as written.
+        if rel and not allow_outside and os.path.commonpath(
+                [inside, os.path.abspath(path)]) != inside:
+            outside.append(f"line {line}: {rel}")
+            continue
         if not rel or not path.is_file():
             report.skipped.append((rel or f"{csv_path.name} line {line}",
                                    f"listed in {csv_path.name} line {line}, file missing"))
@@ -156,6 +164,12 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
             continue
         entries.append(_Entry(path, path.relative_to(root).as_posix()
                               if path.is_relative_to(root) else rel, label, "train"))
+    if outside:
+        shown = "; ".join(outside[:10]) + ("; ..." if len(outside) > 10 else "")
+        report.errors.append(f"{csv_path.name}: {len(outside)} path(s) outside the data folder "
+                             f"{root} ({shown}); refused, since a labels CSV could otherwise "
+                             "make a run read any file. Move the images under the data folder, "
+                             "or pass --data.allow-outside-paths true")
     for label, lines in unknown.items():
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
         where = f"line {shown}" if len(lines) == 1 else f"lines {shown}"
@@ -167,9 +181,9 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
 def read_files(paths: list[Path], keep_side: int, progress: bool = False):
     """`read_image` over many files on a thread pool (OpenCV decodes outside the GIL)."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(tqdm(pool.map(lambda p: read_image(p, keep_side), paths), total=len(paths),
-                         desc="reading images", unit="img",
-                         disable=not progress or len(paths) < 500))
+        return list(progress_bar(pool.map(lambda p: read_image(p, keep_side), paths),
+                                 total=len(paths), desc="reading images", unit="img",
+                                 disable=not progress or len(paths) < 500))
 
 
 def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool = False
@@ -198,8 +212,25 @@ def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool 
 
 def folder_name(class_name: str) -> str:
     """A class name as a folder name: path separators and other unsafe characters become '-'
-    (Fashion-MNIST's 'T-shirt/top' -> 'T-shirt-top'); manifests keep the real name."""
+    (Fashion-MNIST's 'T-shirt/top' -> 'T-shirt-top'); manifests keep the real name. Two classes
+    can map to one name: `class_folders` makes them distinct."""
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "-", class_name).strip(" .") or "class"
+
+
+def class_folders(classes: list[str]) -> list[str]:
+    """One distinct folder name per class, in class order: `folder_name`, and where two classes
+    would share it (``x/y``, ``x:y``, ``x-y``; or names that differ only in case, which are one
+    folder on macOS and Windows) the later ones get ``~<class index>``."""
+    taken, names = set(), []
+    for i, name in enumerate(classes):
+        folder = folder_name(name)
+        if folder.casefold() in taken:
+            folder = f"{folder}~{i}"
+        while folder.casefold() in taken:  # a class really named like that suffix
+            folder += "~"
+        taken.add(folder.casefold())
+        names.append(folder)
+    return names
 
 
 def read_class_folders(source: str | Path, classes: list[str], shape: tuple[int, int, int]
@@ -212,7 +243,8 @@ def read_class_folders(source: str | Path, classes: list[str], shape: tuple[int,
     if not root.is_dir():
         raise DataError(f"{source}: no such folder (expected {source}/<class>/...)")
     folders = _class_folders(root)
-    known = {folder_name(c): c for c in classes} | {c: c for c in classes}  # 'T-shirt-top' too
+    known = dict(zip(class_folders(classes), classes, strict=True))  # 'T-shirt-top' too
+    known |= {c: c for c in classes if c not in known and folder_name(c) == c}
     unknown = [f.name for f in folders if f.name not in known]
     if unknown:
         raise DataError(f"{root}: class folder(s) {', '.join(unknown)} match no class of this "
@@ -247,7 +279,8 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
     report = DataReport(source=str(root))
     entries, classes = _scan_layout(root, report)
     if cfg.labels_csv:
-        entries += _read_csv(Path(cfg.labels_csv).expanduser(), root, classes, report)
+        entries += _read_csv(Path(cfg.labels_csv).expanduser(), root, classes, report,
+                             cfg.allow_outside_paths)
         if not classes:
             classes = sorted({e.label for e in entries if e.label}, key=_natural_key)
     elif not (root / "labeled").is_dir():
@@ -278,6 +311,9 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
                                  "or all its files were skipped): give it at least one")
     if not classes:
         report.errors.append("no classes: put images in labeled/<class>/ or label rows in the CSV")
+    elif len(classes) == 1:
+        report.errors.append(f"only one class ('{classes[0]}'): a classifier needs at least two "
+                             "to tell apart; add labeled/<another class>/ (or CSV labels)")
     if not good:
         report.errors.append("no readable images")
         return _empty_dataset(root.name, classes, report)

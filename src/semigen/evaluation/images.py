@@ -11,9 +11,12 @@ many images it used."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +64,12 @@ class InceptionFeatures(nn.Module):
                 state = torch.load(Path(weights).expanduser(), map_location="cpu",
                                    weights_only=True)
                 self.net.load_state_dict(state.get("state_dict", state))
-            except (OSError, RuntimeError, AttributeError, pickle.UnpicklingError) as e:
+            except (OSError, RuntimeError, AttributeError, KeyError, TypeError, ValueError,
+                    EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
                 raise checkpoint.CheckpointError(
                     f"--inception-weights {weights}: not a torchvision Inception-v3 state dict "
-                    f"({str(e).splitlines()[0][:200]})") from e
+                    f"({type(e).__name__}: {(str(e) or 'empty').splitlines()[0][:200]})"
+                ) from None
         self.net.fc = nn.Identity()  # the pool features, not the 1000 ImageNet logits
         self.net.eval()
         mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -79,10 +84,49 @@ class InceptionFeatures(nn.Module):
         return self.net((x - self.mean) / self.std).double()
 
 
-def evaluator_run(cfg: Config, shape: tuple[int, int, int], steps: int) -> Path:
+def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Config:
+    """The recipe of the built-in data set's evaluator: all its training labels, the default
+    classifier, `steps` steps; it runs in a cache folder keyed by everything that determines it
+    (`evaluator_run`)."""
+    recipe = resolve(overrides={
+        "data.source": cfg.data.source, "data.cache_dir": cfg.data.cache_dir,
+        "data.fmnist_dir": cfg.data.fmnist_dir, "data.image_size": cfg.data.image_size,
+        "data.channels": cfg.data.channels, "label.mode": "all-labels",
+        "label.steps": steps, "label.batch_size": 64, "run.progress": str(cfg.run.progress),
+        "runtime.device": cfg.runtime.device, "runtime.threads": cfg.runtime.threads})
+    recipe.run.out = str(evaluator_run(recipe, shape))
+    return recipe
+
+
+# The code that trains an evaluator: an edit to any of it makes another evaluator.
+EVALUATOR_CODE = ("config.py", "runtime.py", "data", "labeling")
+
+
+def evaluator_key(recipe: Config, shape: tuple[int, int, int]) -> dict:
+    """Everything that determines an evaluator network: its training config (less where files
+    live, devices and threads), the image shape, the versions of semigen and torch, and a
+    digest of the source code that trains it."""
+    import semigen
+    fields = recipe.to_dict()
+    for section, name in (("run", "out"), ("run", "progress"), ("data", "cache_dir"),
+                          ("data", "fmnist_dir"), ("runtime", "device"),
+                          ("runtime", "threads"), ("runtime", "num_workers")):
+        fields[section].pop(name)
+    code = hashlib.sha256()
+    package = Path(semigen.__file__).parent
+    for name in EVALUATOR_CODE:
+        for path in sorted((package / name).rglob("*.py")) if (package / name).is_dir() \
+                else [package / name]:
+            code.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    return {"config": fields, "shape": list(shape), "semigen": semigen.__version__,
+            "torch": torch.__version__.split("+")[0], "code_sha256": code.hexdigest()}
+
+
+def evaluator_run(recipe: Config, shape: tuple[int, int, int]) -> Path:
     h, w, c = shape
-    name = f"{cfg.data.source}-{h}x{w}x{c}-{steps}steps"
-    return Path(cfg.data.cache_dir).expanduser() / "evaluators" / name
+    digest = hashlib.sha256(json.dumps(evaluator_key(recipe, shape), sort_keys=True).encode())
+    name = f"{recipe.data.source}-{h}x{w}x{c}-{recipe.label.steps}steps-{digest.hexdigest()[:12]}"
+    return Path(recipe.data.cache_dir).expanduser() / "evaluators" / name
 
 
 def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
@@ -92,20 +136,19 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
     if cfg.data.source not in BUILTINS:
         raise ValueError(f"image metrics need a built-in data set for their evaluator network "
                          f"(data.source is {cfg.data.source!r})")
-    out = evaluator_run(cfg, shape, steps)
+    recipe = evaluator_config(cfg, shape, steps)
+    out = Path(recipe.run.out)
     latest = checkpoint.stage_path(out, "label")
-    state = checkpoint.load(latest) if latest.exists() else None
-    if state is None or state["step"] < steps:
+    done = latest.exists() and "label" in json.loads(
+        (out / "metrics.json").read_text(encoding="utf-8") if (out / "metrics.json").exists()
+        else "{}")
+    if not done:  # never trained, or a training that stopped: train (or resume) it
         from ..labeling.train import train
         log.info(f"training the evaluator classifier for {cfg.data.source} on all its training "
                  f"labels (once; cached in {out})")
-        train(resolve(overrides={
-            "data.source": cfg.data.source, "data.cache_dir": cfg.data.cache_dir,
-            "data.fmnist_dir": cfg.data.fmnist_dir, "data.image_size": cfg.data.image_size,
-            "data.channels": cfg.data.channels, "label.mode": "all-labels",
-            "label.steps": steps, "label.batch_size": 64, "run.out": str(out),
-            "run.progress": str(cfg.run.progress), "runtime.device": cfg.runtime.device}))
-        state = checkpoint.load(latest)
+        train(recipe)
+        (out / "evaluator.json").write_text(json.dumps(evaluator_key(recipe, shape), indent=1))
+    state = checkpoint.load(latest)
     description = {"network": f"semigen evaluator ({state['net']['name']}, all-labels, "
                               f"{state['step']} steps)", "path": str(latest),
                    "test_accuracy": _final_test_accuracy(out)}
@@ -113,7 +156,6 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
 
 
 def _final_test_accuracy(run: Path) -> float | None:
-    import json
     path = run / "metrics.json"
     return json.loads(path.read_text())["label"].get("test_accuracy") if path.exists() else None
 

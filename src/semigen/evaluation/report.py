@@ -293,12 +293,15 @@ def write_report(run: str | Path) -> Path:
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() \
         else {}
     data = load_dataset(cfg.data)
-    sections = [metrics_section(metrics), sample_section(run, data.classes),
-                curves_section(run), confusion_section(metrics, data.classes)]
-    pseudo = run / "pseudo_labels.csv"
-    if pseudo.exists():
-        sections.append(pseudo_label_section(run, data, read_pseudo_label_rows(pseudo)))
-    sections.append(data_section(data))
+    import matplotlib
+    # Class names are plain text: '$x$' is not math, and TeX is never run on them.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        sections = [metrics_section(metrics), sample_section(run, data.classes),
+                    curves_section(run), confusion_section(metrics, data.classes)]
+        pseudo = run / "pseudo_labels.csv"
+        if pseudo.exists():
+            sections.append(pseudo_label_section(run, data, read_pseudo_label_rows(pseudo)))
+        sections.append(data_section(data))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>semigen report: {html.escape(run.name)}</title>
 <style>{STYLE}</style></head>

@@ -21,7 +21,8 @@ from ..data import DataError, load_dataset, read_class_folders
 from ..generation.train import generator_from_checkpoint, read_pseudo_labels, training_set
 from ..labeling import nets
 from ..labeling.train import predict, scores
-from ..rundir import RunDir
+from ..rundir import RunDir, check_split
+from ..runtime import use_threads
 
 log = logging.getLogger("semigen")
 
@@ -67,6 +68,8 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
     run_path = Path(cfg.run.out)
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
+    check_split(run_path, data.split_record(cfg.data))
+    use_threads(cfg.runtime.threads)
     found: dict = {"data": cfg.data.source}
     if test is not None:
         data.test, skipped = read_class_folders(test, data.classes, data.shape)

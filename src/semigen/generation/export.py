@@ -13,11 +13,10 @@ from pathlib import Path
 
 import cv2
 import torch
-from tqdm import tqdm
 
 from .. import checkpoint
-from ..data import folder_name, to_uint8
-from ..runtime import mix_seed, pick_accelerator
+from ..data import class_folders, to_uint8
+from ..runtime import mix_seed, pick_accelerator, progress
 from .train import STAGE, generator_from_checkpoint, sample
 
 log = logging.getLogger("semigen")
@@ -40,13 +39,14 @@ def sample_to_folder(run: str | Path, per_class: int, out: str | Path, seed: int
     out = Path(out)
     rows = []
     jobs = [(c, i) for c in range(len(state["classes"])) for i in range(per_class)]
-    for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", unit="batch"):
+    folders = class_folders(state["classes"])  # distinct even where class names map alike
+    for start in progress(range(0, len(jobs), batch_size), desc="sampling", unit="batch"):
         batch = jobs[start:start + batch_size]
         seeds = [mix_seed(seed, c, i) for c, i in batch]
         images = to_uint8(sample(generator, torch.tensor([c for c, _ in batch]), seeds))
         for (c, i), s, image in zip(batch, seeds, images.cpu(), strict=True):
             name = state["classes"][c]
-            rel = Path(folder_name(name)) / f"{folder_name(name)}-{i:05d}.png"
+            rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
             (out / rel.parent).mkdir(parents=True, exist_ok=True)
             pixels = image.permute(1, 2, 0).numpy()
             if pixels.shape[2] == 3:

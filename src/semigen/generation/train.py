@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
-from tqdm import tqdm
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset
 from ..labeling.train import ema_update, fingerprint, sync_buffers
-from ..rundir import RunDir, note_resume
+from ..rundir import RunDir, check_continuation, check_split, note_resume
 from . import losses
 from .nets import Discriminator, Generator
 
@@ -111,10 +110,11 @@ def build_networks(num_classes: int, shape: tuple[int, int, int], z_dim: int, wi
 
 def generator_from_checkpoint(state: dict, use_ema: bool = True) -> Generator:
     """The generator of a checkpoint, from the checkpoint alone, in eval mode."""
-    net = Generator(**state["net"]).to(memory_format=torch.channels_last)
-    weights = ({k.removeprefix("module."): v for k, v in state["ema"].items()
-                if k.startswith("module.")} if use_ema else state["generator"])
-    net.load_state_dict(weights)
+    with checkpoint.reading(state, "generator"):
+        net = Generator(**state["net"]).to(memory_format=torch.channels_last)
+        weights = ({k.removeprefix("module."): v for k, v in state["ema"].items()
+                    if k.startswith("module.")} if use_ema else state["generator"])
+        net.load_state_dict(weights)
     return net.eval()
 
 
@@ -125,6 +125,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
     gen = cfg.generate
     stage = checkpoint.stage_name(STAGE, round_index)
     total_steps = gen.steps if round_index == 0 else cfg.fit.generate_steps
+    changed = check_continuation(cfg)  # refuse another data set's run before writing
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
         ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
@@ -132,6 +133,10 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
         data.report.raise_if_errors()
+        check_split(run.path, data.split_record(cfg.data))
+        if changed and round_index == 0:
+            run.info(f"continuing {run.path}; changed since its config.yaml: "
+                     + "; ".join(changed))
         pseudo_path = run.path / "pseudo_labels.csv"
         pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
         images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
@@ -141,8 +146,10 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
             raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")
         run.info(f"{stage} ({gen.mode}): {len(labels)} training images, per class {counts}")
-        if not (run.path / "config.yaml").exists():
+        if round_index == 0:  # the run's config is the last command's (a round's is fit's)
             run.write_config(cfg)
+            if not (run.path / "split.json").exists():  # a generator trained on DATA alone
+                run.write_json("split.json", data.split_record(cfg.data))
 
         num_classes = len(data.classes)
         net_args = {"num_classes": num_classes, "image_shape": data.shape,
@@ -157,10 +164,15 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
             checkpoint.restore(state, {"generator": generator, "discriminator": discriminator,
                                        "ema": ema, "opt_g": opt_g, "opt_d": opt_d})
             if resume_from is not None:
-                start_step = state["step"]
+                with checkpoint.reading(state, "generator"):
+                    start_step = int(state["step"])
                 note_resume(run, stage, resume_from, state, cfg)
             else:
                 run.info(f"{stage}: starting from {init}")
+        if resume_from is None:
+            run.rewind(stage, 0)  # lines of an attempt that died before its first checkpoint
+        if rt.is_writer:
+            ckpts.remove_leftovers()
         g_model, opt_g = rt.fabric.setup(generator, opt_g)
         d_model, opt_d = rt.fabric.setup(discriminator, opt_d)
         ema.to(rt.device)
@@ -172,9 +184,10 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         def augment(x, g):
             return losses.diff_augment(x, g) if gen.diff_augment else x
 
-        for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
-                         desc=f"{stage} ({gen.mode})", unit="step",
-                         disable=not (rt.is_writer and cfg.run.progress)):
+        for step in runtime.progress(range(start_step, total_steps), initial=start_step,
+                                     total=total_steps, desc=f"{stage} ({gen.mode})",
+                                     unit="step",
+                                     disable=not (rt.is_writer and cfg.run.progress)):
             x, y, _ = next(batches)
             # All of this step's noise comes from (seed, rank, step): resumable exactly.
             g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(streams + 3),

@@ -88,11 +88,13 @@ def build(name: str, in_channels: int, num_classes: int) -> nn.Module:
 def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:
     """The classifier of a checkpoint, from the checkpoint alone, in eval mode; by default
     with its EMA weights (the ones evaluation and pseudo-labels use)."""
-    if use_ema:
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                   if k.startswith("module.")}
-    else:
-        weights = state["model"]
-    net = build(**state["net"])
-    net.load_state_dict(weights)
+    from ..checkpoint import reading
+    with reading(state, "classifier"):
+        if use_ema:
+            weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
+                       if k.startswith("module.")}
+        else:
+            weights = state["model"]
+        net = build(**state["net"])
+        net.load_state_dict(weights)
     return net.eval()

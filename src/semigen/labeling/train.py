@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.functional.classification import multiclass_accuracy
-from tqdm import tqdm
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset, strong, to_float, weak
-from ..rundir import RunDir, note_resume
+from ..rundir import RunDir, check_continuation, check_split, note_resume
+from ..runtime import progress
 from . import losses, nets
 
 STAGE = "label"
@@ -141,12 +141,17 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
     stage = checkpoint.stage_name(STAGE, round_index)
     total_steps, lr = (lab.steps, lab.lr) if round_index == 0 else \
         (cfg.fit.label_steps, cfg.fit.label_lr)
+    changed = check_continuation(cfg)  # refuse another data set's run before writing
     rt = runtime.start(cfg.runtime)
     with RunDir(cfg.run.out, writer=rt.is_writer) as run:
         ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
         resume_from = ckpts.resume_path(cfg.run.resume)  # refuse before anything is written
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
+        check_split(run.path, data.split_record(cfg.data))
+        if changed and round_index == 0:
+            run.info(f"continuing {run.path}; changed since its config.yaml: "
+                     + "; ".join(changed))
         run.write_json("data_report.json", data.report.to_dict())
         data.report.raise_if_errors()
         if semi and not len(data.unlabeled):
@@ -168,20 +173,26 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         levels = {"global": torch.tensor(1.0 / num_classes),
                   "per_class": torch.full((num_classes,), 1.0 / num_classes)}
         uniform = torch.full((num_classes,), 1.0 / num_classes, device=rt.device)
-        start_step, best = 0, -1.0
+        start_step = 0
         if resume_from is not None:
             state = checkpoint.load(resume_from)
             checkpoint.restore(state, {"model": net, "ema": ema, "optimizer": optimizer,
                                        "schedule": schedule})
-            levels = state["levels"]
-            start_step, best = state["step"], state["best"]
-            checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
+            with checkpoint.reading(state, "classifier"):
+                levels = {k: state["levels"][k] for k in levels}
+                start_step = int(state["step"])
+                checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
             note_resume(run, stage, resume_from, state, cfg)
-        elif init is not None:  # a joint round: the previous classifier and its levels
-            state = checkpoint.load(init)
-            checkpoint.restore(state, {"model": net, "ema": ema})
-            levels = state["levels"]
-            run.info(f"{stage}: starting from {init}")
+        else:
+            run.rewind(stage, 0)  # lines of an attempt that died before its first checkpoint
+            if init is not None:  # a joint round: the previous classifier and its levels
+                state = checkpoint.load(init)
+                checkpoint.restore(state, {"model": net, "ema": ema})
+                with checkpoint.reading(state, "classifier"):
+                    levels = {k: state["levels"][k] for k in levels}
+                run.info(f"{stage}: starting from {init}")
+        if rt.is_writer:
+            ckpts.remove_leftovers()
         levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
@@ -205,9 +216,9 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
 
         metrics = {}
-        for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
-                         desc=f"{stage} ({lab.mode})", unit="step",
-                         disable=not (rt.is_writer and cfg.run.progress)):
+        for step in progress(range(start_step, total_steps), initial=start_step,
+                             total=total_steps, desc=f"{stage} ({lab.mode})", unit="step",
+                             disable=not (rt.is_writer and cfg.run.progress)):
             x, y, _ = next(labeled_batches)
             if synthetic is not None:  # generated images count as labeled ones
                 x_synthetic, y_synthetic, _ = next(synthetic_batches)
@@ -254,12 +265,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             if evaluating or saving:
                 sync_buffers(rt.fabric, net)
                 sync_buffers(rt.fabric, ema.module)
-            is_best = False
-            if evaluating:
+            if evaluating:  # test figures are logged, never used to choose anything
                 metrics = evaluate(ema.module, data, rt.device, probe)
-                if "test_accuracy" in metrics:
-                    is_best = metrics["test_accuracy"] > best
-                    best = max(best, metrics["test_accuracy"])
                 run.stats(stage, done, **metrics)
             if saving:
                 # Every rank's RNG is kept, so that each resumes its own stream.
@@ -272,10 +279,10 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                                 "classes": data.classes, "image_shape": list(data.shape),
                                 "model": net.state_dict(), "ema": ema.state_dict(),
                                 "optimizer": optimizer.state_dict(),
-                                "schedule": schedule.state_dict(), "best": best,
+                                "schedule": schedule.state_dict(),
                                 "levels": {k: v.cpu() for k, v in levels.items()},
                                 "rng": [{"torch": r} for r in rng],
-                                "config": cfg.to_dict()}, done, is_best)
+                                "config": cfg.to_dict()}, done)
                 rt.fabric.barrier()
 
         prints = rt.fabric.all_gather(torch.tensor(fingerprint(net), device=rt.device))
@@ -287,7 +294,6 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         probs = predict(ema.module, data.unlabeled.images, rt.device)
         final = evaluate(ema.module, data, rt.device, np.arange(len(data.unlabeled)), probs)
         metrics = final | {"mode": lab.mode, "steps": total_steps, "world_size": rt.world_size,
-                           "best_test_accuracy": best if best >= 0 else None,
                            "labeled": len(labels), "unlabeled": len(data.unlabeled),
                            "synthetic": 0 if synthetic is None else len(synthetic[1])}
         if rt.is_writer:
