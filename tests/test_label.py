@@ -87,7 +87,7 @@ def test_predict_labels_a_folder(tmp_path, clean_folder, caplog):
 def test_predict_explains_a_missing_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope"), str(tmp_path), "--out",
                  str(tmp_path / "p.csv")]) == 2
-    assert "no such checkpoint" in capsys.readouterr().err
+    assert "not a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, params", [("cnn", 288_746), ("wrn28_2", 1_467_610)])

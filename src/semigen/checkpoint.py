@@ -130,6 +130,9 @@ def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path
                               "semigen chooses nothing on the test set; use latest (the "
                               "weights the pseudo-labels came from) or a checkpoint file")
     path = stage_path(run, final_stage(run, stage)) if which == "latest" else Path(which)
+    if which == "latest" and not path.is_file():
+        raise CheckpointError(f"{run} has no {kind} yet ({path} is missing): train it with "
+                              f"`semigen {stage} {run}` first")
     state = load(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")

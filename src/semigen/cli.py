@@ -234,12 +234,14 @@ def _run_tool(args) -> int:
     """The commands that work on a finished run (or, demo, make one) and take no config."""
     if args.command == "predict":
         from .labeling.predict import predict_images
-        predict_images(args.run, args.images, args.out, args.checkpoint, args.device)
+        predict_images(_run_dir(args.run), args.images, args.out, args.checkpoint,
+                       args.device)
     elif args.command == "sample":
         from .generation.export import sample_to_folder
         if args.per_class < 1 or args.batch_size < 1:
             raise ConfigError("--per-class and --batch-size must be >= 1")
-        sample_to_folder(args.run, args.per_class, args.out, args.seed, args.batch_size,
+        sample_to_folder(_run_dir(args.run), args.per_class, args.out, args.seed,
+                         args.batch_size,
                          args.checkpoint, args.device)
     elif args.command == "report":
         from .evaluation.report import write_report

@@ -126,5 +126,6 @@ def generator_training_images(state: dict, run: Path, data) -> np.ndarray:
     run's latest pseudo-labels."""
     path = run / "pseudo_labels.csv"
     pseudo = read_pseudo_labels(path, data.classes) if path.exists() else None
-    return training_set(data, state["mode"], pseudo,
-                        state["config"]["generate"]["min_confidence"], False)[0]
+    with checkpoint.reading(state, "generator"):
+        mode, min_confidence = state["mode"], state["config"]["generate"]["min_confidence"]
+    return training_set(data, mode, pseudo, min_confidence, False)[0]
