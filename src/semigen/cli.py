@@ -173,6 +173,9 @@ def config_from_args(args: argparse.Namespace, extra: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # A log line that cannot be written (a full disk) must not print a traceback; the next
+    # file write fails too and is reported as one line.
+    logging.raiseExceptions = False
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     from .checkpoint import CheckpointError
