@@ -290,7 +290,10 @@ def test_malformed_checkpoints_are_refused_with_the_files_name(tmp_path, clean_f
     odd_net = tmp_path / "odd_net.pt"
     checkpoint.save(state | {"net": state["net"] | {"depth": 99}}, odd_net)
     capsys.readouterr()
-    for path, expected in ((no_ema, "no entry 'ema'"), (odd_net, "unexpected keyword")):
+    no_classes = tmp_path / "no_classes.pt"
+    checkpoint.save({k: v for k, v in state.items() if k != "classes"}, no_classes)
+    for path, expected in ((no_ema, "no entry 'ema'"), (odd_net, "unexpected keyword"),
+                           (no_classes, "no entry 'classes'")):
         assert main(["predict", str(run), str(clean_folder / "test"), "--out",
                      str(tmp_path / "p.csv"), "--checkpoint", str(path)]) == 2
         err = capsys.readouterr().err

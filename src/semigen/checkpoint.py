@@ -136,6 +136,12 @@ def load_stage(run: str | Path, stage: str, which: str, kind: str) -> tuple[Path
     state = load(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")
+    with reading(state, kind):
+        classes, shape = state["classes"], state["image_shape"]
+        if not (isinstance(classes, list) and len(classes) == state["net"]["num_classes"]
+                and len(shape) == 3):
+            raise ValueError(f"{len(classes)} class names for {state['net']['num_classes']} "
+                             f"outputs, image shape {shape}")
     return path, state
 
 
