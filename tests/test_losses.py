@@ -68,3 +68,21 @@ def test_ema_warm_up():
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
     assert ema_decay_at(90, 0.999) == pytest.approx(0.91)
     assert ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_contrastive_loss_on_hand_computed_values():
+    # Two images, orthogonal embeddings, each view equal to its partner: at temperature 1 each
+    # row sees its partner at similarity 1 and the two others at 0.
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = -math.log(math.e / (math.e + 2))
+    assert losses.contrastive_loss(z, z, temperature=1.0).item() == pytest.approx(expected)
+    # lengths do not matter (cosine); a sharp temperature makes right partners cost ~nothing
+    assert losses.contrastive_loss(3 * z, z, temperature=0.01).item() < 1e-6
+    # partners swapped: each embedding is nearest a negative, the loss is large
+    assert losses.contrastive_loss(z, z.flip(0), temperature=0.1).item() > 5
+
+
+def test_contrastive_loss_has_gradients_for_both_views():
+    z1, z2 = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
+    losses.contrastive_loss(z1, z2).backward()
+    assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0

@@ -55,3 +55,16 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     from torchmetrics.functional.classification import multiclass_calibration_error
     return multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=bins,
                                         norm="l1").item()
+
+
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2
+                     ) -> torch.Tensor:
+    """SimCLR's NT-Xent: row i of `z1` and row i of `z2` embed two views of one image; each
+    embedding must pick its partner, by cosine similarity / temperature, out of the other
+    2N - 1 embeddings of the batch (the views of the other images are its negatives)."""
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    similarity = (z @ z.T / temperature).masked_fill(
+        torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partners = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(similarity, partners)
