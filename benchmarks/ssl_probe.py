@@ -29,12 +29,13 @@ from semigen.data import StepBatchSampler, Views, load_dataset, to_float
 from semigen.labeling import losses, nets
 
 
-def simclr_views(shape: tuple[int, int, int], rotate: bool, colour: bool) -> v2.Compose:
+def simclr_views(shape: tuple[int, int, int], rotate: bool, colour: bool,
+                 crop_scale: float = 0.3) -> v2.Compose:
     """Crop and rescale, flip, rotation (where the data allow it) and, for colour images,
     jitter, channel permutation and grey: position, scale, orientation and colour as
     nuisances."""
     h, w, c = shape
-    steps = [v2.RandomResizedCrop((h, w), scale=(0.3, 1.0), antialias=True),
+    steps = [v2.RandomResizedCrop((h, w), scale=(crop_scale, 1.0), antialias=True),
              v2.RandomHorizontalFlip()]
     if rotate:
         steps.append(v2.RandomRotation(180))
@@ -73,6 +74,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--crop-scale", type=float, default=0.3, help="smallest crop's area share")
     p.add_argument("--no-rotate", action="store_true")
     p.add_argument("--no-colour", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -111,7 +113,7 @@ def main() -> None:
     head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 64))
     rows.append(score("random network, 0 min", lambda x: features(encoder, x)))
 
-    augment = simclr_views(data.shape, not args.no_rotate, not args.no_colour)
+    augment = simclr_views(data.shape, not args.no_rotate, not args.no_colour, args.crop_scale)
     loader = DataLoader(Views(images, np.zeros(len(images), np.int64), [augment, augment]),
                         batch_sampler=StepBatchSampler(len(images), args.batch, args.seed))
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=args.lr,
