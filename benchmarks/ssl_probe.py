@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--width", type=int, default=32, help="the small CNN's first channels")
     p.add_argument("--crop-scale", type=float, default=0.3, help="smallest crop's area share")
     p.add_argument("--no-rotate", action="store_true")
     p.add_argument("--no-colour", action="store_true")
@@ -108,7 +109,7 @@ def main() -> None:
 
     rows = [score("raw pixels", lambda x: F.normalize(
         torch.from_numpy(x).reshape(len(x), -1).float() - 127.5, dim=1))]
-    encoder = nets.build("cnn", data.shape[2], len(data.classes)).features
+    encoder = nets.SmallCNN(data.shape[2], len(data.classes), width=args.width).features
     width = encoder(torch.zeros(1, data.shape[2], *data.shape[:2])).shape[1]
     head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 64))
     rows.append(score("random network, 0 min", lambda x: features(encoder, x)))
