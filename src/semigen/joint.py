@@ -14,7 +14,6 @@ all-labels classifiers on the same budget) are runs of their own under ``RUN/bas
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,16 +28,11 @@ from .generation import train as generate_stage
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
 from .rundir import RunDir, check_continuation
+from .rundir import read_metrics as finished
 from .runtime import is_main_process, mix_seed, pick_accelerator
 
 log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
-
-
-def finished(run: Path) -> dict:
-    """metrics.json: an entry per finished stage."""
-    path = run / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 @torch.no_grad()
@@ -68,8 +62,7 @@ def fit(cfg: Config) -> dict | None:
     run = Path(cfg.run.out)
     if changed and is_main_process():
         with RunDir(run) as rundir:
-            rundir.info(f"fit: continuing {run}; changed since its config.yaml: "
-                        + "; ".join(changed))
+            rundir.note_continuation(changed)
 
     def stage(name: str, work, done: bool | None = None) -> None:
         """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""

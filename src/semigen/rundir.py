@@ -73,10 +73,8 @@ class RunDir:
 
     def update_metrics(self, stage: str, metrics: dict) -> None:
         """Set `stage`'s entry of metrics.json, keeping the other stages'."""
-        path = self.path / "metrics.json"
         if self.writer:
-            current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-            self.write_json("metrics.json", current | {stage: metrics})
+            self.write_json("metrics.json", read_metrics(self.path) | {stage: metrics})
 
     def stats(self, stage: str, step: int, **values) -> None:
         """One line of stats.jsonl; numbers also go to TensorBoard as ``stage/name``."""
@@ -101,6 +99,13 @@ class RunDir:
             elif isinstance(value, list) and value and all(map(_is_number, value)):
                 for i, v in enumerate(value):  # e.g. per-class counts: a curve per class
                     writer.add_scalar(f"{stage}/{name}/{i}", v, step, walltime=record["time"])
+
+    def note_continuation(self, changed: list[str]) -> None:
+        """Log the config fields that changed since the run's config.yaml (`check_continuation`
+        found them)."""
+        if changed:
+            self.info(f"continuing {self.path}; changed since its config.yaml: "
+                      + "; ".join(changed))
 
     def rewind(self, stage: str, step: int) -> None:
         """Drop `stage`'s stats past `step` and its ``done`` line, written after the checkpoint
@@ -134,6 +139,12 @@ class RunDir:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_metrics(run: str | Path) -> dict:
+    """metrics.json: an entry per finished stage ({} before the first)."""
+    path = Path(run) / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def read_stats(path: str | Path) -> list[dict]:

@@ -29,6 +29,7 @@ from .. import checkpoint
 from ..config import BUILTINS, Config, resolve
 from ..data import to_float, to_uint8
 from ..labeling import nets
+from ..rundir import read_metrics
 from ..runtime import mix_seed
 
 log = logging.getLogger("semigen")
@@ -139,10 +140,7 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
     recipe = evaluator_config(cfg, shape, steps)
     out = Path(recipe.run.out)
     latest = checkpoint.stage_path(out, "label")
-    done = latest.exists() and "label" in json.loads(
-        (out / "metrics.json").read_text(encoding="utf-8") if (out / "metrics.json").exists()
-        else "{}")
-    if not done:  # never trained, or a training that stopped: train (or resume) it
+    if not (latest.exists() and "label" in read_metrics(out)):  # or stopped: train (resume)
         from ..labeling.train import train
         log.info(f"training the evaluator classifier for {cfg.data.source} on all its training "
                  f"labels (once; cached in {out})")
@@ -151,13 +149,8 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
     state = checkpoint.load(latest)
     description = {"network": f"semigen evaluator ({state['net']['name']}, all-labels, "
                               f"{state['step']} steps)", "path": str(latest),
-                   "test_accuracy": _final_test_accuracy(out)}
+                   "test_accuracy": read_metrics(out)["label"].get("test_accuracy")}
     return nets.from_checkpoint(state), description
-
-
-def _final_test_accuracy(run: Path) -> float | None:
-    path = run / "metrics.json"
-    return json.loads(path.read_text())["label"].get("test_accuracy") if path.exists() else None
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ import base64
 import csv
 import html
 import io
-import json
 import re
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torchvision.utils import make_grid
 
 from ..config import from_dict, load_yaml
 from ..data import load_dataset
-from ..rundir import read_stats
+from ..rundir import read_metrics, read_stats
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
 SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
@@ -290,8 +289,7 @@ def write_report(run: str | Path) -> Path:
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
     cfg = from_dict(load_yaml(run / "config.yaml"))
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() \
-        else {}
+    metrics = read_metrics(run)
     data = load_dataset(cfg.data)
     import matplotlib
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.

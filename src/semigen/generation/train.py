@@ -134,9 +134,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
         data.report.raise_if_errors()
         check_split(run.path, data.split_record(cfg.data))
-        if changed and round_index == 0:
-            run.info(f"continuing {run.path}; changed since its config.yaml: "
-                     + "; ".join(changed))
+        if round_index == 0:
+            run.note_continuation(changed)
         pseudo_path = run.path / "pseudo_labels.csv"
         pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
         images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,

@@ -149,9 +149,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 
         data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
         check_split(run.path, data.split_record(cfg.data))
-        if changed and round_index == 0:
-            run.info(f"continuing {run.path}; changed since its config.yaml: "
-                     + "; ".join(changed))
+        if round_index == 0:
+            run.note_continuation(changed)
         run.write_json("data_report.json", data.report.to_dict())
         data.report.raise_if_errors()
         if semi and not len(data.unlabeled):
