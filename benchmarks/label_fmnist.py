@@ -1,6 +1,10 @@
-"""Module 1 on Fashion-MNIST: semi beside labels-only and all-labels, same network and budget.
+"""Module 1 on Fashion-MNIST or a folder set: semi beside labels-only and all-labels, same
+network and budget.
 
     python benchmarks/label_fmnist.py --preset quick --seeds 0 1 2 --out runs/bench-label
+    python benchmarks/label_fmnist.py --data 'runs/shapes{seed}' \
+        --truth 'runs/shapes{seed}.truth.csv' --all-labels-data 'runs/shapes{seed}-all' \
+        --out runs/bench-shapes   # folder sets from make_shapes.py --all-labeled-copy
     python benchmarks/label_fmnist.py --seeds 0 --modes semi \\
         --variant fixed:label.thresholds=fixed,label.dist_align=false   # an ablation
 
@@ -11,6 +15,7 @@ accuracy against wall time. Needs Debian's dataset-fashion-mnist (or a network).
 
 from __future__ import annotations
 
+import csv
 import platform
 import statistics
 import time
@@ -22,7 +27,7 @@ import torch
 
 from semigen.config import resolve
 from semigen.labeling.train import train
-from semigen.rundir import read_stats
+from semigen.rundir import read_metrics, read_stats
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -31,10 +36,23 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, {"label.mode": "semi", **overrides}
 
 
+def pseudo_label_accuracy(run: Path, truth_csv: str) -> float:
+    """The share of RUN/pseudo_labels.csv that agrees with a truth CSV (path,label)."""
+    with open(truth_csv, newline="") as f:
+        truth = {r["path"]: r["label"] for r in csv.DictReader(f)}
+    with open(run / "pseudo_labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return sum(truth[r["path"]] == r["label"] for r in rows) / len(rows)
+
+
 def run_one(args, name: str, overrides: dict, seed: int) -> dict:
     out = Path(args.out) / f"{name}-seed{seed}"
+    source = (args.all_labels_data if name == "all-labels" and args.all_labels_data
+              else args.data).format(seed=seed)
+    if source != "fmnist" and name == "all-labels":
+        overrides = {**overrides, "label.mode": "labels-only"}  # a folder with every label
     cfg = resolve(preset=args.preset, overrides={
-        "data.source": "fmnist", "data.labels_per_class": str(args.labels_per_class),
+        "data.source": source, "data.labels_per_class": str(args.labels_per_class),
         "data.split_seed": str(seed), "runtime.seed": str(seed), "run.out": str(out),
         "run.progress": "false", "run.resume": "none", **overrides, **args.set})
     start = time.perf_counter()
@@ -43,9 +61,14 @@ def run_one(args, name: str, overrides: dict, seed: int) -> dict:
     curve = [(r["time"], r["step"], r["test_accuracy"]) for r in read_stats(out)
              if "test_accuracy" in r and "event" not in r]
     t0 = next(r["time"] for r in read_stats(out)) if curve else 0
+    pseudo = metrics.get("pseudo_label_accuracy")
+    if pseudo is None and args.truth and name != "all-labels":
+        pseudo = pseudo_label_accuracy(out, args.truth.format(seed=seed))
+    estimate = read_metrics(out).get("represent", {})
     return {"name": name, "seed": seed, "seconds": seconds, "run": str(out),
-            "test_accuracy": metrics["test_accuracy"],
-            "pseudo_label_accuracy": metrics.get("pseudo_label_accuracy"),
+            "test_accuracy": metrics["test_accuracy"], "pseudo_label_accuracy": pseudo,
+            "estimated_accuracy": estimate.get("estimated_accuracy"),
+            "features_test_accuracy": estimate.get("features_test_accuracy"),
             "test_ece": metrics["test_ece"], "steps": cfg.label.steps,
             "curve": [(round(t - t0, 1), step, acc) for t, step, acc in curve]}
 
@@ -56,21 +79,30 @@ def mean_std(values: list[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
+def optional(rows: list[dict], key: str) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return mean_std(values) if values else "-"
+
+
 def markdown(results: list[dict], args) -> str:
     names = list(dict.fromkeys(r["name"] for r in results))
     by = {n: [r for r in results if r["name"] == n] for n in names}
-    lines = [f"`python benchmarks/label_fmnist.py --preset {args.preset} --seeds "
+    lines = [f"`python benchmarks/label_fmnist.py --data {args.data} --preset {args.preset} "
+             f"--seeds "
              f"{' '.join(map(str, args.seeds))}`" + (f" (set: {args.set})" if args.set else ""),
              f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
              f"{torch.__version__}, {date.today().isoformat()}", "",
-             "| mode | test accuracy % | pseudo-label accuracy % | test ECE | steps | "
-             "wall time (min) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| mode | test accuracy % | pseudo-label accuracy % | test ECE | estimated "
+             "accuracy % (labeled, held out) | features alone, test % | wall time (min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for n in names:
         rs = by[n]
         pl = [r["pseudo_label_accuracy"] for r in rs if r["pseudo_label_accuracy"] is not None]
         lines.append(f"| {n} | {mean_std([r['test_accuracy'] for r in rs])} | "
                      f"{mean_std(pl) if pl else '-'} | "
-                     f"{statistics.mean(r['test_ece'] for r in rs):.3f} | {rs[0]['steps']} | "
+                     f"{statistics.mean(r['test_ece'] for r in rs):.3f} | "
+                     f"{optional(rs, 'estimated_accuracy')} | "
+                     f"{optional(rs, 'features_test_accuracy')} | "
                      f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
     if {"semi", "labels-only", "all-labels"} <= set(names):
         closed = []
@@ -99,6 +131,10 @@ def markdown(results: list[dict], args) -> str:
 
 def main() -> None:
     parser = common.parser(__doc__, "runs/bench-label")
+    parser.add_argument("--data", default="fmnist", help="fmnist, or a folder ({seed} allowed)")
+    parser.add_argument("--truth", help="a folder's unlabeled truth CSV ({seed} allowed)")
+    parser.add_argument("--all-labels-data", help="the folder with every training image "
+                        "labeled, for the all-labels baseline ({seed} allowed)")
     parser.add_argument("--modes", nargs="*", default=["labels-only", "all-labels", "semi"])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v",
                         help="an extra semi run with these config overrides")

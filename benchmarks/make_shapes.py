@@ -1,6 +1,7 @@
 """A folder data set in which only the shape tells the class: the kind issue #13 measures on.
 
     python benchmarks/make_shapes.py runs/shapes --labeled 5 --unlabeled 3000 --test 200
+    python benchmarks/make_shapes.py runs/shapes1 --seed 1 --all-labeled-copy
 
 RGB, 32 px. Five classes (circle, square, triangle, star, cross); the shape's colour, the
 background (a plain colour or a gradient between two), the size, the position and the rotation
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 from pathlib import Path
 
 import cv2
@@ -77,7 +79,8 @@ def write(path: Path, image_rgb: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def make(out: Path, labeled: int, unlabeled: int, test: int, seed: int) -> None:
+def make(out: Path, labeled: int, unlabeled: int, test: int, seed: int
+         ) -> list[tuple[str, str]]:
     rng = np.random.default_rng(seed)
     for name in CLASSES:
         for i in range(labeled):
@@ -93,6 +96,25 @@ def make(out: Path, labeled: int, unlabeled: int, test: int, seed: int) -> None:
         truth.append((rel.as_posix(), name))
     with open(out.with_name(out.name + ".truth.csv"), "w", newline="") as f:
         csv.writer(f).writerows([("path", "label"), *truth])
+    return truth
+
+
+def all_labeled_copy(out: Path, truth: list[tuple[str, str]]) -> Path:
+    """``<out>-all``: the same images with every training image labeled (hard links), for the
+    all-labels baseline of a folder data set."""
+    copy = out.with_name(out.name + "-all")
+    for split in ("labeled", "test"):
+        for src in (out / split).rglob("*.*"):
+            dst = copy / src.relative_to(out)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.unlink(missing_ok=True)
+            os.link(src, dst)
+    for rel, name in truth:
+        dst = copy / "labeled" / name / Path(rel).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        os.link(out / rel, dst)
+    return copy
 
 
 def main() -> None:
@@ -102,9 +124,13 @@ def main() -> None:
     parser.add_argument("--unlabeled", type=int, default=3000)
     parser.add_argument("--test", type=int, default=200, help="test images per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-labeled-copy", action="store_true",
+                        help="also write <out>-all, every training image labeled")
     args = parser.parse_args()
-    make(args.out, args.labeled, args.unlabeled, args.test, args.seed)
+    truth = make(args.out, args.labeled, args.unlabeled, args.test, args.seed)
     print(f"wrote {args.out} ({len(CLASSES)} classes) and {args.out.name}.truth.csv")
+    if args.all_labeled_copy:
+        print(f"wrote {all_labeled_copy(args.out, truth)}")
 
 
 if __name__ == "__main__":

@@ -21,30 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from semigen.config import DataConfig
-from semigen.data import StepBatchSampler, Views, load_dataset, to_float
+from semigen.data import load_dataset, to_float
+from semigen.data.transforms import contrastive_views
 from semigen.labeling import losses, nets
-
-
-def simclr_views(shape: tuple[int, int, int], rotate: bool, colour: bool,
-                 crop_scale: float = 0.3) -> v2.Compose:
-    """Crop and rescale, flip, rotation (where the data allow it) and, for colour images,
-    jitter, channel permutation and grey: position, scale, orientation and colour as
-    nuisances."""
-    h, w, c = shape
-    steps = [v2.RandomResizedCrop((h, w), scale=(crop_scale, 1.0), antialias=True),
-             v2.RandomHorizontalFlip()]
-    if rotate:
-        steps.append(v2.RandomRotation(180))
-    if colour and c == 3:
-        steps += [v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-                  v2.RandomChannelPermutation(), v2.RandomGrayscale(p=0.2)]
-    elif colour:
-        steps.append(v2.RandomApply([v2.ColorJitter(0.4, 0.4)], p=0.8))
-    return v2.Compose(steps)
 
 
 @torch.no_grad()
@@ -114,13 +95,16 @@ def main() -> None:
     head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 64))
     rows.append(score("random network, 0 min", lambda x: features(encoder, x)))
 
-    augment = simclr_views(data.shape, not args.no_rotate, not args.no_colour, args.crop_scale)
-    loader = DataLoader(Views(images, np.zeros(len(images), np.int64), [augment, augment]),
-                        batch_sampler=StepBatchSampler(len(images), args.batch, args.seed))
+    augment = contrastive_views(data.shape, hflip=True, rotate=not args.no_rotate,
+                                colour=not args.no_colour, crop_scale=args.crop_scale)
+    pool = torch.from_numpy(images).permute(0, 3, 1, 2)
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=args.lr,
                                  weight_decay=1e-6)
+    g = torch.Generator().manual_seed(args.seed)
     start = last = time.perf_counter()
-    for step, (view1, view2, _, _) in enumerate(loader, start=1):
+    for step in range(1, 10**9):
+        batch = pool[torch.randint(len(pool), (args.batch,), generator=g)].float() / 255
+        view1, view2 = augment(batch) * 2 - 1, augment(batch) * 2 - 1
         z = head(encoder(torch.cat([view1, view2])))
         loss = losses.contrastive_loss(*z.chunk(2), temperature=args.temperature)
         optimizer.zero_grad(set_to_none=True)

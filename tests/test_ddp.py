@@ -22,17 +22,19 @@ def test_two_process_cpu_ddp(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     stats = read_stats(out)
-    done = [r for r in stats if r.get("event") == "done"]
+    assert [r["stage"] for r in stats if r.get("event") == "done"] == ["represent", "label"]
+    done = [r for r in stats if r.get("event") == "done" and r["stage"] == "label"]
     assert len(done) == 1 and done[0]["world_size"] == 2
     fingerprints = done[0]["weight_fingerprints"]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     # one writer: each logged step appears once, not once per rank
-    loss_steps = [r["step"] for r in stats if "loss" in r]
+    loss_steps = [r["step"] for r in stats if "loss" in r and r["stage"] == "label"]
     assert loss_steps == sorted(set(loss_steps)) == list(range(10, 31, 10))
+    assert [r["step"] for r in stats if "loss" in r and r["stage"] == "represent"] == [10, 20]
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "data_report.json", "log.txt", "metrics.json",
         "pseudo_labels.csv", "split.json", "stats.jsonl", "tensorboard"]
-    assert len(list((out / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["label", "represent"]
     assert (out / "log.txt").read_text().count("label done") == 1
     state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert len(state["rng"]) == 2  # each rank's RNG, to resume its own stream

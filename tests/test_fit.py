@@ -48,7 +48,7 @@ def fitted(tmp_path_factory, cache) -> tuple[Path, dict]:
 def test_fit_runs_every_stage_and_records_each_round(fitted):
     run, summary = fitted
     metrics = json.loads((run / "metrics.json").read_text())
-    assert list(metrics)[:1] == ["label"] and set(STAGES) <= set(metrics)
+    assert list(metrics)[:2] == ["represent", "label"] and set(STAGES) <= set(metrics)
     assert metrics["fit"] == summary
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     for found in summary["rounds"]:
@@ -195,7 +195,8 @@ def test_suggest_writes_uncertain_unlabeled_images(fitted, tmp_path):
     assert margins == sorted(margins)
     predictions = {r["path"]: r for r in csv.DictReader((run / "pseudo_labels.csv").open())}
     median = np.median([float(r["confidence"]) for r in predictions.values()])
-    assert all(float(r["confidence"]) < median for r in rows)
+    # chosen among the least certain (by margin, spread over the data): less sure than most
+    assert np.mean([float(r["confidence"]) for r in rows]) < median
 
 
 def test_suggestions_spread_over_the_data_instead_of_one_confused_region():

@@ -40,6 +40,7 @@ class DataConfig:
     image_size: int | None = None  # square side; None: the most common size, longest side <= 64
     channels: str = "auto"  # auto: gray or RGB as the majority of the images is
     hflip: bool | None = None  # weak augmentation flips; None: per data set (off for digits)
+    rotate: bool = False  # self-supervised views turn images by any angle (orientation no cue)
     cache_dir: str = "~/.cache/semigen"  # downloaded and extracted built-in data sets
     fmnist_dir: str = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
     download: bool = True  # built-ins other than digits: download when not found locally
@@ -59,7 +60,7 @@ class RuntimeConfig:
 class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
     net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
-    steps: int = 2000
+    steps: int = 1000  # fine-tuning after the representation stage (semi); baselines: the same
     batch_size: int = 32  # labeled images per step (FixMatch's 64 is in the full preset)
     lr: float = 0.03
     momentum: float = 0.9
@@ -72,6 +73,12 @@ class LabelConfig:
     threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
     dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
     eval_every: int = 250
+    # self-supervised representation stage (semi mode), before any label is used
+    pretrain_steps: int = 2500  # SimCLR steps on every training image; 0: none
+    pretrain_batch_size: int = 128  # images per step (two views each)
+    pretrain_lr: float = 3e-3  # Adam
+    pretrain_temperature: float = 0.2  # of the contrastive loss
+    width: int = 16  # channels of the cnn's first stage (it doubles twice)
     eval_unlabeled: int = 5000  # unlabeled images scored at each evaluation (all at the end)
 
 
@@ -273,6 +280,12 @@ def validate(cfg: Config) -> None:
     check(lab.eval_unlabeled >= 0,
           f"label.eval_unlabeled must be >= 0 (got {lab.eval_unlabeled})")
     check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
+    for name in ("pretrain_steps",):
+        check(getattr(lab, name) >= 0, f"label.{name} must be >= 0 (got {getattr(lab, name)})")
+    for name in ("pretrain_batch_size", "width"):
+        check(getattr(lab, name) >= 2, f"label.{name} must be >= 2 (got {getattr(lab, name)})")
+    for name in ("pretrain_lr", "pretrain_temperature"):
+        check(getattr(lab, name) > 0, f"label.{name} must be > 0 (got {getattr(lab, name)})")
     check(lab.mode != "all-labels" or d.source in BUILTINS,
           "label.mode all-labels needs a built-in data set, whose held-out labels are known "
           f"(data.source is {d.source!r})")

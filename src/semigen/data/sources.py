@@ -45,6 +45,7 @@ class Dataset:
     unlabeled_truth: np.ndarray | None  # true labels of `unlabeled`, for evaluation only
     hflip: bool  # whether mirrored images stay in their class
     report: DataReport
+    rotate: bool = False  # whether turned images stay in their class (self-supervised views)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -342,7 +343,7 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
         report.warnings.append("no unlabeled images: semi-supervised training has nothing "
                                "to learn from beyond the labels")
     return Dataset(root.name, classes, labeled, unlabeled, test if len(test) else None, None,
-                   cfg.hflip if cfg.hflip is not None else True, report)
+                   cfg.hflip if cfg.hflip is not None else True, report, cfg.rotate)
 
 
 def _empty_dataset(name, classes, report) -> Dataset:
@@ -387,7 +388,8 @@ def _load_builtin(cfg: DataConfig) -> Dataset:
     report.test_per_class = {c: int((test_y == i).sum()) for i, c in enumerate(classes)}
     report.unlabeled = len(unlabeled)
     hflip = cfg.hflip if cfg.hflip is not None else name not in NO_FLIP
-    return Dataset(name, classes, labeled, unlabeled, test, train_y[unlabeled_idx], hflip, report)
+    return Dataset(name, classes, labeled, unlabeled, test, train_y[unlabeled_idx], hflip, report,
+                   cfg.rotate)
 
 
 def labeled_split(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:

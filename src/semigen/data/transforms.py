@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import kornia.augmentation as K
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -30,6 +31,29 @@ def strong(shape: tuple[int, int, int], hflip: bool) -> v2.Compose:
     """The weak view, then RandAugment and a cutout (the FixMatch recipe)."""
     return v2.Compose([weak(shape, hflip), v2.RandAugment(num_ops=2, magnitude=10),
                        v2.RandomErasing(p=1.0, scale=(0.02, 0.15), value=127)])
+
+
+def contrastive_views(shape: tuple[int, int, int], hflip: bool, rotate: bool,
+                      colour: bool = True, crop_scale: float = 0.4) -> K.AugmentationSequential:
+    """Views for self-supervised learning, made on a whole batch at once (kornia draws every
+    image's parameters; per-image torchvision transforms cost as much as the network).
+
+    Position and scale (a resized crop), colour (jitter, channel order, grey; unless `colour`
+    is False because it tells the classes apart) and, where the data allow, mirror and rotation
+    are nuisances: two views of one image differ in them, so features that match the views
+    must ignore them. Works on floats in [0, 1]."""
+    h, w, c = shape
+    steps = [K.RandomResizedCrop((h, w), scale=(crop_scale, 1.0))]
+    if hflip:
+        steps.append(K.RandomHorizontalFlip())
+    if rotate:
+        steps.append(K.RandomRotation(180.0, p=1.0))
+    if colour and c == 3:
+        steps += [K.ColorJiggle(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomChannelShuffle(),
+                  K.RandomGrayscale(p=0.2)]
+    elif colour:
+        steps.append(K.ColorJiggle(0.4, 0.4, p=0.8))
+    return K.AugmentationSequential(*steps)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,8 @@ def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Co
         "data.source": cfg.data.source, "data.cache_dir": cfg.data.cache_dir,
         "data.fmnist_dir": cfg.data.fmnist_dir, "data.image_size": cfg.data.image_size,
         "data.channels": cfg.data.channels, "label.mode": "all-labels",
-        "label.steps": steps, "label.batch_size": 64, "run.progress": str(cfg.run.progress),
+        "label.steps": steps, "label.batch_size": 64, "label.width": 32,
+        "label.pretrain_steps": 0, "run.progress": str(cfg.run.progress),
         "runtime.device": cfg.runtime.device, "runtime.threads": cfg.runtime.threads})
     recipe.run.out = str(evaluator_run(recipe, shape))
     return recipe

@@ -125,6 +125,27 @@ def metrics_section(metrics: dict) -> str:
     return "\n".join(parts)
 
 
+def representation_section(metrics: dict, classes: list[str]) -> str:
+    """The labels from the self-supervised features: their held-out estimate (the figure a
+    user without a test folder has), flagged when near chance."""
+    found = metrics.get("represent")
+    if not found:
+        return ""
+    from ..labeling.represent import describe_estimate
+    note, near_chance = describe_estimate(found, len(classes))
+    rows = [["held out from the labeled images (estimate)", found.get("estimated_accuracy"),
+             found.get("estimate_low"), found.get("estimate_high")],
+            ["unlabeled images (known truth)", found.get("features_pseudo_label_accuracy"),
+             None, None],
+            ["test images (head fitted to them)", found.get("features_test_accuracy"), None,
+             None]]
+    css = ' class="warn"' if near_chance else ""
+    sentence = html.escape(note[0].upper() + note[1:])
+    return (f"<h2>Labels from self-supervised features</h2><p{css}>{sentence}.</p>"
+            + _table(["accuracy of the features' labels", "accuracy", "95 % low", "95 % high"],
+                     rows))
+
+
 def sample_section(run: Path, classes: list[str]) -> str:
     """The last grid of each generator stage (round), one row per class."""
     last: dict[str, tuple[int, Path]] = {}
@@ -294,7 +315,8 @@ def write_report(run: str | Path) -> Path:
     import matplotlib
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        sections = [metrics_section(metrics), sample_section(run, data.classes),
+        sections = [metrics_section(metrics), representation_section(metrics, data.classes),
+                    sample_section(run, data.classes),
                     curves_section(run), confusion_section(metrics, data.classes)]
         pseudo = run / "pseudo_labels.csv"
         if pseudo.exists():

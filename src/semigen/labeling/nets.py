@@ -73,11 +73,11 @@ class WideResNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build(name: str, in_channels: int, num_classes: int) -> nn.Module:
+def build(name: str, in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
     """The network in channels-last layout: its convolutions run about a fifth faster on a CPU
     (and use the tensor cores' layout on a GPU), and inputs need no conversion."""
     if name == "cnn":
-        net = SmallCNN(in_channels, num_classes)
+        net = SmallCNN(in_channels, num_classes, width)
     elif name == "wrn28_2":
         net = WideResNet(in_channels, num_classes)
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import math
 from pathlib import Path
 
@@ -29,11 +30,13 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from .. import checkpoint, runtime
 from ..config import Config, validate
 from ..data import DataError, Dataset, endless_batches, load_dataset, strong, to_float, weak
+from ..data.transforms import contrastive_views
 from ..rundir import RunDir, check_continuation, check_split, note_resume
-from ..runtime import progress
-from . import losses, nets
+from ..runtime import mix_seed, progress
+from . import losses, nets, represent
 
 STAGE = "label"
+log = logging.getLogger("semigen")
 
 
 def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +166,25 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 
         images, labels = training_set(data, lab.mode)
         num_classes = len(data.classes)
-        net = nets.build(lab.net, data.shape[2], num_classes)
+        net = nets.build(lab.net, data.shape[2], num_classes, lab.width).to(rt.device)
+        feature_labels = None  # the unlabeled images' labels from the features, if learned
+        # Colour is a nuisance of the self-supervised views unless it tells the labeled
+        # classes apart (a function of the labeled images: the same on a resume).
+        colour_views = not represent.colour_tells_classes_apart(data.labeled.images,
+                                                                data.labeled.labels)
+        if round_index == 0 and semi and lab.pretrain_steps and resume_from is None:
+            # Features from every training image first, then labels from the features.
+            run.info(f"{represent.STAGE}: colour is " + (
+                "a nuisance (it does not tell the labeled classes apart)" if colour_views else
+                "kept in the views: it tells the labeled classes apart"))
+            represent.pretrain(cfg, data, rt, run, net, colour_views)
+            from_features, feature_labels = labels_from_features(net, data, rt.device)
+            run.stats(represent.STAGE, lab.pretrain_steps, event="done", **from_features)
+            run.update_metrics(represent.STAGE, from_features)
+            run.info(f"{represent.STAGE} done: " + describe(from_features))
+            note, near_chance = represent.describe_estimate(from_features, num_classes)
+            if rt.is_writer:
+                (log.warning if near_chance else log.info)(note)
         ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
                                     weight_decay=lab.weight_decay, nesterov=True)
@@ -179,6 +200,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                                        "schedule": schedule})
             with checkpoint.reading(state, "classifier"):
                 levels = {k: state["levels"][k] for k in levels}
+                feature_labels = state.get("feature_labels")
                 start_step = int(state["step"])
                 checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
             note_resume(run, stage, resume_from, state, cfg)
@@ -211,6 +233,12 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 rt.fabric, *synthetic, [weak(data.shape, data.hflip)],
                 max(1, round(lab.batch_size * cfg.fit.synthetic_ratio)),
                 rt.data_seed(streams + 2), start_step, workers)
+        # After the representation stage, the labeled and strong views also carry the
+        # nuisances the features learned to ignore: without them, the few labels teach colour
+        # or position back, and the fine-tuned classifier falls below the features' labels.
+        nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
+                     if semi and lab.pretrain_steps else None)
+        nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
 
@@ -223,11 +251,19 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 x_synthetic, y_synthetic, _ = next(synthetic_batches)
                 x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
             if semi:
-                x_weak, x_strong, _, _ = next(unlabeled_batches)
+                x_weak, x_strong, _, index = next(unlabeled_batches)
+                if nuisances is not None:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.default_generator.manual_seed(mix_seed(nuisance_seed, step))
+                        x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
                 logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
                 logits_x, logits_weak, logits_strong = logits.split(
                     [len(x), len(x_weak), len(x_strong)])
                 probs = logits_weak.detach().float().softmax(dim=1)
+                if feature_labels is not None:
+                    # The features' labels stay a second teacher: the classifier's own guesses
+                    # alone drift from them as it fits the few labels.
+                    probs = (probs + feature_labels[index.cpu()].to(probs.device)) / 2
                 batch_conf = rt.fabric.all_reduce(probs.max(dim=1).values.mean(), reduce_op="mean")
                 batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
                 levels = {"global": losses.ema(levels["global"], batch_conf,
@@ -274,12 +310,13 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 if rt.is_writer:
                     ckpts.save({"kind": "classifier", "stage": stage, "mode": lab.mode,
                                 "net": {"name": lab.net, "in_channels": data.shape[2],
-                                        "num_classes": num_classes},
+                                        "num_classes": num_classes, "width": lab.width},
                                 "classes": data.classes, "image_shape": list(data.shape),
                                 "model": net.state_dict(), "ema": ema.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "schedule": schedule.state_dict(),
                                 "levels": {k: v.cpu() for k, v in levels.items()},
+                                "feature_labels": feature_labels,
                                 "rng": [{"torch": r} for r in rng],
                                 "config": cfg.to_dict()}, done)
                 rt.fabric.barrier()
@@ -301,10 +338,36 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         run.stats(stage, total_steps, event="done", weight_fingerprints=prints, **metrics)
         run.update_metrics(stage, metrics)
         rt.fabric.barrier()  # the next stage, on every rank, reads what rank 0 just wrote
-        run.info(f"{stage} done: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else
-                                            f"{k}={v}" for k, v in metrics.items()
-                                            if not isinstance(v, list)))
+        run.info(f"{stage} done: " + describe(metrics))
         return metrics
+
+
+def describe(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items() if not isinstance(v, list))
+
+
+def labels_from_features(net: torch.nn.Module, data: Dataset, device
+                         ) -> tuple[dict, torch.Tensor]:
+    """After the representation stage: spread the labels over the learned features, fit the
+    classifier's head to the spread labels (fine-tuning starts from them), and return their
+    figures (accuracy held out from the labeled images, and against known truth) and the
+    unlabeled images' label distributions."""
+    images = np.concatenate([data.labeled.images, data.unlabeled.images])
+    features = represent.embed(net.features, images, device)
+    targets = represent.first_labels(data, features)
+    represent.fit_head(net.head, features, targets)
+    labeled = np.arange(len(data.labeled))
+    found = represent.cross_validated_accuracy(features, labeled, data.labeled.labels,
+                                               len(data.classes))
+    unlabeled_probs = targets[len(data.labeled):]
+    found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
+    if data.unlabeled_truth is not None:
+        found |= scores(unlabeled_probs, data.unlabeled_truth, "features_pseudo_label")
+    if data.test is not None:  # logged, never used to choose anything
+        found |= scores(predict(net, data.test.images, device), data.test.labels,
+                        "features_test")
+    return found, targets[len(data.labeled):]
 
 
 def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,

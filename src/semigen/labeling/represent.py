@@ -1,0 +1,215 @@
+"""(1a) represent: features learned from every training image before any label is used.
+
+With a handful of labels, a classifier trained from random weights memorises them, and
+self-training then amplifies its own guesses. So the label stage first trains its network's
+feature extractor self-supervised on all training images, labeled and unlabeled (never the
+test images), with SimCLR (Chen et al. 2020): two views of each image, made with the nuisances
+of `contrastive_views`, must pick each other out of the batch (`losses.contrastive_loss`),
+through a small projection head that is dropped afterwards. BENCHMARKS.md says why SimCLR.
+
+Then labels come from the features (`propagate`): every image is linked to its nearest
+neighbours and the few labels spread along those links (label spreading, Zhou et al. 2004).
+Those labels are the first pseudo-labels, and the labeled images, held out in turn
+(`cross_validated_accuracy`), say how far to trust them; `semigen.labeling.train` then
+fine-tunes the pretrained network with FixMatch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.semi_supervised import LabelSpreading
+from torch import nn
+
+from .. import checkpoint
+from ..config import Config
+from ..data import Dataset, to_float
+from ..data.transforms import contrastive_views
+from ..rundir import RunDir, note_resume
+from ..runtime import Runtime, mix_seed, progress
+from . import losses
+
+STAGE = "represent"
+NEIGHBOURS = 10  # links per image in the label-spreading graph
+
+
+def projector(width: int, out: int = 64) -> nn.Sequential:
+    """SimCLR's projection head: the loss is taken on its output, the features stay general."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
+
+
+@torch.no_grad()
+def embed(features: nn.Module, images: np.ndarray, device, batch_size: int = 512
+          ) -> torch.Tensor:
+    """The features of uint8 N x H x W x C images (eval mode), on the CPU."""
+    was_training = features.training
+    features.eval()
+    out = [features(to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
+                             ).to(device)).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    features.train(was_training)
+    return torch.cat(out)
+
+
+def propagate(features: torch.Tensor, labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Class probabilities for every row of `features` from the rows whose label is >= 0, by
+    label spreading over the nearest-neighbour graph; rows the graph does not reach get the
+    uniform distribution."""
+    spreading = LabelSpreading(kernel="knn", n_neighbors=min(NEIGHBOURS, len(labels) - 1),
+                               alpha=0.2, max_iter=100)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spreading.fit(F.normalize(features, dim=1).numpy(), labels)
+    probs = np.nan_to_num(spreading.label_distributions_, nan=0.0)
+    found = np.zeros((len(labels), num_classes))
+    found[:, spreading.classes_[spreading.classes_ >= 0]] = probs[:, spreading.classes_ >= 0]
+    empty = found.sum(1) == 0
+    found[empty] = 1.0 / num_classes
+    return torch.from_numpy(found / found.sum(1, keepdims=True)).float()
+
+
+def cross_validated_accuracy(features: torch.Tensor, labeled: np.ndarray, labels: np.ndarray,
+                             num_classes: int, folds: int = 5, seed: int = 0) -> dict:
+    """Accuracy of `propagate` on labeled images it did not see: each of `folds` folds (one
+    image per class per fold at most) is held out in turn and labeled from the others. With
+    a Wilson 95 % interval, and None where no class has two labeled images."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.full(len(labeled), -1)
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) >= 2:  # a class needs a labeled image left to be predicted at all
+            fold_of[members] = np.arange(len(members)) % min(folds, len(members))
+    if (fold_of < 0).all():
+        return {"estimated_accuracy": None, "estimate_held_out": 0}
+    right = total = 0
+    known = np.full(len(features), -1)
+    for f in range(fold_of.max() + 1):
+        train = known.copy()
+        train[labeled[fold_of != f]] = labels[fold_of != f]
+        held = fold_of == f
+        guess = propagate(features, train, num_classes)[labeled[held]].argmax(1).numpy()
+        right += int((guess == labels[held]).sum())
+        total += int(held.sum())
+    low, high = wilson_interval(right, total)
+    return {"estimated_accuracy": right / total, "estimate_low": low, "estimate_high": high,
+            "estimate_held_out": total}
+
+
+def wilson_interval(right: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (sound for small counts)."""
+    p = right / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return centre - half, centre + half
+
+
+def colour_tells_classes_apart(images: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether an image's colour alone (per-channel mean and spread) predicts its label better
+    than chance, judged on the labeled images held out one at a time (1-NN, the lower end of
+    a 95 % interval above chance). Then colour is a cue, not a nuisance, and the views keep it:
+    dark against light, ripe against unripe."""
+    pixels = images.reshape(len(images), -1, images.shape[-1]).astype(np.float64)
+    stats = np.concatenate([pixels.mean(1), pixels.std(1)], axis=1)
+    stats = (stats - stats.mean(0)) / (stats.std(0) + 1e-9)
+    distance = ((stats[:, None] - stats[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    right = int((labels[distance.argmin(1)] == labels).sum())
+    low, _ = wilson_interval(right, len(labels))
+    return low > 1 / len(np.unique(labels))
+
+
+def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Module,
+             colour: bool) -> None:
+    """Train ``net.features`` in place with SimCLR for ``label.pretrain_steps`` steps, from
+    ``RUN/checkpoints/represent/`` if an earlier attempt left one. Batch t is drawn and
+    augmented from seeds of (seed, rank, t) alone, so a resumed run equals an uninterrupted
+    one."""
+    lab = cfg.label
+    total_steps = lab.pretrain_steps
+    ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
+    resume_from = ckpts.resume_path("none" if cfg.run.resume == "none" else "auto")
+    encoder = nn.Sequential(net.features, projector(net.head.in_features)
+                            ).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=lab.pretrain_lr, weight_decay=1e-6)
+    start_step = 0
+    if resume_from is not None:
+        state = checkpoint.load(resume_from)
+        checkpoint.restore(state, {"model": encoder, "optimizer": optimizer})
+        start_step = int(state["step"])
+        note_resume(run, STAGE, resume_from, state, cfg)
+    else:
+        run.rewind(STAGE, 0)
+    if rt.is_writer:
+        ckpts.remove_leftovers()
+    if start_step >= total_steps:
+        return
+    model, optimizer = rt.fabric.setup(encoder, optimizer)
+
+    pool = torch.from_numpy(np.concatenate([data.labeled.images, data.unlabeled.images])
+                            ).permute(0, 3, 1, 2)
+    augment = contrastive_views(data.shape, data.hflip, data.rotate, colour)
+    seed = rt.data_seed(100)
+    for step in progress(range(start_step, total_steps), initial=start_step, total=total_steps,
+                         desc=f"{STAGE} (SimCLR)", unit="step",
+                         disable=not (rt.is_writer and cfg.run.progress)):
+        with torch.random.fork_rng(devices=[]):  # the batch and its views from (seed, step)
+            torch.default_generator.manual_seed(mix_seed(seed, step))
+            index = torch.randint(len(pool), (lab.pretrain_batch_size,))
+            batch = pool[index].to(rt.device).float() / 255
+            views = torch.cat([augment(batch), augment(batch)]) * 2 - 1
+        z1, z2 = model(views.contiguous(memory_format=torch.channels_last)).chunk(2)
+        loss = losses.contrastive_loss(z1, z2, lab.pretrain_temperature)
+        optimizer.zero_grad(set_to_none=True)
+        rt.fabric.backward(loss)
+        optimizer.step()
+
+        done = step + 1
+        if done % cfg.run.log_every == 0 or done == total_steps:
+            run.stats(STAGE, done, loss=loss.item())
+        if done % cfg.run.checkpoint_every == 0 or done == total_steps:
+            if rt.is_writer:
+                ckpts.save({"kind": "representation", "stage": STAGE,
+                            "model": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                            "config": cfg.to_dict()}, done)
+            rt.fabric.barrier()
+
+
+def first_labels(data: Dataset, features: torch.Tensor) -> torch.Tensor:
+    """`propagate` over every training image (labeled first, then unlabeled): the labeled
+    images keep their labels, the unlabeled ones get the spread distribution."""
+    known = np.concatenate([data.labeled.labels, np.full(len(data.unlabeled), -1)])
+    return propagate(features, known, len(data.classes))
+
+
+def fit_head(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor,
+             steps: int = 300) -> None:
+    """Fit the classifier's linear head, in place, to soft `targets` on fixed features, so
+    that fine-tuning starts from the labels the features give instead of a random head."""
+    device = head.weight.device
+    x, t = features.to(device), targets.to(device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = torch.sum(-t * F.log_softmax(head(x), dim=1), dim=1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def describe_estimate(found: dict, num_classes: int) -> tuple[str, bool]:
+    """A sentence on the held-out estimate for the log and the report, and whether it is near
+    chance: its 95 % interval reaches down to 1.5 x chance, so the labels may be guesses."""
+    chance = 1 / num_classes
+    if found.get("estimated_accuracy") is None:
+        return ("no accuracy estimate: it holds labeled images out, and no class has two",
+                False)
+    text = (f"labels from the features are estimated {found['estimated_accuracy']:.0%} right "
+            f"(95 % interval {found['estimate_low']:.0%}-{found['estimate_high']:.0%}, "
+            f"{found['estimate_held_out']} labeled images held out in turn; chance "
+            f"{chance:.0%})")
+    near = found["estimate_low"] <= 1.5 * chance
+    if near:
+        text += (": NEAR CHANCE. The pseudo-labels may be guesses, whatever their confidence; "
+                 "label more images, check that the classes differ in what the images show, "
+                 "or train the representation longer (--label.pretrain-steps)")
+    return text, near
