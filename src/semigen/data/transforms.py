@@ -38,10 +38,10 @@ def contrastive_views(shape: tuple[int, int, int], hflip: bool, rotate: bool,
     """Views for self-supervised learning, made on a whole batch at once (kornia draws every
     image's parameters; per-image torchvision transforms cost as much as the network).
 
-    Position and scale (a resized crop), colour (jitter, channel order, grey; unless `colour`
-    is False because it tells the classes apart) and, where the data allow, mirror and rotation
-    are nuisances: two views of one image differ in them, so features that match the views
-    must ignore them. Works on floats in [0, 1]."""
+    Position and scale (a resized crop), colour (jitter, channel order, grey, inversion;
+    unless `colour` is False because it tells the classes apart) and, where the data allow,
+    mirror and rotation are nuisances: two views of one image differ in them, so features that
+    match the views must ignore them. Works on floats in [0, 1]."""
     h, w, c = shape
     steps = [K.RandomResizedCrop((h, w), scale=(crop_scale, 1.0))]
     if hflip:
@@ -53,6 +53,8 @@ def contrastive_views(shape: tuple[int, int, int], hflip: bool, rotate: bool,
                   K.RandomGrayscale(p=0.2)]
     elif colour:
         steps.append(K.ColorJiggle(0.4, 0.4, p=0.8))
+    if colour:  # dark on light and light on dark alike
+        steps.append(K.RandomInvert(p=0.5))
     return K.AugmentationSequential(*steps)
 
 

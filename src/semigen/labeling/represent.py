@@ -105,10 +105,9 @@ def wilson_interval(right: int, total: int, z: float = 1.96) -> tuple[float, flo
 
 
 def colour_tells_classes_apart(images: np.ndarray, labels: np.ndarray) -> bool:
-    """Whether an image's colour alone (per-channel mean and spread) predicts its label better
-    than chance, judged on the labeled images held out one at a time (1-NN, the lower end of
-    a 95 % interval above chance). Then colour is a cue, not a nuisance, and the views keep it:
-    dark against light, ripe against unripe."""
+    """Whether an image's colour alone (per-channel mean and spread) tells its class, judged
+    on the labeled images held out one at a time (1-NN). Then colour is a cue, not a
+    nuisance, and the views keep it: dark against light, ripe against unripe."""
     pixels = images.reshape(len(images), -1, images.shape[-1]).astype(np.float64)
     stats = np.concatenate([pixels.mean(1), pixels.std(1)], axis=1)
     stats = (stats - stats.mean(0)) / (stats.std(0) + 1e-9)
@@ -116,7 +115,11 @@ def colour_tells_classes_apart(images: np.ndarray, labels: np.ndarray) -> bool:
     np.fill_diagonal(distance, np.inf)
     right = int((labels[distance.argmin(1)] == labels).sum())
     low, _ = wilson_interval(right, len(labels))
-    return low > 1 / len(np.unique(labels))
+    chance = 1 / len(np.unique(labels))
+    # At least halfway from chance to perfect, and surely above chance: brightness that
+    # only hints at a class (trousers against coats, 29 % against 10 % on Fashion-MNIST)
+    # stays a nuisance, which measured better there (BENCHMARKS.md).
+    return right / len(labels) >= (1 + chance) / 2 and low > chance
 
 
 def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Module,
