@@ -121,3 +121,13 @@ def test_baseline_modes_train_on_what_they_claim(tmp_path):
     # both still label every unlabeled image, so their pseudo-labels compare with semi's
     assert len(rows(tmp_path / "lo" / "pseudo_labels.csv")) == 1247
     assert "pseudo_label_accuracy" in upper
+
+
+def test_a_folder_with_every_image_labeled_trains_without_unlabeled_images(tmp_path,
+                                                                           clean_folder):
+    import shutil
+    shutil.rmtree(clean_folder / "unlabeled")
+    run = tmp_path / "run"
+    assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny",
+                 "--label.mode", "labels-only"]) == 0
+    assert rows(run / "pseudo_labels.csv") == []  # the header alone: nothing to label

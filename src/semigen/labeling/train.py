@@ -103,7 +103,7 @@ def accuracy(model: torch.nn.Module, images, device) -> float:
 
 def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: torch.Tensor,
                         round_index: int = 0) -> None:
-    confidence, labels = probs.max(dim=1)
+    confidence, labels = probs.reshape(len(ids), len(classes)).max(dim=1)  # none: 0 x C
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
