@@ -170,8 +170,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         feature_labels = None  # the unlabeled images' labels from the features, if learned
         # Colour is a nuisance of the self-supervised views unless it tells the labeled
         # classes apart (a function of the labeled images: the same on a resume).
-        colour_views = not represent.colour_tells_classes_apart(data.labeled.images,
-                                                                data.labeled.labels)
+        colour_views = semi and lab.pretrain_steps and not \
+            represent.colour_tells_classes_apart(data.labeled.images, data.labeled.labels)
         if round_index == 0 and semi and lab.pretrain_steps and resume_from is None:
             # Features from every training image first, then labels from the features.
             run.info(f"{represent.STAGE}: colour is " + (
