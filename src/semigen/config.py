@@ -280,8 +280,8 @@ def validate(cfg: Config) -> None:
     check(lab.eval_unlabeled >= 0,
           f"label.eval_unlabeled must be >= 0 (got {lab.eval_unlabeled})")
     check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
-    for name in ("pretrain_steps",):
-        check(getattr(lab, name) >= 0, f"label.{name} must be >= 0 (got {getattr(lab, name)})")
+    check(lab.pretrain_steps >= 0,
+          f"label.pretrain_steps must be >= 0 (got {lab.pretrain_steps})")
     for name in ("pretrain_batch_size", "width"):
         check(getattr(lab, name) >= 2, f"label.{name} must be >= 2 (got {getattr(lab, name)})")
     for name in ("pretrain_lr", "pretrain_temperature"):

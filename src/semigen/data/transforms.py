@@ -7,6 +7,7 @@ uninterrupted one, whatever the number of loader workers."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import kornia.augmentation as K
@@ -56,6 +57,16 @@ def contrastive_views(shape: tuple[int, int, int], hflip: bool, rotate: bool,
     return K.AugmentationSequential(*steps)
 
 
+@contextlib.contextmanager
+def seeded_cpu_rng(seed: int):
+    """torch's global CPU generator seeded with `seed` inside the block, restored after. Only
+    that one: torch.manual_seed would also queue a CUDA seeding with its call stack, which on a
+    CUDA build costs about as much as making two views of an image."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]: the scale every network in semigen sees."""
     return images.float().div(127.5).sub(1.0)
@@ -85,11 +96,7 @@ class Views(TorchDataset):
         if seed is None or not self.transforms:
             views = [to_float(image)] * max(1, len(self.transforms))
         else:
-            # The transforms draw from torch's global CPU generator. Only that one is seeded:
-            # torch.manual_seed would also queue a CUDA seeding with its call stack, which on
-            # a CUDA build costs about as much as making the two views.
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
+            with seeded_cpu_rng(seed):  # the transforms draw from torch's global generator
                 views = [to_float(t(image)) for t in self.transforms]
         return (*views, self.labels[index], index)
 

@@ -27,7 +27,7 @@ from torch import nn
 from .. import checkpoint
 from ..config import Config
 from ..data import Dataset, to_float
-from ..data.transforms import contrastive_views
+from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..rundir import RunDir, note_resume
 from ..runtime import Runtime, mix_seed, progress
 from . import losses
@@ -42,15 +42,16 @@ def projector(width: int, out: int = 64) -> nn.Sequential:
 
 
 @torch.no_grad()
-def embed(features: nn.Module, images: np.ndarray, device, batch_size: int = 512
+def embed(module: nn.Module, images: np.ndarray, device, batch_size: int = 512
           ) -> torch.Tensor:
-    """The features of uint8 N x H x W x C images (eval mode), on the CPU."""
-    was_training = features.training
-    features.eval()
-    out = [features(to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
-                             ).to(device)).float().cpu()
+    """`module`'s outputs (features, or a classifier's logits) for uint8 N x H x W x C images,
+    in eval mode, in batches, float on the CPU."""
+    was_training = module.training
+    module.eval()
+    out = [module(to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
+                           ).to(device)).float().cpu()
            for i in range(0, len(images), batch_size)]
-    features.train(was_training)
+    module.train(was_training)
     return torch.cat(out)
 
 
@@ -157,8 +158,7 @@ def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Modul
     for step in progress(range(start_step, total_steps), initial=start_step, total=total_steps,
                          desc=f"{STAGE} (SimCLR)", unit="step",
                          disable=not (rt.is_writer and cfg.run.progress)):
-        with torch.random.fork_rng(devices=[]):  # the batch and its views from (seed, step)
-            torch.default_generator.manual_seed(mix_seed(seed, step))
+        with seeded_cpu_rng(mix_seed(seed, step)):  # the batch and its views from (seed, step)
             index = torch.randint(len(pool), (lab.pretrain_batch_size,))
             batch = pool[index].to(rt.device).float() / 255
             views = torch.cat([augment(batch), augment(batch)]) * 2 - 1

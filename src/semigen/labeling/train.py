@@ -29,8 +29,8 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
-from ..data import DataError, Dataset, endless_batches, load_dataset, strong, to_float, weak
-from ..data.transforms import contrastive_views
+from ..data import DataError, Dataset, endless_batches, load_dataset, strong, weak
+from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..rundir import RunDir, check_continuation, check_split, note_resume
 from ..runtime import mix_seed, progress
 from . import losses, nets, represent
@@ -74,18 +74,12 @@ def cosine_lr(total_steps: int):
     return lambda step: math.cos(7 * math.pi * step / (16 * total_steps))
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 512
             ) -> torch.Tensor:
     """Softmax probabilities for uint8 N x H x W x C images, in eval mode, on CPU at the end."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)).to(device)
-        out.append(model(x).float().softmax(dim=1).cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    if not len(images):
+        return torch.zeros(0)
+    return represent.embed(model, images, device, batch_size).softmax(dim=1)
 
 
 def scores(probs: torch.Tensor, truth: np.ndarray, prefix: str) -> dict:
@@ -170,9 +164,10 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         feature_labels = None  # the unlabeled images' labels from the features, if learned
         # Colour is a nuisance of the self-supervised views unless it tells the labeled
         # classes apart (a function of the labeled images: the same on a resume).
-        colour_views = semi and lab.pretrain_steps and not \
-            represent.colour_tells_classes_apart(data.labeled.images, data.labeled.labels)
-        if round_index == 0 and semi and lab.pretrain_steps and resume_from is None:
+        pretrained = semi and lab.pretrain_steps > 0  # a representation stage comes first
+        colour_views = pretrained and not represent.colour_tells_classes_apart(
+            data.labeled.images, data.labeled.labels)
+        if round_index == 0 and pretrained and resume_from is None:
             # Features from every training image first, then labels from the features.
             run.info(f"{represent.STAGE}: colour is " + (
                 "a nuisance (it does not tell the labeled classes apart)" if colour_views else
@@ -237,7 +232,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         # nuisances the features learned to ignore: without them, the few labels teach colour
         # or position back, and the fine-tuned classifier falls below the features' labels.
         nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
-                     if semi and lab.pretrain_steps else None)
+                     if pretrained else None)
         nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
@@ -253,8 +248,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             if semi:
                 x_weak, x_strong, _, index = next(unlabeled_batches)
                 if nuisances is not None:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.default_generator.manual_seed(mix_seed(nuisance_seed, step))
+                    with seeded_cpu_rng(mix_seed(nuisance_seed, step)):
                         x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
                 logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
                 logits_x, logits_weak, logits_strong = logits.split(
@@ -367,7 +361,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device
     if data.test is not None:  # logged, never used to choose anything
         found |= scores(predict(net, data.test.images, device), data.test.labels,
                         "features_test")
-    return found, targets[len(data.labeled):]
+    return found, unlabeled_probs
 
 
 def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
