@@ -30,6 +30,24 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the field or file."""
 
 
+def backbone_problem(backbone: str, weights: str) -> str | None:
+    """What is wrong with label.backbone and label.weights, if anything: the backbone must be
+    an architecture torchvision or timm knows, the weights a file or 'download'."""
+    from .labeling import nets
+    if backbone:
+        try:
+            if not nets.known_backbone(backbone):
+                return (f"label.backbone {backbone!r} is neither a torchvision architecture "
+                        "(torchvision.models.list_models()) nor timm:NAME of a timm model")
+        except ValueError as e:  # timm:NAME without timm installed
+            return f"label.backbone {backbone!r}: {e}"
+    if weights and not backbone:
+        return "label.weights needs label.backbone (the architecture the weights fit)"
+    if weights and weights != "download" and not Path(weights).expanduser().is_file():
+        return f"label.weights: no file {weights} (give a state dict file, or 'download')"
+    return None
+
+
 @dataclass
 class DataConfig:
     source: str = "digits"  # a folder (DATA/labeled/<class>/..., DATA/unlabeled/...) or a built-in
@@ -60,6 +78,8 @@ class RuntimeConfig:
 class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
     net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
+    backbone: str = ""  # instead of net: a torchvision architecture (resnet18) or timm:NAME
+    weights: str = ""  # the backbone's pretrained weights: a state dict file, or 'download'
     steps: int = 1000  # fine-tuning after the representation stage (semi); baselines: the same
     batch_size: int = 32  # labeled images per step (FixMatch's 64 is in the full preset)
     lr: float = 0.03
@@ -266,6 +286,8 @@ def validate(cfg: Config) -> None:
     check(r.threads >= 0, f"runtime.threads must be >= 0 (got {r.threads})")
     check(lab.mode in LABEL_MODES, f"label.mode must be one of {LABEL_MODES} (got {lab.mode!r})")
     check(lab.net in NETS, f"label.net must be one of {NETS} (got {lab.net!r})")
+    problem = backbone_problem(lab.backbone, lab.weights)
+    check(problem is None, problem or "")
     check(lab.steps >= 1, f"label.steps must be >= 1 (got {lab.steps})")
     check(lab.batch_size >= 1, f"label.batch_size must be >= 1 (got {lab.batch_size})")
     check(lab.lr > 0, f"label.lr must be > 0 (got {lab.lr})")

@@ -179,7 +179,8 @@ def note_resume(run: RunDir, stage: str, path, state: dict, cfg: Config) -> None
 # logging, devices and evaluation may change.
 DATA_FIELDS = ("source", "labels_csv", "labels_per_class", "split_seed", "image_size",
                "channels")
-MODEL_FIELDS = {"label": ("mode", "net", "width"), "generate": ("mode", "z_dim", "width")}
+MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width"),
+                "generate": ("mode", "z_dim", "width")}
 
 
 def check_continuation(cfg: Config) -> list[str]:

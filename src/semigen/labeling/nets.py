@@ -3,8 +3,13 @@ checkpoint stores beside its weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+# ImageNet's channel statistics: what torchvision's and timm's pretrained weights expect.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -73,16 +78,139 @@ class WideResNet(nn.Module):
         return self.head(self.features(x))
 
 
+class ImageNetInput(nn.Module):
+    """semigen's [-1, 1] images, grey or RGB, as an ImageNet backbone expects them: three
+    channels, each standardised with ImageNet's statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def forward(self, x):
+        x = (x + 1) / 2
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+
+def is_timm(architecture: str) -> bool:
+    return architecture.startswith("timm:")
+
+
+def import_timm():
+    try:
+        import timm
+    except ImportError as e:
+        raise ValueError("timm backbones need timm: pip install timm") from e
+    return timm
+
+
+def headless(architecture: str) -> tuple[nn.Module, int]:
+    """A torchvision architecture (`resnet18`) or a timm one (`timm:resnet18`), randomly
+    initialised, without its classification layer; and the width of the features it gives."""
+    if is_timm(architecture):
+        body = import_timm().create_model(architecture[5:], pretrained=False, num_classes=0)
+        return body, body.num_features
+    import torchvision
+    body = torchvision.models.get_model(architecture, weights=None)
+    # torchvision's classifiers end in one Linear layer (fc, classifier[-1], heads.head).
+    name, last = [(n, m) for n, m in body.named_modules() if isinstance(m, nn.Linear)][-1]
+    body.set_submodule(name, nn.Identity())
+    return body, last.in_features
+
+
+def known_backbone(architecture: str) -> bool:
+    if is_timm(architecture):
+        return import_timm().is_model(architecture[5:])
+    import torchvision
+    return architecture in torchvision.models.list_models()
+
+
+class Backbone(nn.Module):
+    """A torchvision or timm architecture as a semigen classifier: `features` (the input
+    adapter, then the architecture without its classifier) and a linear `head`, like the
+    built-in networks. Images keep the data's size: for ImageNet weights on small images,
+    a larger `data.image_size` lets them see more."""
+
+    def __init__(self, architecture: str, num_classes: int):
+        super().__init__()
+        body, dim = headless(architecture)
+        self.features = nn.Sequential(ImageNetInput(), body)
+        self.head = nn.Linear(dim, num_classes)
+
+    @property
+    def body(self) -> nn.Module:
+        return self.features[1]
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def build(name: str, in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
     """The network in channels-last layout: its convolutions run about a fifth faster on a CPU
-    (and use the tensor cores' layout on a GPU), and inputs need no conversion."""
+    (and use the tensor cores' layout on a GPU), and inputs need no conversion. `name` is a
+    built-in (cnn, wrn28_2) or a backbone (a torchvision architecture, or timm:NAME)."""
     if name == "cnn":
         net = SmallCNN(in_channels, num_classes, width)
     elif name == "wrn28_2":
         net = WideResNet(in_channels, num_classes)
+    elif known_backbone(name):
+        net = Backbone(name, num_classes)
     else:
-        raise ValueError(f"unknown network '{name}' (networks: cnn, wrn28_2)")
+        raise ValueError(f"unknown network '{name}' (networks: cnn, wrn28_2, a torchvision "
+                         "architecture, timm:NAME)")
     return net.to(memory_format=torch.channels_last)
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from a file: safetensors, or a torch file read as data only. A training
+    checkpoint's 'state_dict' or 'model' entry is taken, and DDP's 'module.' prefix dropped."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def downloaded_state_dict(architecture: str) -> dict:
+    """The architecture's default pretrained weights, from torch's or Hugging Face's cache,
+    or downloaded into it."""
+    try:
+        if is_timm(architecture):
+            model = import_timm().create_model(architecture[5:], pretrained=True, num_classes=0)
+            return model.state_dict()
+        import torchvision
+        weights = torchvision.models.get_model_weights(architecture).DEFAULT
+        return weights.get_state_dict(progress=False)
+    except OSError as e:  # URLError, connection errors, a read-only cache
+        raise ValueError(
+            f"label.weights download: could not fetch {architecture}'s pretrained weights "
+            f"({e}); without a network, pass a state dict file as label.weights") from e
+
+
+def load_backbone_weights(net: Backbone, architecture: str, weights: str) -> str:
+    """Loads `weights` (a file path, or 'download') into the backbone's body; every tensor of
+    the body must be there with its shape, and only the source's own classifier may be left
+    over. Returns a line for the log."""
+    source = downloaded_state_dict(architecture) if weights == "download" else \
+        read_state_dict(Path(weights).expanduser())
+    own = net.body.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in matched]
+    if missing:
+        raise ValueError(f"label.weights {weights}: {len(missing)} of the {len(own)} tensors of "
+                         f"{architecture} are missing or of another shape (first: "
+                         f"{missing[0]}); is it a state dict of this architecture?")
+    net.body.load_state_dict(matched)
+    left = sorted(set(source) - set(matched))
+    return (f"{architecture} weights from {weights}: {len(matched)} tensors"
+            + (f", {len(left)} left out ({', '.join(left[:4])})" if left else ""))
 
 
 def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:

@@ -55,6 +55,18 @@ def embed(module: nn.Module, images: np.ndarray, device, batch_size: int = 512
     return torch.cat(out)
 
 
+def recalibrate_batch_norm(module: nn.Module, images: np.ndarray, device, limit: int = 10_000,
+                           batch_size: int = 256) -> None:
+    """BatchNorm's running statistics measured afresh on (a fixed sample of) the images
+    themselves. Those of a stage that saw other images (augmented views, or ImageNet for a
+    user's backbone) make eval-mode features, and a head fitted to them, disagree with the
+    training-mode network that fine-tunes: a random resnet18's first loss was 44."""
+    pick = np.sort(np.random.default_rng(0).permutation(len(images))[:limit])
+    batches = (to_float(torch.from_numpy(images[pick[i:i + batch_size]]).permute(0, 3, 1, 2))
+               for i in range(0, len(pick), batch_size))
+    torch.optim.swa_utils.update_bn(batches, module, device)
+
+
 def propagate(features: torch.Tensor, labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Class probabilities for every row of `features` from the rows whose label is >= 0, by
     label spreading over the nearest-neighbour graph; rows the graph does not reach get the

@@ -160,24 +160,29 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 
         images, labels = training_set(data, lab.mode)
         num_classes = len(data.classes)
-        net = nets.build(lab.net, data.shape[2], num_classes, lab.width).to(rt.device)
+        architecture = lab.backbone or lab.net
+        net = nets.build(architecture, data.shape[2], num_classes, lab.width).to(rt.device)
+        fresh = round_index == 0 and resume_from is None
+        if fresh and lab.weights:  # every mode: the baselines start from the same weights
+            run.info(nets.load_backbone_weights(net, architecture, lab.weights))
         feature_labels = None  # the unlabeled images' labels from the features, if learned
+        learned = semi and lab.pretrain_steps > 0  # a representation stage comes first
+        from_features = learned or (semi and bool(lab.weights))  # labels from features first
         # Colour is a nuisance of the self-supervised views unless it tells the labeled
         # classes apart (a function of the labeled images: the same on a resume).
-        pretrained = semi and lab.pretrain_steps > 0  # a representation stage comes first
-        colour_views = pretrained and not represent.colour_tells_classes_apart(
+        colour_views = from_features and not represent.colour_tells_classes_apart(
             data.labeled.images, data.labeled.labels)
-        if round_index == 0 and pretrained and resume_from is None:
-            # Features from every training image first, then labels from the features.
+        if fresh and learned:
             run.info(f"{represent.STAGE}: colour is " + (
                 "a nuisance (it does not tell the labeled classes apart)" if colour_views else
                 "kept in the views: it tells the labeled classes apart"))
             represent.pretrain(cfg, data, rt, run, net, colour_views)
-            from_features, feature_labels = labels_from_features(net, data, rt.device)
-            run.stats(represent.STAGE, lab.pretrain_steps, event="done", **from_features)
-            run.update_metrics(represent.STAGE, from_features)
-            run.info(f"{represent.STAGE} done: " + describe(from_features))
-            note, near_chance = represent.describe_estimate(from_features, num_classes)
+        if fresh and from_features:  # features from every training image, then their labels
+            found, feature_labels = labels_from_features(net, data, rt.device)
+            run.stats(represent.STAGE, lab.pretrain_steps, event="done", **found)
+            run.update_metrics(represent.STAGE, found)
+            run.info(f"{represent.STAGE} done: " + describe(found))
+            note, near_chance = represent.describe_estimate(found, num_classes)
             if rt.is_writer:
                 (log.warning if near_chance else log.info)(note)
         ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
@@ -232,7 +237,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         # nuisances the features learned to ignore: without them, the few labels teach colour
         # or position back, and the fine-tuned classifier falls below the features' labels.
         nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
-                     if pretrained else None)
+                     if from_features else None)
         nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
@@ -303,7 +308,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                     rt.world_size, -1).cpu()
                 if rt.is_writer:
                     ckpts.save({"kind": "classifier", "stage": stage, "mode": lab.mode,
-                                "net": {"name": lab.net, "in_channels": data.shape[2],
+                                "net": {"name": architecture, "in_channels": data.shape[2],
                                         "num_classes": num_classes, "width": lab.width},
                                 "classes": data.classes, "image_shape": list(data.shape),
                                 "model": net.state_dict(), "ema": ema.state_dict(),
@@ -348,6 +353,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device
     figures (accuracy held out from the labeled images, and against known truth) and the
     unlabeled images' label distributions."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
+    represent.recalibrate_batch_norm(net.features, images, device)
     features = represent.embed(net.features, images, device)
     targets = represent.first_labels(data, features)
     represent.fit_head(net.head, features, targets)

@@ -1,0 +1,123 @@
+"""A user's pretrained backbone in module 1: torchvision and timm architectures, weights from a
+state dict file or torch's download cache (nothing is downloaded here: the files are made)."""
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from semigen.config import ConfigError, resolve
+from semigen.labeling import nets
+from semigen.labeling.train import train
+from semigen.rundir import read_metrics
+
+
+def tiny(out, **overrides):
+    return resolve(preset="tiny", overrides={"run.out": str(out), **overrides})
+
+
+def random_resnet18_file(path, seed=0):
+    """What a user's fine-tuned resnet18 looks like on disk: torchvision's state dict, with its
+    ImageNet classifier."""
+    torch.manual_seed(seed)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_backbone_weights_from_a_file_feed_labels_from_features(tmp_path, caplog):
+    weights = tmp_path / "resnet18.pt"
+    state = random_resnet18_file(weights)
+    out = tmp_path / "run"
+    caplog.set_level("INFO")
+    metrics = train(tiny(out, **{"label.backbone": "resnet18", "label.weights": str(weights),
+                                 "label.pretrain_steps": 0, "label.steps": 2,
+                                 "label.lr": 1e-6}))
+    assert "resnet18 weights from" in caplog.text and "fc.weight" in caplog.text  # left out
+    # No self-supervised stage, yet labels come from the backbone's features first.
+    found = read_metrics(out)["represent"]
+    assert found["estimate_held_out"] == 100 and 0 <= found["estimated_accuracy"] <= 1
+    assert metrics["unlabeled"] == 1247
+    # The checkpoint names the architecture, and rebuilds without the file.
+    saved = torch.load(out / "checkpoints" / "label" / "latest.pt", weights_only=True)
+    assert saved["net"]["name"] == "resnet18"
+    model = nets.from_checkpoint(saved, use_ema=False)
+    assert isinstance(model, nets.Backbone)
+    # Fine-tuning (at a learning rate too small to move them) started from the file's weights.
+    assert torch.allclose(model.body.conv1.weight, state["conv1.weight"], atol=1e-4)
+    assert not torch.allclose(torchvision.models.resnet18().conv1.weight, state["conv1.weight"],
+                              atol=1e-4)
+
+
+def test_load_backbone_weights_takes_every_tensor_or_refuses(tmp_path):
+    net = nets.build("resnet18", 1, 3)
+    good = tmp_path / "good.pt"
+    state = random_resnet18_file(good)
+    line = nets.load_backbone_weights(net, "resnet18", str(good))
+    assert torch.equal(net.body.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert "2 left out (fc.bias, fc.weight)" in line
+    # Grey images go through the ImageNet input as three standardised channels.
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+    # A training checkpoint of DDP ("state_dict", "module.") is read as well.
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, wrapped)
+    nets.load_backbone_weights(nets.build("resnet18", 3, 3), "resnet18", str(wrapped))
+    other = tmp_path / "mobilenet.pt"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), other)
+    with pytest.raises(ValueError, match="mobilenet.pt: 120 of the 120 tensors of resnet18"):
+        nets.load_backbone_weights(net, "resnet18", str(other))
+
+
+def test_download_reads_torch_hub_cache_and_explains_a_missing_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # torchvision's name
+    cached.parent.mkdir(parents=True)
+    state = random_resnet18_file(cached, seed=1)
+    net = nets.build("resnet18", 3, 4)
+    nets.load_backbone_weights(net, "resnet18", "download")
+    assert torch.equal(net.body.conv1.weight, state["conv1.weight"])
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ValueError, match="could not fetch mobilenet_v3_small's pretrained"):
+        nets.load_backbone_weights(nets.build("mobilenet_v3_small", 3, 4),
+                                   "mobilenet_v3_small", "download")
+
+
+def test_timm_backbone_with_a_safetensors_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+    source = timm.create_model("resnet18", pretrained=False)  # with its 1000-class head
+    weights = tmp_path / "timm-resnet18.safetensors"
+    save_file(source.state_dict(), weights)
+    net = nets.build("timm:resnet18", 3, 5)
+    line = nets.load_backbone_weights(net, "timm:resnet18", str(weights))
+    assert "left out (fc.bias, fc.weight)" in line
+    assert torch.equal(net.body.conv1.weight, source.conv1.weight)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"label.backbone": "resnet9000"}, "label.backbone 'resnet9000' is neither"),
+    ({"label.weights": "w.pt"}, "label.weights needs label.backbone"),
+    ({"label.backbone": "resnet18", "label.weights": "nowhere.pt"},
+     "label.weights: no file nowhere.pt"),
+])
+def test_a_bad_backbone_is_refused_before_training(tmp_path, overrides, message):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        train(tiny(out, **overrides))
+    assert not out.exists()
+
+
+def test_the_baselines_start_from_the_same_weights(tmp_path):
+    weights = tmp_path / "resnet18.pt"
+    random_resnet18_file(weights)
+    out = tmp_path / "run"
+    metrics = train(tiny(out, **{"label.backbone": "resnet18", "label.weights": str(weights),
+                                 "label.mode": "labels-only", "label.steps": 1}))
+    assert "represent" not in read_metrics(out)
+    assert np.isfinite(metrics["test_accuracy"])
