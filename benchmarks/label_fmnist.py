@@ -36,13 +36,18 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, {"label.mode": "semi", **overrides}
 
 
-def pseudo_label_accuracy(run: Path, truth_csv: str) -> float:
-    """The share of RUN/pseudo_labels.csv that agrees with a truth CSV (path,label)."""
+def pseudo_label_scores(run: Path, truth_csv: str) -> tuple[float, float]:
+    """The share of RUN/pseudo_labels.csv that agrees with a truth CSV (path,label), and the
+    calibration error of its confidences."""
+    from torchmetrics.functional.classification import binary_calibration_error
     with open(truth_csv, newline="") as f:
         truth = {r["path"]: r["label"] for r in csv.DictReader(f)}
     with open(run / "pseudo_labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return sum(truth[r["path"]] == r["label"] for r in rows) / len(rows)
+    right = torch.tensor([truth[r["path"]] == r["label"] for r in rows]).long()
+    confidence = torch.tensor([float(r["confidence"]) for r in rows])
+    return (right.float().mean().item(),
+            binary_calibration_error(confidence, right, n_bins=15, norm="l1").item())
 
 
 def run_one(args, name: str, overrides: dict, seed: int) -> dict:
@@ -61,15 +66,19 @@ def run_one(args, name: str, overrides: dict, seed: int) -> dict:
     curve = [(r["time"], r["step"], r["test_accuracy"]) for r in read_stats(out)
              if "test_accuracy" in r and "event" not in r]
     t0 = next(r["time"] for r in read_stats(out)) if curve else 0
-    pseudo = metrics.get("pseudo_label_accuracy")
+    pseudo, pseudo_ece = metrics.get("pseudo_label_accuracy"), metrics.get("pseudo_label_ece")
     if pseudo is None and args.truth and name != "all-labels":
-        pseudo = pseudo_label_accuracy(out, args.truth.format(seed=seed))
+        pseudo, pseudo_ece = pseudo_label_scores(out, args.truth.format(seed=seed))
     estimate = read_metrics(out).get("represent", {})
+    calibration = read_metrics(out).get("calibrate", {})
     return {"name": name, "seed": seed, "seconds": seconds, "run": str(out),
             "test_accuracy": metrics["test_accuracy"], "pseudo_label_accuracy": pseudo,
             "estimated_accuracy": estimate.get("estimated_accuracy"),
             "features_test_accuracy": estimate.get("features_test_accuracy"),
-            "test_ece": metrics["test_ece"], "steps": cfg.label.steps,
+            "test_ece": metrics["test_ece"], "pseudo_label_ece": pseudo_ece,
+            "test_ece_uncalibrated": metrics.get("test_ece_uncalibrated", metrics["test_ece"]),
+            "classifier_estimate": calibration.get("classifier_estimate"),
+            "temperature": calibration.get("temperature"), "steps": cfg.label.steps,
             "curve": [(round(t - t0, 1), step, acc) for t, step, acc in curve]}
 
 
@@ -79,9 +88,9 @@ def mean_std(values: list[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
-def optional(rows: list[dict], key: str) -> str:
+def optional(rows: list[dict], key: str, scale: float = 100.0) -> str:
     values = [r[key] for r in rows if r.get(key) is not None]
-    return mean_std(values) if values else "-"
+    return mean_std(values, scale) if values else "-"
 
 
 def markdown(results: list[dict], args) -> str:
@@ -92,15 +101,21 @@ def markdown(results: list[dict], args) -> str:
              f"{' '.join(map(str, args.seeds))}`" + (f" (set: {args.set})" if args.set else ""),
              f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
              f"{torch.__version__}, {date.today().isoformat()}", "",
-             "| mode | test accuracy % | pseudo-label accuracy % | test ECE | estimated "
-             "accuracy % (labeled, held out) | features alone, test % | wall time (min) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| mode | test accuracy % | pseudo-label accuracy % | test ECE, raw → "
+             "calibrated | pseudo-label ECE | temperature | classifier estimate % (half the "
+             "labels, held out) | features' estimate % (held out) | features alone, test % | "
+             "wall time (min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for n in names:
         rs = by[n]
         pl = [r["pseudo_label_accuracy"] for r in rs if r["pseudo_label_accuracy"] is not None]
         lines.append(f"| {n} | {mean_std([r['test_accuracy'] for r in rs])} | "
                      f"{mean_std(pl) if pl else '-'} | "
+                     f"{statistics.mean(r['test_ece_uncalibrated'] for r in rs):.3f} → "
                      f"{statistics.mean(r['test_ece'] for r in rs):.3f} | "
+                     f"{optional(rs, 'pseudo_label_ece', 1.0)} | "
+                     f"{optional(rs, 'temperature', 1.0)} | "
+                     f"{optional(rs, 'classifier_estimate')} | "
                      f"{optional(rs, 'estimated_accuracy')} | "
                      f"{optional(rs, 'features_test_accuracy')} | "
                      f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")

@@ -17,12 +17,14 @@ def test_two_process_cpu_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "semigen", "label", "digits", "--preset", "tiny",
-         "--label.mode", "semi", "--device", "cpu", "--devices", "2", "--out", str(out)],
+         "--label.mode", "semi", "--label.calibration-steps", "5", "--device", "cpu",
+         "--devices", "2", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     stats = read_stats(out)
-    assert [r["stage"] for r in stats if r.get("event") == "done"] == ["represent", "label"]
+    assert [r["stage"] for r in stats if r.get("event") == "done"] == ["represent", "calibrate",
+                                                                   "label"]
     done = [r for r in stats if r.get("event") == "done" and r["stage"] == "label"]
     assert len(done) == 1 and done[0]["world_size"] == 2
     fingerprints = done[0]["weight_fingerprints"]
@@ -34,7 +36,8 @@ def test_two_process_cpu_ddp(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "data_report.json", "log.txt", "metrics.json",
         "pseudo_labels.csv", "split.json", "stats.jsonl", "tensorboard"]
-    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["label", "represent"]
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["calibrate", "label",
+                                                                       "represent"]
     assert (out / "log.txt").read_text().count("label done") == 1
     state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert len(state["rng"]) == 2  # each rank's RNG, to resume its own stream

@@ -99,6 +99,8 @@ class LabelConfig:
     pretrain_lr: float = 3e-3  # Adam
     pretrain_temperature: float = 0.2  # of the contrastive loss
     width: int = 16  # channels of the cnn's first stage (it doubles twice)
+    # honest confidence: each half of the labels held out in turn (semi, labels-only)
+    calibration_steps: int = 250  # fine-tuning steps per half; 0: no estimate, temperature 1
     eval_unlabeled: int = 5000  # unlabeled images scored at each evaluation (all at the end)
 
 
@@ -302,6 +304,8 @@ def validate(cfg: Config) -> None:
     check(lab.eval_unlabeled >= 0,
           f"label.eval_unlabeled must be >= 0 (got {lab.eval_unlabeled})")
     check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
+    check(lab.calibration_steps >= 0,
+          f"label.calibration_steps must be >= 0 (got {lab.calibration_steps})")
     check(lab.pretrain_steps >= 0,
           f"label.pretrain_steps must be >= 0 (got {lab.pretrain_steps})")
     for name in ("pretrain_batch_size", "width"):

@@ -146,6 +146,32 @@ def representation_section(metrics: dict, classes: list[str]) -> str:
                      rows))
 
 
+def calibration_section(metrics: dict, classes: list[str]) -> str:
+    """The classifier's own held-out estimate (two-fold cross-fitting) and the temperature
+    that calibrates its confidences, flagged when near chance."""
+    found = metrics.get("calibrate")
+    if not found:
+        return ""
+    from ..labeling.calibrate import describe
+    note, near_chance = describe(found, len(classes))
+    rows = [["classifier's accuracy, held out (trained on half the labels)",
+             found["classifier_estimate"], found["classifier_estimate_low"],
+             found["classifier_estimate_high"]]]
+    label = metrics.get("label", {})
+    ece = [["held-out images, before / after (other half's temperature)",
+            found["held_out_ece_before"], found["held_out_ece_after"]]]
+    if "test_ece_uncalibrated" in label:
+        ece.append(["test images (known truth)", label["test_ece_uncalibrated"],
+                    label.get("test_ece")])
+    css = ' class="warn"' if near_chance else ""
+    sentence = html.escape(note[0].upper() + note[1:])
+    return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. The "
+            "confidences in pseudo_labels.csv, in predictions and below are divided by the "
+            f"temperature {found['temperature']:.2f} fitted on held-out labeled images.</p>"
+            + _table(["estimate", "accuracy", "95 % low", "95 % high"], rows)
+            + _table(["expected calibration error", "before", "after"], ece))
+
+
 def sample_section(run: Path, classes: list[str]) -> str:
     """The last grid of each generator stage (round), one row per class."""
     last: dict[str, tuple[int, Path]] = {}
@@ -316,6 +342,7 @@ def write_report(run: str | Path) -> Path:
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
         sections = [metrics_section(metrics), representation_section(metrics, data.classes),
+                    calibration_section(metrics, data.classes),
                     sample_section(run, data.classes),
                     curves_section(run), confusion_section(metrics, data.classes)]
         pseudo = run / "pseudo_labels.csv"

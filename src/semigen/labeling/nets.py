@@ -213,9 +213,22 @@ def load_backbone_weights(net: Backbone, architecture: str, weights: str) -> str
             + (f", {len(left)} left out ({', '.join(left[:4])})" if left else ""))
 
 
+def tempered(net: nn.Module, temperature: float) -> nn.Module:
+    """A copy of `net` whose logits are divided by `temperature` (its head scaled): the
+    calibrated classifier, with the same `features` and `head` as any other."""
+    if temperature == 1.0:
+        return net
+    import copy
+    scaled = copy.deepcopy(net)
+    with torch.no_grad():
+        scaled.head.weight.div_(temperature)
+        scaled.head.bias.div_(temperature)
+    return scaled
+
+
 def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:
     """The classifier of a checkpoint, from the checkpoint alone, in eval mode; by default
-    with its EMA weights (the ones evaluation and pseudo-labels use)."""
+    with its EMA weights, calibrated (the ones evaluation and pseudo-labels use)."""
     from ..checkpoint import reading
     with reading(state, "classifier"):
         if use_ema:
@@ -225,4 +238,6 @@ def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:
             weights = state["model"]
         net = build(**state["net"])
         net.load_state_dict(weights)
+        if use_ema:
+            net = tempered(net, float(state.get("temperature", 1.0)))
     return net.eval()

@@ -212,18 +212,22 @@ def fit_head(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor,
         optimizer.step()
 
 
-def describe_estimate(found: dict, num_classes: int) -> tuple[str, bool]:
-    """A sentence on the held-out estimate for the log and the report, and whether it is near
-    chance: its 95 % interval reaches down to 1.5 x chance, so the labels may be guesses."""
+def describe_estimate(found: dict, num_classes: int, subject: str = "labels from the features",
+                      key: str = "estimate") -> tuple[str, bool]:
+    """A sentence on a held-out estimate (`key`: "estimate" for the features' labels,
+    "classifier_estimate" for the classifier) for the log and the report, and whether it is
+    near chance: its 95 % interval reaches down to 1.5 x chance, so the labels may be
+    guesses."""
     chance = 1 / num_classes
-    if found.get("estimated_accuracy") is None:
+    accuracy = found.get("estimated_accuracy" if key == "estimate" else key)
+    if accuracy is None:
         return ("no accuracy estimate: it holds labeled images out, and no class has two",
                 False)
-    text = (f"labels from the features are estimated {found['estimated_accuracy']:.0%} right "
-            f"(95 % interval {found['estimate_low']:.0%}-{found['estimate_high']:.0%}, "
-            f"{found['estimate_held_out']} labeled images held out in turn; chance "
-            f"{chance:.0%})")
-    near = found["estimate_low"] <= 1.5 * chance
+    held_out = found["estimate_held_out" if key == "estimate" else "calibration_held_out"]
+    low, high = found[f"{key}_low"], found[f"{key}_high"]
+    text = (f"{subject} are estimated {accuracy:.0%} right (95 % interval {low:.0%}-{high:.0%}, "
+            f"{held_out} labeled images held out in turn; chance {chance:.0%})")
+    near = low <= 1.5 * chance
     if near:
         text += (": NEAR CHANCE. The pseudo-labels may be guesses, whatever their confidence; "
                  "label more images, check that the classes differ in what the images show, "

@@ -33,7 +33,7 @@ from ..data import DataError, Dataset, endless_batches, load_dataset, strong, we
 from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..rundir import RunDir, check_continuation, check_split, note_resume
 from ..runtime import mix_seed, progress
-from . import losses, nets, represent
+from . import calibrate, losses, nets, represent
 
 STAGE = "label"
 log = logging.getLogger("semigen")
@@ -165,7 +165,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         fresh = round_index == 0 and resume_from is None
         if fresh and lab.weights:  # every mode: the baselines start from the same weights
             run.info(nets.load_backbone_weights(net, architecture, lab.weights))
-        feature_labels = None  # the unlabeled images' labels from the features, if learned
+        feature_labels = features = None  # every training image's features, if learned
         learned = semi and lab.pretrain_steps > 0  # a representation stage comes first
         from_features = learned or (semi and bool(lab.weights))  # labels from features first
         # Colour is a nuisance of the self-supervised views unless it tells the labeled
@@ -178,13 +178,21 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 "kept in the views: it tells the labeled classes apart"))
             represent.pretrain(cfg, data, rt, run, net, colour_views)
         if fresh and from_features:  # features from every training image, then their labels
-            found, feature_labels = labels_from_features(net, data, rt.device)
+            found, feature_labels, features = labels_from_features(net, data, rt.device)
             run.stats(represent.STAGE, lab.pretrain_steps, event="done", **found)
             run.update_metrics(represent.STAGE, found)
             run.info(f"{represent.STAGE} done: " + describe(found))
             note, near_chance = represent.describe_estimate(found, num_classes)
             if rt.is_writer:
                 (log.warning if near_chance else log.info)(note)
+        # After the representation stage, the labeled and strong views also carry the
+        # nuisances the features learned to ignore: without them, the few labels teach colour
+        # or position back, and the fine-tuned classifier falls below the features' labels.
+        nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
+                     if from_features else None)
+        calibration = None  # the cross-fitted accuracy estimate and temperature
+        if fresh and lab.mode != "all-labels" and lab.calibration_steps > 0:
+            calibration = cross_fit(cfg, data, rt, run, net, features, nuisances)
         ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
                                     weight_decay=lab.weight_decay, nesterov=True)
@@ -201,6 +209,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             with checkpoint.reading(state, "classifier"):
                 levels = {k: state["levels"][k] for k in levels}
                 feature_labels = state.get("feature_labels")
+                calibration = state.get("calibration")
                 start_step = int(state["step"])
                 checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
             note_resume(run, stage, resume_from, state, cfg)
@@ -211,6 +220,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 checkpoint.restore(state, {"model": net, "ema": ema})
                 with checkpoint.reading(state, "classifier"):
                     levels = {k: state["levels"][k] for k in levels}
+                    calibration = state.get("calibration")  # round 0's
                 run.info(f"{stage}: starting from {init}")
         if rt.is_writer:
             ckpts.remove_leftovers()
@@ -233,11 +243,12 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 rt.fabric, *synthetic, [weak(data.shape, data.hflip)],
                 max(1, round(lab.batch_size * cfg.fit.synthetic_ratio)),
                 rt.data_seed(streams + 2), start_step, workers)
-        # After the representation stage, the labeled and strong views also carry the
-        # nuisances the features learned to ignore: without them, the few labels teach colour
-        # or position back, and the fine-tuned classifier falls below the features' labels.
-        nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
-                     if from_features else None)
+        batches = {"labeled": labeled_batches}
+        if semi:
+            batches["unlabeled"] = unlabeled_batches
+        if synthetic is not None:
+            batches["synthetic"] = synthetic_batches
+        temperature = calibration["temperature"] if calibration else 1.0
         nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
@@ -246,40 +257,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         for step in progress(range(start_step, total_steps), initial=start_step,
                              total=total_steps, desc=f"{stage} ({lab.mode})", unit="step",
                              disable=not (rt.is_writer and cfg.run.progress)):
-            x, y, _ = next(labeled_batches)
-            if synthetic is not None:  # generated images count as labeled ones
-                x_synthetic, y_synthetic, _ = next(synthetic_batches)
-                x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
-            if semi:
-                x_weak, x_strong, _, index = next(unlabeled_batches)
-                if nuisances is not None:
-                    with seeded_cpu_rng(mix_seed(nuisance_seed, step)):
-                        x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
-                logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
-                logits_x, logits_weak, logits_strong = logits.split(
-                    [len(x), len(x_weak), len(x_strong)])
-                probs = logits_weak.detach().float().softmax(dim=1)
-                if feature_labels is not None:
-                    # The features' labels stay a second teacher: the classifier's own guesses
-                    # alone drift from them as it fits the few labels.
-                    probs = (probs + feature_labels[index.cpu()].to(probs.device)) / 2
-                batch_conf = rt.fabric.all_reduce(probs.max(dim=1).values.mean(), reduce_op="mean")
-                batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
-                levels = {"global": losses.ema(levels["global"], batch_conf,
-                                               lab.threshold_momentum),
-                          "per_class": losses.ema(levels["per_class"], batch_prior,
-                                                  lab.threshold_momentum)}
-                if lab.dist_align:
-                    probs = losses.align_distribution(probs, levels["per_class"], uniform)
-                threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
-                             if lab.thresholds == "adaptive"
-                             else torch.tensor(lab.threshold, device=rt.device))
-                pseudo, mask = losses.pseudo_label_mask(probs, threshold)
-                loss_x = losses.supervised_loss(logits_x, y)
-                loss_u = losses.consistency_loss(logits_strong, pseudo, mask)
-                loss = loss_x + lab.lambda_u * loss_u
-            else:
-                loss = loss_x = losses.supervised_loss(model(x), y)
+            loss, parts, levels = step_loss(model, lab, rt, batches, feature_labels, levels,
+                                            uniform, nuisances, mix_seed(nuisance_seed, step))
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
             optimizer.step()
@@ -288,19 +267,16 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 
             done = step + 1
             if done % cfg.run.log_every == 0 or done == total_steps:
-                logged = {"loss": loss.item(), "loss_x": loss_x.item(),
-                          "lr": schedule.get_last_lr()[0]}
-                if semi:
-                    logged |= {"loss_u": loss_u.item(), "mask": mask.mean().item(),
-                               "threshold": threshold.float().mean().item()}
-                run.stats(stage, done, **logged)
+                run.stats(stage, done, loss=loss.item(), lr=schedule.get_last_lr()[0],
+                          **{k: v.item() for k, v in parts.items()})
             evaluating = done % lab.eval_every == 0 or done == total_steps
             saving = done % cfg.run.checkpoint_every == 0 or done == total_steps
             if evaluating or saving:
                 sync_buffers(rt.fabric, net)
                 sync_buffers(rt.fabric, ema.module)
             if evaluating:  # test figures are logged, never used to choose anything
-                metrics = evaluate(ema.module, data, rt.device, probe)
+                metrics = evaluate(nets.tempered(ema.module, temperature), data, rt.device,
+                                   probe)
                 run.stats(stage, done, **metrics)
             if saving:
                 # Every rank's RNG is kept, so that each resumes its own stream.
@@ -316,6 +292,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                                 "schedule": schedule.state_dict(),
                                 "levels": {k: v.cpu() for k, v in levels.items()},
                                 "feature_labels": feature_labels,
+                                "calibration": calibration, "temperature": temperature,
                                 "rng": [{"torch": r} for r in rng],
                                 "config": cfg.to_dict()}, done)
                 rt.fabric.barrier()
@@ -326,8 +303,13 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             raise RuntimeError(f"ranks ended with different weights: {prints}")
 
         # Pseudo-labels for every unlabeled image, from the final EMA weights.
-        probs = predict(ema.module, data.unlabeled.images, rt.device)
-        final = evaluate(ema.module, data, rt.device, np.arange(len(data.unlabeled)), probs)
+        classifier = nets.tempered(ema.module, temperature)
+        probs = predict(classifier, data.unlabeled.images, rt.device)
+        final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs)
+        if temperature != 1.0 and data.test is not None:  # what the temperature changed
+            final["test_ece_uncalibrated"] = scores(predict(ema.module, data.test.images,
+                                                            rt.device), data.test.labels,
+                                                    "test")["test_ece"]
         metrics = final | {"mode": lab.mode, "steps": total_steps, "world_size": rt.world_size,
                            "labeled": len(labels), "unlabeled": len(data.unlabeled),
                            "synthetic": 0 if synthetic is None else len(synthetic[1])}
@@ -341,17 +323,127 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         return metrics
 
 
+def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, levels: dict,
+              uniform: torch.Tensor, nuisances=None, nuisance_seed: int = 0
+              ) -> tuple[torch.Tensor, dict, dict]:
+    """One training step's loss from the next batches: the labeled cross-entropy, and in
+    semi mode (an "unlabeled" stream) FixMatch's consistency term. Returns the loss, its
+    parts for the log, and FreeMatch's updated confidence levels. `teacher`: the features'
+    label distribution of each unlabeled image, or None."""
+    x, y, _ = next(batches["labeled"])
+    if "synthetic" in batches:  # generated images count as labeled ones
+        x_synthetic, y_synthetic, _ = next(batches["synthetic"])
+        x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
+    if "unlabeled" not in batches:
+        loss = losses.supervised_loss(model(x), y)
+        return loss, {"loss_x": loss}, levels
+    x_weak, x_strong, _, index = next(batches["unlabeled"])
+    if nuisances is not None:
+        with seeded_cpu_rng(nuisance_seed):
+            x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
+    logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
+    logits_x, logits_weak, logits_strong = logits.split([len(x), len(x_weak), len(x_strong)])
+    probs = logits_weak.detach().float().softmax(dim=1)
+    if teacher is not None:
+        # The features' labels stay a second teacher: the classifier's own guesses alone
+        # drift from them as it fits the few labels.
+        probs = (probs + teacher[index.cpu()].to(probs.device)) / 2
+    batch_conf = rt.fabric.all_reduce(probs.max(dim=1).values.mean(), reduce_op="mean")
+    batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
+    levels = {"global": losses.ema(levels["global"], batch_conf, lab.threshold_momentum),
+              "per_class": losses.ema(levels["per_class"], batch_prior,
+                                      lab.threshold_momentum)}
+    if lab.dist_align:
+        probs = losses.align_distribution(probs, levels["per_class"], uniform)
+    threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
+                 if lab.thresholds == "adaptive"
+                 else torch.tensor(lab.threshold, device=probs.device))
+    pseudo, mask = losses.pseudo_label_mask(probs, threshold)
+    loss_x = losses.supervised_loss(logits_x, y)
+    loss_u = losses.consistency_loss(logits_strong, pseudo, mask)
+    return loss_x + lab.lambda_u * loss_u, {"loss_x": loss_x, "loss_u": loss_u,
+                                            "mask": mask.float().mean(),
+                                            "threshold": threshold.float().mean()}, levels
+
+
+def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
+              features: torch.Tensor | None, nuisances) -> dict | None:
+    """Two-fold cross-fitting (see `calibrate`): a copy of `net` fine-tuned for
+    ``label.calibration_steps`` on each half of the labeled images predicts the other half.
+    Returns the estimate and the temperature (also logged and in metrics.json), or None where
+    no class has two labeled images."""
+    lab = cfg.label
+    semi = lab.mode == "semi"
+    classes = len(data.classes)
+    fold = calibrate.two_folds(data.labeled.labels, classes)
+    if (fold < 0).all():
+        run.info(f"{calibrate.STAGE}: skipped, no class has two labeled images to hold out")
+        return None
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    logits = torch.zeros(len(fold), classes)
+    for f in (0, 1):
+        held = fold == f
+        copy = nets.build(lab.backbone or lab.net, data.shape[2], classes, lab.width)
+        copy.load_state_dict(start)
+        copy.to(rt.device)
+        batches, teacher = {}, None
+        if semi:
+            unlabeled = np.concatenate([data.unlabeled.images, data.labeled.images[held]])
+            if features is not None:  # the features' labels, spread without the held half
+                known = np.concatenate([np.where(held, -1, data.labeled.labels),
+                                        np.full(len(data.unlabeled), -1)])
+                spread = represent.propagate(features, known, classes)
+                represent.fit_head(copy.head, features, spread)
+                teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
+            batches["unlabeled"] = endless_batches(
+                rt.fabric, unlabeled, np.full(len(unlabeled), -1),
+                [weak(data.shape, data.hflip), strong(data.shape, data.hflip)],
+                lab.batch_size * lab.uratio, rt.data_seed(200 + 2 * f), 0)
+        batches["labeled"] = endless_batches(
+            rt.fabric, data.labeled.images[~held], data.labeled.labels[~held],
+            [weak(data.shape, data.hflip)], lab.batch_size, rt.data_seed(201 + 2 * f), 0)
+        ema = AveragedModel(copy, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
+        optimizer = torch.optim.SGD(copy.parameters(), lr=lab.lr, momentum=lab.momentum,
+                                    weight_decay=lab.weight_decay, nesterov=True)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(lab.calibration_steps))
+        model, optimizer = rt.fabric.setup(copy, optimizer)
+        ema.to(rt.device)
+        levels = {"global": torch.tensor(1.0 / classes, device=rt.device),
+                  "per_class": torch.full((classes,), 1.0 / classes, device=rt.device)}
+        uniform = torch.full((classes,), 1.0 / classes, device=rt.device)
+        for step in progress(range(lab.calibration_steps), desc=f"{calibrate.STAGE} (fold {f})",
+                             unit="step", disable=not (rt.is_writer and cfg.run.progress)):
+            loss, _, levels = step_loss(model, lab, rt, batches, teacher, levels, uniform,
+                                        nuisances, mix_seed(rt.data_seed(300 + f), step))
+            optimizer.zero_grad(set_to_none=True)
+            rt.fabric.backward(loss)
+            optimizer.step()
+            schedule.step()
+            ema.update_parameters(copy)
+        sync_buffers(rt.fabric, ema.module)
+        logits[held] = represent.embed(ema.module, data.labeled.images[held], rt.device)
+    used = fold >= 0
+    found = calibrate.summarise(logits[used], data.labeled.labels[used], fold[used])
+    run.stats(calibrate.STAGE, lab.calibration_steps, event="done", **found)
+    run.update_metrics(calibrate.STAGE, found)
+    run.info(f"{calibrate.STAGE} done: " + describe(found))
+    note, near_chance = calibrate.describe(found, classes)
+    if rt.is_writer:
+        (log.warning if near_chance else log.info)(note)
+    return found
+
+
 def describe(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in metrics.items() if not isinstance(v, list))
 
 
 def labels_from_features(net: torch.nn.Module, data: Dataset, device
-                         ) -> tuple[dict, torch.Tensor]:
+                         ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """After the representation stage: spread the labels over the learned features, fit the
     classifier's head to the spread labels (fine-tuning starts from them), and return their
-    figures (accuracy held out from the labeled images, and against known truth) and the
-    unlabeled images' label distributions."""
+    figures (accuracy held out from the labeled images, and against known truth), the
+    unlabeled images' label distributions, and the features (labeled images first)."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     represent.recalibrate_batch_norm(net.features, images, device)
     features = represent.embed(net.features, images, device)
@@ -367,7 +459,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device
     if data.test is not None:  # logged, never used to choose anything
         found |= scores(predict(net, data.test.images, device), data.test.labels,
                         "features_test")
-    return found, unlabeled_probs
+    return found, unlabeled_probs, features
 
 
 def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,

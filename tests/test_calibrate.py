@@ -1,0 +1,108 @@
+"""Honest confidence: two-fold cross-fitting, its estimate and the temperature, from the pure
+functions to `semigen label` (metrics, checkpoint, pseudo_labels.csv, resume)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from semigen.config import resolve
+from semigen.labeling import calibrate, nets
+from semigen.labeling.train import predict, train
+from semigen.rundir import read_metrics, read_stats
+
+
+def sampled(n: int, classes: int, temperature: float, seed: int = 0):
+    """Logits, and labels drawn from softmax(logits / temperature): a model whose confidences
+    are right once its logits are divided by `temperature`."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, classes, generator=g)
+    labels = torch.multinomial((logits / temperature).softmax(1), 1, generator=g).squeeze(1)
+    return logits, labels
+
+
+@pytest.mark.parametrize("truth", [0.5, 2.0, 4.0])
+def test_fit_temperature_recovers_the_temperature_of_the_labels(truth):
+    logits, labels = sampled(20000, 5, truth)
+    assert calibrate.fit_temperature(logits, labels) == pytest.approx(truth, rel=0.1)
+
+
+def test_two_folds_halve_each_class_and_keep_single_labels_in_training():
+    labels = np.array([0] * 5 + [1] * 4 + [2])
+    fold = calibrate.two_folds(labels, 3)
+    assert sorted(fold[:5]) == [0, 0, 0, 1, 1] and sorted(fold[5:9]) == [0, 0, 1, 1]
+    assert fold[9] == -1
+    assert np.array_equal(fold, calibrate.two_folds(labels, 3))  # seeded
+
+
+def test_summarise_scales_an_overconfident_model_and_measures_it_on_the_other_fold():
+    logits, labels = sampled(4000, 4, 1.0)
+    fold = np.arange(4000) % 2
+    found = calibrate.summarise(5 * logits, labels.numpy(), fold)  # five times too sure
+    assert found["temperature"] == pytest.approx(5, rel=0.1)
+    assert found["held_out_ece_after"] < 0.03 < 0.1 < found["held_out_ece_before"]
+    right = (logits.argmax(1) == labels).float().mean().item()
+    assert found["classifier_estimate"] == pytest.approx(right)
+    assert found["classifier_estimate_low"] < right < found["classifier_estimate_high"]
+    assert found["calibration_held_out"] == 4000
+
+
+def test_label_calibrates_what_it_writes_and_keeps_it_on_resume(tmp_path):
+    out = tmp_path / "run"
+    cfg = resolve(preset="tiny", overrides={"run.out": str(out), "label.pretrain_steps": 0,
+                                            "label.calibration_steps": 5})
+    metrics = train(cfg)
+    found = read_metrics(out)["calibrate"]
+    assert found["calibration_held_out"] == 100  # digits: 10 labels per class, all held out
+    assert 0 <= found["classifier_estimate_low"] <= found["classifier_estimate"] \
+        <= found["classifier_estimate_high"] <= 1
+    temperature = found["temperature"]
+    assert 0.05 <= temperature <= 20 and temperature != 1.0
+    state = torch.load(out / "checkpoints" / "label" / "latest.pt", weights_only=True)
+    assert state["temperature"] == temperature
+    # pseudo_labels.csv and `predict` see the calibrated classifier: the EMA's logits / T.
+    from semigen.data import load_dataset
+    data = load_dataset(cfg.data)
+    ema = nets.from_checkpoint(state, use_ema=False)
+    ema.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items()
+                         if k.startswith("module.")})
+    expected = (torch.log(predict(ema, data.unlabeled.images, "cpu")) / temperature).softmax(1)
+    with open(out / "pseudo_labels.csv") as f:
+        written = np.array([float(r["confidence"]) for r in csv.DictReader(f)])
+    assert np.allclose(written, expected.max(1).values.numpy(), atol=1e-4)
+    shipped = predict(nets.from_checkpoint(state), data.unlabeled.images, "cpu")
+    assert torch.allclose(shipped, expected, atol=1e-5)
+    assert "test_ece_uncalibrated" in metrics
+    # Continuing the run does not fit the halves again; the temperature stays.
+    cfg.label.steps = 40
+    train(cfg)
+    assert [r["stage"] for r in read_stats(out) if r.get("event") == "done"].count(
+        "calibrate") == 1
+    state = torch.load(out / "checkpoints" / "label" / "latest.pt", weights_only=True)
+    assert state["step"] == 40 and state["temperature"] == temperature
+
+
+def test_no_estimate_without_two_labels_in_a_class(tmp_path):
+    out = tmp_path / "run"
+    train(resolve(preset="tiny", overrides={"run.out": str(out), "data.labels_per_class": 1,
+                                            "label.pretrain_steps": 0, "label.steps": 2,
+                                            "label.calibration_steps": 5}))
+    assert "calibrate" not in read_metrics(out)
+    state = torch.load(out / "checkpoints" / "label" / "latest.pt", weights_only=True)
+    assert state["temperature"] == 1.0
+
+
+def test_the_report_shows_the_estimate_and_the_temperature_and_warns_near_chance():
+    from semigen.evaluation.report import calibration_section
+    classes = list("abcde")
+    good = {"classifier_estimate": 0.9, "classifier_estimate_low": 0.8,
+            "classifier_estimate_high": 0.95, "calibration_held_out": 50, "temperature": 1.7,
+            "held_out_ece_before": 0.2, "held_out_ece_after": 0.05}
+    section = calibration_section({"calibrate": good, "label": {"test_ece_uncalibrated": 0.3,
+                                                                "test_ece": 0.04}}, classes)
+    assert "temperature 1.70" in section and "0.3000" in section and "0.0400" in section
+    assert 'class="warn"' not in section and "estimated 90% right" in section
+    poor = good | {"classifier_estimate": 0.24, "classifier_estimate_low": 0.12}
+    assert 'class="warn"' in calibration_section({"calibrate": poor}, classes)
+    assert calibration_section({}, classes) == ""
