@@ -179,12 +179,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             represent.pretrain(cfg, data, rt, run, net, colour_views)
         if fresh and from_features:  # features from every training image, then their labels
             found, feature_labels, features = labels_from_features(net, data, rt.device)
-            run.stats(represent.STAGE, lab.pretrain_steps, event="done", **found)
-            run.update_metrics(represent.STAGE, found)
-            run.info(f"{represent.STAGE} done: " + describe(found))
-            note, near_chance = represent.describe_estimate(found, num_classes)
-            if rt.is_writer:
-                (log.warning if near_chance else log.info)(note)
+            record_estimate(run, rt, represent.STAGE, lab.pretrain_steps, found,
+                            represent.describe_estimate(found, num_classes))
         # After the representation stage, the labeled and strong views also carry the
         # nuisances the features learned to ignore: without them, the few labels teach colour
         # or position back, and the fine-tuned classifier falls below the features' labels.
@@ -379,6 +375,7 @@ def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
     if (fold < 0).all():
         run.info(f"{calibrate.STAGE}: skipped, no class has two labeled images to hold out")
         return None
+    run.rewind(calibrate.STAGE, 0)  # the lines of an attempt stopped before the label stage
     start = {k: v.clone() for k, v in net.state_dict().items()}
     logits = torch.zeros(len(fold), classes)
     for f in (0, 1):
@@ -424,13 +421,21 @@ def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
         logits[held] = represent.embed(ema.module, data.labeled.images[held], rt.device)
     used = fold >= 0
     found = calibrate.summarise(logits[used], data.labeled.labels[used], fold[used])
-    run.stats(calibrate.STAGE, lab.calibration_steps, event="done", **found)
-    run.update_metrics(calibrate.STAGE, found)
-    run.info(f"{calibrate.STAGE} done: " + describe(found))
-    note, near_chance = calibrate.describe(found, classes)
+    record_estimate(run, rt, calibrate.STAGE, lab.calibration_steps, found,
+                    calibrate.describe(found, classes))
+    return found
+
+
+def record_estimate(run: RunDir, rt, stage: str, step: int, found: dict,
+                    sentence: tuple[str, bool]) -> None:
+    """A held-out estimate's figures into stats.jsonl, metrics.json and the log, and its
+    sentence into the log: a warning when near chance."""
+    run.stats(stage, step, event="done", **found)
+    run.update_metrics(stage, found)
+    run.info(f"{stage} done: " + describe(found))
+    note, near_chance = sentence
     if rt.is_writer:
         (log.warning if near_chance else log.info)(note)
-    return found
 
 
 def describe(metrics: dict) -> str:
