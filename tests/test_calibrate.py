@@ -106,3 +106,11 @@ def test_the_report_shows_the_estimate_and_the_temperature_and_warns_near_chance
     poor = good | {"classifier_estimate": 0.24, "classifier_estimate_low": 0.12}
     assert 'class="warn"' in calibration_section({"calibrate": poor}, classes)
     assert calibration_section({}, classes) == ""
+
+
+def test_held_out_images_all_right_do_not_make_every_confidence_one():
+    logits = torch.tensor([[4.0, 0.0, 0.0]] * 25)  # softmax 0.96, and all 25 right
+    labels = torch.zeros(25, dtype=torch.long)
+    t = calibrate.fit_temperature(logits, labels)
+    confidence = (logits / t).softmax(1).max().item()
+    assert 0.9 < confidence < 0.99  # about 1 - 1/27, not 1
