@@ -20,6 +20,7 @@ import csv
 import hashlib
 import logging
 import math
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -376,13 +377,10 @@ def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
         run.info(f"{calibrate.STAGE}: skipped, no class has two labeled images to hold out")
         return None
     run.rewind(calibrate.STAGE, 0)  # the lines of an attempt stopped before the label stage
-    start = {k: v.clone() for k, v in net.state_dict().items()}
     logits = torch.zeros(len(fold), classes)
     for f in (0, 1):
         held = fold == f
-        copy = nets.build(lab.backbone or lab.net, data.shape[2], classes, lab.width)
-        copy.load_state_dict(start)
-        copy.to(rt.device)
+        copy = deepcopy(net)  # `net` itself starts the main fine-tuning untouched
         batches, teacher = {}, None
         if semi:
             unlabeled = np.concatenate([data.unlabeled.images, data.labeled.images[held]])
