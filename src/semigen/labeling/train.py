@@ -190,14 +190,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         calibration = None  # the cross-fitted accuracy estimate and temperature
         if fresh and lab.mode != "all-labels" and lab.calibration_steps > 0:
             calibration = cross_fit(cfg, data, rt, run, net, features, nuisances)
-        ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
-        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
-                                    weight_decay=lab.weight_decay, nesterov=True)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(total_steps))
-        # FreeMatch's confidence levels: global, and the mean prediction per class.
-        levels = {"global": torch.tensor(1.0 / num_classes),
-                  "per_class": torch.full((num_classes,), 1.0 / num_classes)}
-        uniform = torch.full((num_classes,), 1.0 / num_classes, device=rt.device)
+        ema, optimizer, schedule = fine_tuning(net, lab, lr, total_steps)
+        levels = initial_levels(num_classes)
         start_step = 0
         if resume_from is not None:
             state = checkpoint.load(resume_from)
@@ -255,7 +249,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                              total=total_steps, desc=f"{stage} ({lab.mode})", unit="step",
                              disable=not (rt.is_writer and cfg.run.progress)):
             loss, parts, levels = step_loss(model, lab, rt, batches, feature_labels, levels,
-                                            uniform, nuisances, mix_seed(nuisance_seed, step))
+                                            nuisances, mix_seed(nuisance_seed, step))
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
             optimizer.step()
@@ -320,9 +314,25 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         return metrics
 
 
+def fine_tuning(net: torch.nn.Module, lab, lr: float, total_steps: int):
+    """The EMA of `net`, its optimiser and its schedule, for one fine-tuning loop (the main one
+    or a calibration half)."""
+    ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
+                                weight_decay=lab.weight_decay, nesterov=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(total_steps))
+    return ema, optimizer, schedule
+
+
+def initial_levels(num_classes: int) -> dict:
+    """FreeMatch's confidence levels before any batch: global, and the mean prediction per
+    class, both at chance."""
+    return {"global": torch.tensor(1.0 / num_classes),
+            "per_class": torch.full((num_classes,), 1.0 / num_classes)}
+
+
 def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, levels: dict,
-              uniform: torch.Tensor, nuisances=None, nuisance_seed: int = 0
-              ) -> tuple[torch.Tensor, dict, dict]:
+              nuisances=None, nuisance_seed: int = 0) -> tuple[torch.Tensor, dict, dict]:
     """One training step's loss from the next batches: the labeled cross-entropy, and in
     semi mode (an "unlabeled" stream) FixMatch's consistency term. Returns the loss, its
     parts for the log, and FreeMatch's updated confidence levels. `teacher`: the features'
@@ -351,6 +361,7 @@ def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, level
               "per_class": losses.ema(levels["per_class"], batch_prior,
                                       lab.threshold_momentum)}
     if lab.dist_align:
+        uniform = torch.full_like(levels["per_class"], 1.0 / len(levels["per_class"]))
         probs = losses.align_distribution(probs, levels["per_class"], uniform)
     threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
                  if lab.thresholds == "adaptive"
@@ -397,19 +408,14 @@ def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
         batches["labeled"] = endless_batches(
             rt.fabric, data.labeled.images[~held], data.labeled.labels[~held],
             [weak(data.shape, data.hflip)], lab.batch_size, rt.data_seed(201 + 2 * f), 0)
-        ema = AveragedModel(copy, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
-        optimizer = torch.optim.SGD(copy.parameters(), lr=lab.lr, momentum=lab.momentum,
-                                    weight_decay=lab.weight_decay, nesterov=True)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(lab.calibration_steps))
+        ema, optimizer, schedule = fine_tuning(copy, lab, lab.lr, lab.calibration_steps)
         model, optimizer = rt.fabric.setup(copy, optimizer)
         ema.to(rt.device)
-        levels = {"global": torch.tensor(1.0 / classes, device=rt.device),
-                  "per_class": torch.full((classes,), 1.0 / classes, device=rt.device)}
-        uniform = torch.full((classes,), 1.0 / classes, device=rt.device)
+        levels = {k: v.to(rt.device) for k, v in initial_levels(classes).items()}
         for step in progress(range(lab.calibration_steps), desc=f"{calibrate.STAGE} (fold {f})",
                              unit="step", disable=not (rt.is_writer and cfg.run.progress)):
-            loss, _, levels = step_loss(model, lab, rt, batches, teacher, levels, uniform,
-                                        nuisances, mix_seed(rt.data_seed(300 + f), step))
+            loss, _, levels = step_loss(model, lab, rt, batches, teacher, levels, nuisances,
+                                        mix_seed(rt.data_seed(300 + f), step))
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
             optimizer.step()
