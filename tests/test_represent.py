@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from semigen.config import resolve
 from semigen.data.transforms import contrastive_views
@@ -28,17 +29,31 @@ def test_propagate_spreads_labels_along_clusters():
     known = np.full(len(truth), -1)
     for c in range(4):  # one labeled point per cluster
         known[np.flatnonzero(truth == c)[0]] = c
-    probs = represent.propagate(features, known, 4)
+    probs = represent.propagate(represent.neighbour_graph(features), known, 4)
     assert probs.shape == (400, 4)
     assert torch.allclose(probs.sum(1), torch.ones(400), atol=1e-5)
     assert (probs.argmax(1).numpy() == truth).mean() > 0.97
+
+
+def test_propagate_over_a_built_graph_equals_sklearns_own_knn_spreading():
+    # The graph is built once and reused; spreading over it must be what sklearn's knn
+    # kernel gives on the features themselves.
+    from sklearn.semi_supervised import LabelSpreading
+    features, truth = clusters(60, 3, 1.0)  # overlapping: the spread is not trivially one-hot
+    known = np.full(len(truth), -1)
+    known[[0, 1, 60, 61, 120]] = truth[[0, 1, 60, 61, 120]]
+    own = LabelSpreading(kernel="knn", n_neighbors=represent.NEIGHBOURS, alpha=represent.SPREAD,
+                         max_iter=100).fit(F.normalize(features, dim=1).numpy(), known)
+    ours = represent.propagate(represent.neighbour_graph(features), known, 3)
+    assert np.allclose(ours.numpy(), own.label_distributions_, atol=1e-6)
+    assert 0.4 < ours.max(1).values.mean() < 0.99
 
 
 def test_propagate_keeps_classes_absent_from_the_labels_at_zero():
     features, truth = clusters(50, 3, 0.2)
     known = np.full(len(truth), -1)
     known[0], known[50] = 0, 1  # class 2 has no labeled point
-    probs = represent.propagate(features, known, 3)
+    probs = represent.propagate(represent.neighbour_graph(features), known, 3)
     assert probs[:100, 2].abs().max() == 0  # reached from the labels: never class 2
     # the third cluster is not linked to a labeled point: its rows say nothing
     assert torch.allclose(probs[100:], torch.full((50, 3), 1 / 3))
@@ -47,11 +62,13 @@ def test_propagate_keeps_classes_absent_from_the_labels_at_zero():
 def test_cross_validated_accuracy_tells_structure_from_noise():
     features, truth = clusters(200, 5, 0.3)
     labeled = np.concatenate([np.flatnonzero(truth == c)[:5] for c in range(5)])
-    good = represent.cross_validated_accuracy(features, labeled, truth[labeled], 5)
+    good = represent.cross_validated_accuracy(represent.neighbour_graph(features), labeled,
+                                            truth[labeled], 5)
     assert good["estimated_accuracy"] > 0.9 and good["estimate_held_out"] == 25
     assert good["estimate_low"] < good["estimated_accuracy"] <= good["estimate_high"]
     noise = torch.randn(1000, 16, generator=torch.Generator().manual_seed(1))
-    bad = represent.cross_validated_accuracy(noise, labeled, truth[labeled], 5)
+    bad = represent.cross_validated_accuracy(represent.neighbour_graph(noise), labeled,
+                                           truth[labeled], 5)
     assert bad["estimated_accuracy"] < 0.5  # chance is 0.2
     assert bad["estimate_low"] < 0.2 + 0.15
 
@@ -59,7 +76,8 @@ def test_cross_validated_accuracy_tells_structure_from_noise():
 def test_cross_validated_accuracy_needs_two_labels_in_a_class():
     features, truth = clusters(20, 3, 0.3)
     labeled = np.array([0, 20, 40])
-    found = represent.cross_validated_accuracy(features, labeled, truth[labeled], 3)
+    found = represent.cross_validated_accuracy(represent.neighbour_graph(features), labeled,
+                                             truth[labeled], 3)
     assert found["estimated_accuracy"] is None and found["estimate_held_out"] == 0
 
 

@@ -375,7 +375,7 @@ def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, level
 
 
 def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
-              features: torch.Tensor | None, nuisances) -> dict | None:
+              features: represent.Features | None, nuisances) -> dict | None:
     """Two-fold cross-fitting (see `calibrate`): a copy of `net` fine-tuned for
     ``label.calibration_steps`` on each half of the labeled images predicts the other half.
     Returns the estimate and the temperature (also logged and in metrics.json), or None where
@@ -398,8 +398,8 @@ def cross_fit(cfg: Config, data: Dataset, rt, run: RunDir, net: torch.nn.Module,
             if features is not None:  # the features' labels, spread without the held half
                 known = np.concatenate([np.where(held, -1, data.labeled.labels),
                                         np.full(len(data.unlabeled), -1)])
-                spread = represent.propagate(features, known, classes)
-                represent.fit_head(copy.head, features, spread)
+                spread = represent.propagate(features.links, known, classes)
+                represent.fit_head(copy.head, features.values, spread)
                 teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
             batches["unlabeled"] = endless_batches(
                 rt.fabric, unlabeled, np.full(len(unlabeled), -1),
@@ -448,18 +448,19 @@ def describe(metrics: dict) -> str:
 
 
 def labels_from_features(net: torch.nn.Module, data: Dataset, device
-                         ) -> tuple[dict, torch.Tensor, torch.Tensor]:
+                         ) -> tuple[dict, torch.Tensor, represent.Features]:
     """After the representation stage: spread the labels over the learned features, fit the
     classifier's head to the spread labels (fine-tuning starts from them), and return their
     figures (accuracy held out from the labeled images, and against known truth), the
-    unlabeled images' label distributions, and the features (labeled images first)."""
+    unlabeled images' label distributions, and the features (labeled images first), with
+    their graph."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     represent.recalibrate_batch_norm(net.features, images, device)
-    features = represent.embed(net.features, images, device)
-    targets = represent.first_labels(data, features)
-    represent.fit_head(net.head, features, targets)
+    features = represent.features_of(net.features, images, device)
+    targets = represent.first_labels(data, features.links)
+    represent.fit_head(net.head, features.values, targets)
     labeled = np.arange(len(data.labeled))
-    found = represent.cross_validated_accuracy(features, labeled, data.labeled.labels,
+    found = represent.cross_validated_accuracy(features.links, labeled, data.labeled.labels,
                                                len(data.classes))
     unlabeled_probs = targets[len(data.labeled):]
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
