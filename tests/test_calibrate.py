@@ -48,6 +48,18 @@ def test_summarise_scales_an_overconfident_model_and_measures_it_on_the_other_fo
     assert found["calibration_held_out"] == 4000
 
 
+def test_a_temperature_that_hurts_the_other_half_is_not_applied():
+    # One half five times too sure, the other five times too unsure: each half's temperature
+    # makes the other half worse, so no temperature is applied, and the log says why.
+    logits, labels = sampled(4000, 4, 1.0)
+    fold = np.arange(4000) % 2
+    skewed = torch.where(torch.from_numpy(fold == 0)[:, None], 5 * logits, logits / 5)
+    found = calibrate.summarise(skewed, labels.numpy(), fold)
+    assert found["held_out_ece_after"] > found["held_out_ece_before"]
+    assert found["temperature"] == 1.0 and found["temperature_fitted"] != 1.0
+    assert "left as they are" in calibrate.describe(found, 4)[0]
+
+
 def test_label_calibrates_what_it_writes_and_keeps_it_on_resume(tmp_path):
     out = tmp_path / "run"
     cfg = resolve(preset="tiny", overrides={"run.out": str(out), "label.pretrain_steps": 0,

@@ -165,9 +165,12 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
                     label.get("test_ece")])
     css = ' class="warn"' if near_chance else ""
     sentence = html.escape(note[0].upper() + note[1:])
-    return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. The "
-            "confidences in pseudo_labels.csv, in predictions and below are divided by the "
-            f"temperature {found['temperature']:.2f} fitted on held-out labeled images.</p>"
+    applied = ("The confidences in pseudo_labels.csv, in predictions and below are divided "
+               f"by the temperature {found['temperature']:.2f} fitted on held-out labeled "
+               "images." if found["temperature"] != 1.0 else
+               "The confidences in pseudo_labels.csv, in predictions and below are the "
+               "classifier's own (temperature 1).")
+    return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. {applied}</p>"
             + _table(["estimate", "accuracy", "95 % low", "95 % high"], rows)
             + _table(["expected calibration error", "before", "after"], ece))
 

@@ -7,7 +7,8 @@ the only predictions of the pipeline on labeled images it never used. From them 
 accuracy estimate with a Wilson interval, and a temperature that scales the final
 classifier's logits so that its confidences mean what they say (0.8: about 80 % right). The
 expected calibration error after scaling is itself measured across the folds: the temperature
-fitted on one half is scored on the other."""
+fitted on one half is scored on the other. Where that makes it worse than no scaling, the
+temperature is not applied (1): with a few dozen held-out images, a fit can follow noise."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def summarise(logits: torch.Tensor, labels: np.ndarray, fold: np.ndarray) -> dict:
     """From held-out logits (one row per image with fold >= 0): the pipeline's estimated
     accuracy with its interval, the temperature, and the held-out ECE before and after
-    scaling (after: each fold scored with the temperature fitted on the other)."""
+    scaling (after: each fold scored with the temperature fitted on the other). The temperature
+    to apply is the one fitted on every held-out image where scaling helped across the folds,
+    else 1 (`temperature_fitted` keeps the fit)."""
     target = torch.from_numpy(labels).long()
     right = int((logits.argmax(1) == target).sum())
     low, high = wilson_interval(right, len(target))
@@ -65,11 +68,13 @@ def summarise(logits: torch.Tensor, labels: np.ndarray, fold: np.ndarray) -> dic
         other = torch.from_numpy(fold != f)
         t = fit_temperature(logits[other], target[other]) if other.any() else 1.0
         probs_after[~other] = (logits[~other] / t).softmax(1)
+    before = expected_calibration_error(logits.softmax(1), target)
+    after = expected_calibration_error(probs_after, target)
+    fitted = fit_temperature(logits, target)
     return {"classifier_estimate": right / len(target), "classifier_estimate_low": low,
             "classifier_estimate_high": high, "calibration_held_out": len(target),
-            "temperature": fit_temperature(logits, target),
-            "held_out_ece_before": expected_calibration_error(logits.softmax(1), target),
-            "held_out_ece_after": expected_calibration_error(probs_after, target)}
+            "temperature": fitted if after < before else 1.0, "temperature_fitted": fitted,
+            "held_out_ece_before": before, "held_out_ece_after": after}
 
 
 def describe(found: dict, num_classes: int) -> tuple[str, bool]:
@@ -77,6 +82,11 @@ def describe(found: dict, num_classes: int) -> tuple[str, bool]:
     text, near = describe_estimate(found, num_classes,
                                    "the classifier's labels (trained on half the labels)",
                                    "classifier_estimate")
+    errors = (f"held-out calibration error {found['held_out_ece_before']:.3f} before, "
+              f"{found['held_out_ece_after']:.3f} after")
+    if found["temperature"] == 1.0 and found.get("temperature_fitted", 1.0) != 1.0:
+        return (text + f"; confidences left as they are: the fitted temperature "
+                f"{found['temperature_fitted']:.2f} made them worse on the other half "
+                f"({errors})"), near
     return (text + f"; confidences divided by temperature {found['temperature']:.2f} "
-            f"(held-out calibration error {found['held_out_ece_before']:.3f} before, "
-            f"{found['held_out_ece_after']:.3f} after)"), near
+            f"({errors})"), near
