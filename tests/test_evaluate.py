@@ -8,7 +8,13 @@ import torch
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import load_dataset
-from semigen.evaluation.images import EvaluatorFeatures, _distances, load_evaluator, memorisation
+from semigen.evaluation.images import (
+    EvaluatorFeatures,
+    _distances,
+    evaluator_config,
+    load_evaluator,
+    memorisation,
+)
 from semigen.labeling import nets
 
 
@@ -108,6 +114,17 @@ def test_evaluator_features():
     features = EvaluatorFeatures(classifier)
     out = features(torch.zeros(3, 1, 8, 8, dtype=torch.uint8))
     assert features.num_features == 128 and out.shape == (3, 128) and out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("classifier", [{"label.net": "cnn"}, {"label.net": "wrn28_2"},
+                                        {"label.backbone": "resnet18"}])
+def test_the_evaluator_is_not_the_classifiers_architecture(classifier):
+    cfg = resolve(preset="tiny", overrides=classifier)
+    recipe = evaluator_config(cfg, (8, 8, 1), 30)
+    assert recipe.label.mode == "all-labels" and recipe.label.backbone == ""
+    assert recipe.label.net != (cfg.label.backbone or cfg.label.net)
+    judge = nets.build(recipe.label.net, 1, 10)  # and it works on 8 px images
+    assert judge(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -74,11 +74,13 @@ def test_generate_on_a_label_run(label_run):
     assert images.shape == (2, 1, 8, 8)
 
 
-def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder):
+@pytest.mark.parametrize("class_loss", ["0", "0.5"])
+def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder, class_loss):
     def cfg(out):
         return resolve(preset="tiny", overrides={
             "data.source": str(clean_folder), "generate.mode": "labels-only",
-            "run.out": str(out), "run.log_every": "1", "run.checkpoint_every": "5"})
+            "generate.class_loss": class_loss, "run.out": str(out), "run.log_every": "1",
+            "run.checkpoint_every": "5"})
 
     gen_train.train(cfg(tmp_path / "straight"))
     real_save = checkpoint.Checkpointer.save
@@ -95,9 +97,12 @@ def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder):
     gen_train.train(cfg(tmp_path / "resumed"))
 
     def losses(out):
-        return [(r["step"], r["d_loss"], r["g_loss"]) for r in read_stats(out) if "d_loss" in r]
+        return [(r["step"], r["d_loss"], r["g_loss"], r.get("d_class"), r.get("g_class"))
+                for r in read_stats(out) if "d_loss" in r]
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     assert len(losses(tmp_path / "straight")) == 20
+    # the auxiliary classifier's losses are logged when it trains, and only then
+    assert all((row[3] is not None) == (class_loss != "0") for row in losses(tmp_path / "straight"))
 
 
 def test_sample_is_the_same_whatever_the_batch_size(label_run, tmp_path):

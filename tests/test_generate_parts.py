@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from semigen.generation import losses
-from semigen.generation.nets import Discriminator, Generator, upsamplings
+from semigen.generation.nets import Discriminator, Generator, doublings, start_size
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
@@ -17,8 +17,16 @@ def test_networks_make_and_score_images_of_the_data_shape(shape):
     assert d(images, y).shape == (4,)
 
 
-def test_upsamplings():
-    assert [upsamplings(s) for s in (8, 16, 28, 32, 64)] == [1, 2, 3, 3, 4]
+def test_the_generator_draws_at_the_image_size_from_a_4_to_7_px_start():
+    sides = (8, 16, 28, 32, 64, 100)
+    assert [start_size(s) for s in sides] == [4, 4, 7, 4, 4, 7]
+    # drawn at the size itself, except 100 px: 7 x 2^4 = 112, then resized
+    assert [start_size(s) * 2 ** doublings(s) for s in sides] == [8, 16, 28, 32, 64, 112]
+
+
+def test_the_generator_resizes_only_what_it_cannot_draw_exactly():
+    g = Generator(3, (100, 100, 1), width=4).eval()
+    assert g(torch.randn(2, g.z_dim), torch.arange(2)).shape == (2, 1, 100, 100)
 
 
 def test_discriminator_projection_depends_on_the_class():
@@ -26,6 +34,14 @@ def test_discriminator_projection_depends_on_the_class():
     x = torch.randn(1, 1, 8, 8).repeat(3, 1, 1, 1)
     scores = d(x, torch.arange(3))
     assert len(set(scores.tolist())) == 3  # same image, three classes, three scores
+
+
+def test_the_discriminator_can_also_classify():
+    d = Discriminator(3, (8, 8, 1), width=8, classify=True)
+    score, logits = d(torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long))
+    assert score.shape == (5,) and logits.shape == (5, 3)
+    labels = logits.argmax(1)
+    assert losses.class_loss(logits, labels) < losses.class_loss(logits, (labels + 1) % 3)
 
 
 def test_hinge_losses_on_known_values():

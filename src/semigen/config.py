@@ -22,7 +22,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABEL_MODES = ("semi", "labels-only", "all-labels")
 THRESHOLDS = ("adaptive", "fixed")
-NETS = ("cnn", "wrn28_2")
+NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
 
 
@@ -78,6 +78,7 @@ class RuntimeConfig:
 class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
     net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
+    # (wrn10_2: a shallow WideResNet, what judges generated images when the classifier is a cnn)
     backbone: str = ""  # instead of net: a torchvision architecture (resnet18) or timm:NAME
     weights: str = ""  # the backbone's pretrained weights: a state dict file, or 'download'
     steps: int = 1000  # fine-tuning after the representation stage (semi); baselines: the same
@@ -109,13 +110,16 @@ class GenerateConfig:
     mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
-    steps: int = 3000
-    batch_size: int = 32  # the full preset (GPU): 64
+    steps: int = 4000  # about 9 minutes on 2 CPU cores at 28 px (BENCHMARKS.md, issue #14)
+    batch_size: int = 128  # the full preset (GPU): 64
     z_dim: int = 128
-    width: int = 16  # channels scale: generator 4x at 4x4 halving to 1x, discriminator 1x-2x
-    lr: float = 2e-4  # Adam, both networks, betas (0, 0.999)
+    width: int = 16  # channels scale: generator 4x at the start halving to 1x, discriminator 1x-4x
+    lr: float = 4e-4  # Adam, both networks, betas (0, 0.999); 2e-4 learns the classes slower
     ema_decay: float = 0.999  # the EMA generator samples
     diff_augment: bool = True  # DiffAugment on real and fake images, in both steps
+    # weight of an auxiliary class loss (AC-GAN): the discriminator also classifies real images,
+    # the generator is pushed to make images it recognises as their class; 0: projection alone
+    class_loss: float = 1.0
     sample_every: int = 500  # per-class grids in RUN/samples/
     grid_per_class: int = 8
 
@@ -322,6 +326,7 @@ def validate(cfg: Config) -> None:
     for name in ("steps", "batch_size", "z_dim", "width", "sample_every", "grid_per_class"):
         check(getattr(gen, name) >= 1, f"generate.{name} must be >= 1 (got {getattr(gen, name)})")
     check(gen.lr > 0, f"generate.lr must be > 0 (got {gen.lr})")
+    check(gen.class_loss >= 0, f"generate.class_loss must be >= 0 (got {gen.class_loss})")
     check(0 <= gen.ema_decay < 1, f"generate.ema_decay must be in [0, 1) (got {gen.ema_decay})")
     check(gen.mode != "all-labels" or d.source in BUILTINS,
           "generate.mode all-labels needs a built-in data set, whose held-out labels are known "

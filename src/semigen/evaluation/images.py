@@ -1,7 +1,8 @@
 """Generated-image metrics with a feature network that took no part in training.
 
-For a built-in data set the evaluator is semigen's own classifier trained on the data set's full
-training labels (``all-labels``), once, cached under ``data.cache_dir/evaluators/``. Its
+For a built-in data set the evaluator is a semigen classifier of another architecture than the
+run's (``evaluator_net``) trained on the data set's full training labels (``all-labels``), once,
+cached under ``data.cache_dir/evaluators/``. Its
 penultimate features feed torchmetrics' FID and KID, and its predictions give class consistency:
 how often a generated image is recognised as the class it was asked for. With
 ``evaluate.inception_weights`` (a torchvision Inception-v3 state dict, or ``download``), FID and
@@ -85,11 +86,20 @@ class InceptionFeatures(nn.Module):
         return self.net((x - self.mean) / self.std).double()
 
 
+def evaluator_net(classifier: str) -> str:
+    """The evaluator's architecture: another family than the run's classifier, so that the two
+    do not share blind spots (a generator that fools one network's quirks should not also fool
+    its judge). A WideResNet (residual, strided) judges the cnn and any backbone; the cnn (plain,
+    max-pooled) judges a WideResNet."""
+    return "cnn" if classifier.startswith("wrn") else "wrn10_2"
+
+
 def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Config:
-    """The recipe of the built-in data set's evaluator: all its training labels, the default
-    classifier, `steps` steps; it runs in a cache folder keyed by everything that determines it
-    (`evaluator_run`)."""
+    """The recipe of the built-in data set's evaluator: all its training labels, an architecture
+    unlike the classifier's (`evaluator_net`), `steps` steps; it runs in a cache folder keyed by
+    everything that determines it (`evaluator_run`)."""
     recipe = resolve(overrides={
+        "label.net": evaluator_net(cfg.label.backbone or cfg.label.net),
         "data.source": cfg.data.source, "data.cache_dir": cfg.data.cache_dir,
         "data.fmnist_dir": cfg.data.fmnist_dir, "data.image_size": cfg.data.image_size,
         "data.channels": cfg.data.channels, "label.mode": "all-labels",
@@ -100,18 +110,20 @@ def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Co
     return recipe
 
 
-# The code that trains an evaluator: an edit to any of it makes another evaluator.
-EVALUATOR_CODE = ("config.py", "runtime.py", "data", "labeling")
+# The code that trains an evaluator: an edit to any of it makes another evaluator. Not
+# config.py: the recipe's resolved values are in the key themselves, and a new generator
+# default should not cost a retrained evaluator.
+EVALUATOR_CODE = ("runtime.py", "data", "labeling")
 
 
 def evaluator_key(recipe: Config, shape: tuple[int, int, int]) -> dict:
-    """Everything that determines an evaluator network: its training config (less where files
-    live, devices and threads), the image shape, the versions of semigen and torch, and a
+    """Everything that determines an evaluator network: its training config (the data, label
+    and runtime sections, less where files live, devices and threads; the generator's and the
+    fit's settings do not touch it), the image shape, the versions of semigen and torch, and a
     digest of the source code that trains it."""
     import semigen
-    fields = recipe.to_dict()
-    for section, name in (("run", "out"), ("run", "progress"), ("data", "cache_dir"),
-                          ("data", "fmnist_dir"), ("runtime", "device"),
+    fields = {section: recipe.to_dict()[section] for section in ("data", "label", "runtime")}
+    for section, name in (("data", "cache_dir"), ("data", "fmnist_dir"), ("runtime", "device"),
                           ("runtime", "threads"), ("runtime", "num_workers")):
         fields[section].pop(name)
     code = hashlib.sha256()

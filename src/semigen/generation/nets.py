@@ -1,7 +1,9 @@
-"""A class-conditional GAN that holds up with few images per class (BigGAN/SNGAN family):
-a generator with class-conditional batch norm, and a spectral-norm discriminator with a
-projection head (Miyato & Koyama 2018). Both are rebuilt from plain arguments, which a checkpoint
-stores beside the weights."""
+"""A class-conditional GAN that holds up with few images per class: a generator with
+class-conditional batch norm, and a spectral-norm discriminator with a projection head (Miyato &
+Koyama 2018). Both are shallow and wide in DCGAN's way, one convolution per resolution, strided
+or transposed, which is what a CPU can afford: at 28 px a step of the residual pair of SNGAN
+costs four times as much (BENCHMARKS.md, issue #14). Both are rebuilt from plain arguments, which
+a checkpoint stores beside the weights."""
 
 from __future__ import annotations
 
@@ -14,9 +16,16 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 
-def upsamplings(side: int) -> int:
-    """How many doublings take a 4x4 start to at least `side` (at least one)."""
-    return max(1, math.ceil(math.log2(side / 4)))
+def doublings(side: int) -> int:
+    """How many doublings of the generator's start map reach `side`: as many as keep the start
+    at 4-7 px (28 px: 7 -> 14 -> 28), at least one."""
+    return max(1, math.floor(math.log2(side / 4)))
+
+
+def start_size(side: int) -> int:
+    """The side of the generator's first map: `side` drawn at its own resolution (28 px from 7,
+    not 32 px resized), or just above it when halving does not reach 4-7 px exactly."""
+    return math.ceil(side / 2 ** doublings(side))
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -34,87 +43,70 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
-class GeneratorBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, num_classes: int):
-        super().__init__()
-        self.norm1 = ConditionalBatchNorm2d(cin, num_classes)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = ConditionalBatchNorm2d(cout, num_classes)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1)
-
-    def forward(self, x, y):
-        h = F.interpolate(F.relu(self.norm1(x, y)), scale_factor=2)
-        h = self.conv2(F.relu(self.norm2(self.conv1(h), y)))
-        return h + self.skip(F.interpolate(x, scale_factor=2))
-
-
 class Generator(nn.Module):
-    """(z, class) -> image in [-1, 1] of `image_shape` (H, W, C). It draws at 4 * 2^k px and
-    resizes to H x W when that is not a power of two (28 px: drawn at 32)."""
+    """(z, class) -> image in [-1, 1] of `image_shape` (H, W, C): a linear map to the start map,
+    then per doubling class-conditional batch norm, ReLU and a 4x4 transposed convolution, and a
+    3x3 convolution to the image's channels. It draws at the image's own size where halving
+    reaches a 4-7 px start (28 px from 7x7), and otherwise just above it, resized (100 px: drawn
+    at 112)."""
 
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], z_dim: int = 128,
                  width: int = 64):
         super().__init__()
         h, w, c = image_shape
         self.image_shape, self.z_dim = (h, w, c), z_dim
-        steps = upsamplings(max(h, w))
-        # 4 * width channels at 4x4, halved at each doubling after the first down to `width`:
-        # the large maps get the thin layers, which is what keeps a CPU step affordable.
-        channels = [4 * width] + [max(width, 4 * width >> i) for i in range(steps)]
+        side = max(h, w)
+        self.start = start_size(side)
+        # 4 * width channels at the start, halved at each doubling down to `width`: the large
+        # maps get the thin layers.
+        channels = [max(width, 4 * width >> i) for i in range(doublings(side) + 1)]
         self.channels = channels[0]
-        self.project = nn.Linear(z_dim, 4 * 4 * self.channels)
-        self.blocks = nn.ModuleList(GeneratorBlock(cin, cout, num_classes)
-                                    for cin, cout in pairwise(channels))
-        self.out = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(),
-                                 nn.Conv2d(channels[-1], c, 3, padding=1), nn.Tanh())
+        self.project = nn.Linear(z_dim, self.start * self.start * self.channels)
+        self.norms = nn.ModuleList(ConditionalBatchNorm2d(ch, num_classes) for ch in channels)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
+                                 for cin, cout in pairwise(channels))
+        self.out = nn.Conv2d(channels[-1], c, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(len(z), self.channels, 4, 4)
-        for block in self.blocks:
-            x = block(x, y)
-        x = self.out(x)
+        x = self.project(z).view(len(z), self.channels, self.start, self.start)
+        for norm, up in zip(self.norms, self.ups, strict=False):  # the last norm is the out's
+            x = up(F.relu(norm(x, y)))
+        x = torch.tanh(self.out(F.relu(self.norms[-1](x, y))))
         h, w, _ = self.image_shape
-        if x.shape[-2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True,
+        if x.shape[-2:] != (h, w):  # in float32: antialiased resizing has no bfloat16 kernel
+            x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True,
                               align_corners=False)
         return x
 
 
-class DiscriminatorBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, downsample: bool, first: bool):
-        super().__init__()
-        self.first, self.downsample = first, downsample
-        self.conv1 = spectral_norm(nn.Conv2d(cin, cout, 3, padding=1))
-        self.conv2 = spectral_norm(nn.Conv2d(cout, cout, 3, padding=1))
-        self.skip = spectral_norm(nn.Conv2d(cin, cout, 1))
-
-    def forward(self, x):
-        h = x if self.first else F.relu(x)  # the first block sees the image itself
-        h = self.conv2(F.relu(self.conv1(h)))
-        skip = self.skip(x)
-        if self.downsample:
-            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
-        return h + skip
-
-
 class Discriminator(nn.Module):
-    """Image, class -> realness score: a linear score of pooled features plus their projection
-    onto the class embedding."""
+    """Image, class -> realness score: per halving a 4x4 strided convolution (`width` channels
+    at the first, doubling, at most 8 * width), a 3x3 one at the smallest map, all spectrally
+    normalised; then a linear score of the summed features plus their projection onto the class
+    embedding. With `classify`, also class logits from the same features (the auxiliary
+    classifier of AC-GAN), returned as a second output."""
 
-    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], width: int = 64):
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], width: int = 64,
+                 classify: bool = False):
         super().__init__()
         h, w, c = image_shape
-        self.channels = 2 * width
-        downs = upsamplings(max(h, w))  # down to about 4x4
-        # `width` channels at full resolution, 2 * width below it (the costly map stays thin).
-        channels = [c, width] + [self.channels] * downs
-        self.blocks = nn.Sequential(*(
-            DiscriminatorBlock(cin, cout, downsample=i < downs, first=i == 0)
-            for i, (cin, cout) in enumerate(pairwise(channels))))
+        downs = doublings(max(h, w))  # down to the generator's 4-7 px start
+        channels = [c] + [width * min(2 ** i, 8) for i in range(downs + 1)]
+        layers = []
+        for i, (cin, cout) in enumerate(pairwise(channels)):
+            last = i == downs
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 3 if last else 4, stride=1 if last else 2,
+                                               padding=1)), nn.LeakyReLU(0.1)]
+        self.body = nn.Sequential(*layers)
+        self.channels = channels[-1]
         self.score = spectral_norm(nn.Linear(self.channels, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, self.channels))
+        self.classifier = spectral_norm(nn.Linear(self.channels, num_classes)) if classify \
+            else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        features = F.relu(self.blocks(x)).sum(dim=(2, 3))
-        return self.score(features).squeeze(1) + (self.embed(y) * features).sum(dim=1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        features = self.body(x).sum(dim=(2, 3))
+        score = self.score(features).squeeze(1) + (self.embed(y) * features).sum(dim=1)
+        if self.classifier is None:
+            return score
+        return score, self.classifier(features)
