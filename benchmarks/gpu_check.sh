@@ -10,8 +10,8 @@
 set -euo pipefail
 FMNIST_DIR=$1 PSEUDO=$2 OUT=$3
 GEN_SECONDS=${GEN_SECONDS:-240}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu STEPS=20 MEASURE_STEPS=20 EVALUATE="--evaluate.per_class 20
-                        # --evaluate.evaluator_steps 30": a dry run of the script on a CPU
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu STEPS=20 MEASURE_STEPS=20 EVALUATE="--per-class 20
+                        # --evaluator-steps 30": a dry run of the script on a CPU
 PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}src PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -40,9 +40,7 @@ $PY -m semigen generate fmnist --preset full --out "$run" --labels-per-class 10 
     --data.fmnist_dir "$FMNIST_DIR" \
     --run.progress false 2>&1 | tail -n 3
 echo "generator training: $(( $(date +%s) - t0 )) s for $steps steps" | tee "$OUT/train_time.txt"
-$PY -m semigen evaluate fmnist --preset full --out "$run" --labels-per-class 10 \
-    --split-seed 0 --device "$DEVICE" --data.fmnist_dir "$FMNIST_DIR" --run.progress false \
-    ${EVALUATE:-} 2>&1 | tail -n 20
+$PY -m semigen evaluate "$run" ${EVALUATE:-} 2>&1 | tail -n 20  # the run's config: full, GPU
 cp "$run/metrics.json" "$OUT/metrics.json"
 cp "$run/log.txt" "$OUT/log.txt"
 cp "$(ls "$run"/samples/generate-step-*.png | tail -n 1)" "$OUT/samples.png"
