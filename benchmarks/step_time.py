@@ -126,15 +126,18 @@ def measure_plain(args) -> dict:
 
 def run_measurement(kind: str, args, src: Path, script: Path) -> dict:
     """One measurement in a fresh process with `src` first on the path."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(src), *filter(None, [os.environ.get("PYTHONPATH")])])}
     command = [sys.executable, str(script), "--measure", kind, "--data", args.data,
                "--preset", args.preset, "--steps", str(args.steps), "--device", args.device]
     if args.classifier:
         command.append("--classifier")
     for key, value in args.set.items():
         command += ["--set", f"{key}={value}"]
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{kind} measurement in {src} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
