@@ -70,7 +70,7 @@ class RuntimeConfig:
     devices: int = 1  # processes; > 1 runs distributed data-parallel (torchrun works too)
     precision: str = "fp32"
     seed: int = 0  # model init; each rank adds its rank to the data seed
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader workers for the classifier's transforms (not the GAN's)
     threads: int = 0  # CPU threads (torch, OpenCV); 0: OMP_NUM_THREADS if set, else one per core
 
 

@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 
 from .. import checkpoint, runtime
 from ..config import Config, validate
-from ..data import DataError, Dataset, endless_batches, load_dataset
+from ..data import DataError, Dataset, StepBatchSampler, load_dataset, to_float
 from ..labeling.train import ema_update, fingerprint, sync_buffers
 from ..rundir import RunDir, check_continuation, check_split, note_resume
 from . import losses
@@ -72,6 +72,20 @@ def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] 
     counts = np.bincount(labels, minlength=len(data.classes))
     weights = (confidence if weight_by_confidence else np.ones(len(labels))) / counts[labels]
     return images, labels, torch.from_numpy(weights)
+
+
+def image_batches(images: np.ndarray, labels: np.ndarray, weights: torch.Tensor,
+                  batch_size: int, seed: int, start_step: int, device: torch.device):
+    """Endless batches (images in [-1, 1], classes) on `device`; batch t is a function of
+    (seed, t) alone, drawn by the classifier's sampler. No image has a transform of its own
+    (DiffAugment works on whole batches), so a batch is one indexing, not a DataLoader call per
+    image."""
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # N C H W, shares memory
+    classes = torch.from_numpy(labels)
+    for batch in StepBatchSampler(len(labels), batch_size, seed, start_step, weights):
+        index = torch.tensor([i for i, _ in batch])
+        yield (to_float(pixels[index]).to(device, memory_format=torch.channels_last),
+               classes[index].to(device))
 
 
 @torch.no_grad()
@@ -179,9 +193,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         d_model, opt_d = rt.fabric.setup(discriminator, opt_d)
         ema.to(rt.device)
         streams = 4 * round_index  # each round draws batches and noise of its own
-        batches = endless_batches(rt.fabric, images, labels, [], gen.batch_size,
-                                  rt.data_seed(streams + 2), start_step, cfg.runtime.num_workers,
-                                  weights)
+        batches = image_batches(images, labels, weights, gen.batch_size,
+                                rt.data_seed(streams + 2), start_step, rt.device)
 
         def augment(x, g):
             return losses.diff_augment(x, g) if gen.diff_augment else x
@@ -190,7 +203,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
                                      total=total_steps, desc=f"{stage} ({gen.mode})",
                                      unit="step",
                                      disable=not (rt.is_writer and cfg.run.progress)):
-            x, y, _ = next(batches)
+            x, y = next(batches)
             # All of this step's noise comes from (seed, rank, step): resumable exactly.
             g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(streams + 3),
                                                                    step))
