@@ -122,7 +122,8 @@ def evaluator_key(recipe: Config, shape: tuple[int, int, int]) -> dict:
     fit's settings do not touch it), the image shape, the versions of semigen and torch, and a
     digest of the source code that trains it."""
     import semigen
-    fields = {section: recipe.to_dict()[section] for section in ("data", "label", "runtime")}
+    whole = recipe.to_dict()
+    fields = {section: whole[section] for section in ("data", "label", "runtime")}
     for section, name in (("data", "cache_dir"), ("data", "fmnist_dir"), ("runtime", "device"),
                           ("runtime", "threads"), ("runtime", "num_workers")):
         fields[section].pop(name)
