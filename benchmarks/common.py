@@ -48,3 +48,29 @@ def save_merged(out: str, rows: list[dict], key: tuple[str, ...], table: str | N
     merged = sorted([r for r in earlier if ident(r) not in replaced] + rows, key=ident)
     save(out, merged, table)
     return merged
+
+
+def grids_side_by_side(path: Path, grids: dict[str, Path], classes: list[str]) -> Path:
+    """One PNG of per-class sample grids (one row per class) side by side, titled by the keys
+    of `grids`, the class names on the left."""
+    import cv2
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 5), squeeze=False)
+    for ax, (title, png) in zip(axes[0], grids.items(), strict=True):
+        grid = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+        ax.imshow(grid, interpolation="nearest")
+        rows = [(i + 0.5) * grid.shape[0] / len(classes) for i in range(len(classes))]
+        ax.set_yticks(rows, classes, fontsize=8)
+        ax.set_xticks([])
+        ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def last_grid(run: Path) -> Path | None:
+    """A generator run's last per-class grid of its first stage (RUN/samples/)."""
+    found = sorted((Path(run) / "samples").glob("generate-step-*.png"))
+    return found[-1] if found else None

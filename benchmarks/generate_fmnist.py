@@ -27,7 +27,7 @@ import common
 from semigen.config import resolve
 from semigen.data import load_dataset
 from semigen.evaluation.run import evaluate_run
-from semigen.generation.train import train as train_generator
+from semigen.generation import train as train_generator
 from semigen.labeling.train import train as train_classifier
 
 MODES = {"labels-only": "(a) labels only", "semi": "(b) labels + pseudo-labels",
@@ -70,28 +70,10 @@ def earlier_result(args, mode: str, seed: int) -> dict | None:
 
 def side_by_side(out: Path, seed: int, classes: list[str]) -> Path | None:
     """One PNG with the last per-class sample grid of (a), (b) and (c) for `seed`."""
-    import cv2
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    grids = {}
-    for mode, label in MODES.items():
-        found = sorted((out / f"{mode}-seed{seed}" / "samples").glob("generate-step-*.png"))
-        if found:
-            grids[label] = cv2.cvtColor(cv2.imread(str(found[-1])), cv2.COLOR_BGR2RGB)
-    if not grids:
-        return None
-    fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 5), squeeze=False)
-    for ax, (label, grid) in zip(axes[0], grids.items(), strict=True):
-        ax.imshow(grid, interpolation="nearest")
-        rows = [(i + 0.5) * grid.shape[0] / len(classes) for i in range(len(classes))]
-        ax.set_yticks(rows, classes, fontsize=8)
-        ax.set_xticks([])
-        ax.set_title(label, fontsize=10)
-    path = out / f"samples-seed{seed}.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    grids = {label: common.last_grid(out / f"{mode}-seed{seed}") for mode, label in MODES.items()}
+    grids = {label: png for label, png in grids.items() if png is not None}
+    return common.grids_side_by_side(out / f"samples-seed{seed}.png", grids, classes) \
+        if grids else None
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:

@@ -73,7 +73,7 @@ def measure_plain(args) -> dict:
     from semigen.config import resolve
     from semigen.data import load_dataset, to_float
     from semigen.generation import losses
-    from semigen.generation.train import build_networks
+    from semigen.generation.gan import build_networks
     from semigen.runtime import PRECISION, use_threads
 
     cfg = resolve(preset=args.preset, overrides={"data.source": args.data,
@@ -99,21 +99,15 @@ def measure_plain(args) -> dict:
         with autocast:
             with torch.no_grad():
                 fake = generator(torch.randn(len(y), gen.z_dim, device=device), y)
-            scores = discriminator(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y]))
-            scores, logits = scores if classify else (scores, None)
-            d_loss = losses.discriminator_hinge(*scores.chunk(2))
-            if classify:
-                d_loss = d_loss + gen.class_loss * losses.class_loss(logits[:len(y)], y)
+            d_loss, _ = losses.discriminator_loss(
+                discriminator(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y])), y,
+                gen.class_loss)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         with autocast:
             fake = generator(torch.randn(len(y), gen.z_dim, device=device), y)
-            scores = discriminator(fake, y)
-            scores, logits = scores if classify else (scores, None)
-            g_loss = losses.generator_hinge(scores)
-            if classify:
-                g_loss = g_loss + gen.class_loss * losses.class_loss(logits, y)
+            g_loss, _ = losses.generator_loss(discriminator(fake, y), y, gen.class_loss)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -80,3 +80,21 @@ def fake_idx_folder(tmp_path) -> Path:
                   rng.integers(0, 256, (n, 28, 28)), gz=True)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, gz=True)
     return folder
+
+
+def interrupt_after_checkpoint(monkeypatch, train, step: int = 10) -> None:
+    """Run `train()` until it has written the checkpoint of `step`, then stop it there as
+    Ctrl-C would (KeyboardInterrupt); checkpoints are saved normally again afterwards."""
+    from semigen.checkpoint import Checkpointer
+    real_save = Checkpointer.save
+
+    def save_then_interrupt(self, payload, at):
+        path = real_save(self, payload, at)
+        if at == step:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(Checkpointer, "save", real_save)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import interrupt_after_checkpoint
 
 from semigen import checkpoint
 from semigen.checkpoint import Checkpointer, CheckpointError
@@ -24,18 +25,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
     label_train.train(tiny_cfg(straight, mode))
 
     interrupted = tmp_path / "interrupted"
-    real_save = Checkpointer.save
-
-    def save_then_crash(self, payload, step):
-        path = real_save(self, payload, step)
-        if step == 10:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after step 10
-        return path
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        label_train.train(tiny_cfg(interrupted, mode))
-    monkeypatch.setattr(Checkpointer, "save", real_save)
+    interrupt_after_checkpoint(monkeypatch,
+                               lambda: label_train.train(tiny_cfg(interrupted, mode)))
     assert max(losses(interrupted)) == 10
     label_train.train(tiny_cfg(interrupted, mode))  # resume: auto is the default
 

@@ -72,3 +72,21 @@ def test_two_process_cpu_ddp_fit(tmp_path):
     assert all(line.endswith(",1") for line in pseudo[1:])
     confident = sum(float(line.split(",")[2]) >= 0.9 for line in pseudo[1:])
     assert metrics["generate-r1"]["training_images"] == 100 + confident
+
+
+def test_two_process_cpu_ddp_diffusion(tmp_path):
+    """The diffusion backend through the same runtime: both ranks end with the same UNet."""
+    out = tmp_path / "diffusion"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "semigen", "generate", "digits", "--preset", "tiny",
+         "--generate.backend", "diffusion", "--generate.mode", "labels-only",
+         "--device", "cpu", "--devices", "2", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = [r for r in read_stats(out) if r.get("event") == "done"]
+    assert len(done) == 1 and done[0]["world_size"] == 2 and done[0]["backend"] == "diffusion"
+    fingerprints = done[0]["weight_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    steps = [r["step"] for r in read_stats(out) if "denoising_loss" in r]
+    assert steps == list(range(10, 21, 10))  # one writer

@@ -236,7 +236,8 @@ def test_evaluate_on_a_separate_test_folder(fitted, tmp_path, cache, capsys):
 
 def test_api_verbs_stay_functions_after_the_stages_are_imported():
     import semigen.evaluation.run
-    import semigen.generation.train
+    import semigen.generation.diffusion
+    import semigen.generation.gan
     import semigen.labeling.train  # noqa: F401  (a package named `label` would shadow the verb)
     for verb in ("fit", "label", "generate", "evaluate", "report", "suggest", "sample",
                  "predict", "demo"):

@@ -5,12 +5,13 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_after_checkpoint
 
-from semigen import checkpoint
+from semigen import checkpoint, generation
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import DataError, folder_name, load_dataset
-from semigen.generation import train as gen_train
+from semigen.generation.data import read_pseudo_labels, training_set
 from semigen.labeling.train import train as train_classifier
 from semigen.rundir import read_stats
 
@@ -35,26 +36,26 @@ def test_training_set_takes_confident_pseudo_labels_and_balances_classes(tmp_pat
     pseudo_csv = tmp_path / "p.csv"
     write_pseudo(pseudo_csv, [(ids[0], "3", "0.95", 0), (ids[1], "3", "0.5", 0),
                               (ids[2], "4", "0.99", 0), (ids[2], "5", "0.97", 1)])
-    pseudo = gen_train.read_pseudo_labels(pseudo_csv, data.classes)
+    pseudo = read_pseudo_labels(pseudo_csv, data.classes)
     assert pseudo[ids[2]] == (5, 0.97)  # the latest round wins
-    images, labels, weights = gen_train.training_set(data, "semi", pseudo, 0.9, False)
+    images, labels, weights = training_set(data, "semi", pseudo, 0.9, False)
     assert len(labels) == 100 + 2  # ids[1] is below the confidence bar
     assert np.bincount(labels).tolist() == [10, 10, 10, 11, 10, 11, 10, 10, 10, 10]
     per_class = [weights[torch.from_numpy(labels == c)].sum().item() for c in range(10)]
     assert per_class == pytest.approx([per_class[0]] * 10)  # each class drawn equally often
-    _, lo_labels, _ = gen_train.training_set(data, "labels-only", pseudo, 0.9, False)
-    _, all_labels, _ = gen_train.training_set(data, "all-labels", None, 0.9, False)
+    _, lo_labels, _ = training_set(data, "labels-only", pseudo, 0.9, False)
+    _, all_labels, _ = training_set(data, "all-labels", None, 0.9, False)
     assert len(lo_labels) == 100 and len(all_labels) == 1347
     with pytest.raises(DataError, match="run `semigen label` first"):
-        gen_train.training_set(data, "semi", None, 0.9, False)
-    _, _, weighted = gen_train.training_set(data, "semi", pseudo, 0.9, True)
+        training_set(data, "semi", None, 0.9, False)
+    _, _, weighted = training_set(data, "semi", pseudo, 0.9, True)
     assert weighted[100].item() == pytest.approx(0.95 * weighted[0].item() * 10 / 11)
 
 
 def test_unknown_pseudo_label_is_named(tmp_path):
     write_pseudo(tmp_path / "p.csv", [("a.png", "zebra", "0.9", 0)])
     with pytest.raises(DataError, match="line 2: label 'zebra' is not a class"):
-        gen_train.read_pseudo_labels(tmp_path / "p.csv", ["cat", "dog"])
+        read_pseudo_labels(tmp_path / "p.csv", ["cat", "dog"])
 
 
 def test_generate_on_a_label_run(label_run):
@@ -69,8 +70,8 @@ def test_generate_on_a_label_run(label_run):
     metrics = __import__("json").loads((label_run / "metrics.json").read_text())
     assert {"label", "generate"} <= set(metrics)  # the label stage's entry is kept
     assert metrics["generate"]["training_images"] >= 100
-    generator = gen_train.generator_from_checkpoint(state)
-    images = gen_train.sample(generator, torch.tensor([0, 1]), [1, 2])
+    generator = generation.from_checkpoint(state)
+    images = generation.sample(generator, torch.tensor([0, 1]), [1, 2])
     assert images.shape == (2, 1, 8, 8)
 
 
@@ -82,22 +83,12 @@ def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder, class_los
             "generate.class_loss": class_loss, "run.out": str(out), "run.log_every": "1",
             "run.checkpoint_every": "5"})
 
-    gen_train.train(cfg(tmp_path / "straight"))
-    real_save = checkpoint.Checkpointer.save
-
-    def save_then_crash(self, payload, step):
-        real_save(self, payload, step)
-        if step == 10:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        gen_train.train(cfg(tmp_path / "resumed"))
-    monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)
-    gen_train.train(cfg(tmp_path / "resumed"))
+    generation.train(cfg(tmp_path / "straight"))
+    interrupt_after_checkpoint(monkeypatch, lambda: generation.train(cfg(tmp_path / "resumed")))
+    generation.train(cfg(tmp_path / "resumed"))
 
     def losses(out):
-        return [(r["step"], r["d_loss"], r["g_loss"], r.get("d_class"), r.get("g_class"))
+        return [(r["step"], r["d_loss"], r["g_loss"], r.get("d_class_loss"), r.get("g_class_loss"))
                 for r in read_stats(out) if "d_loss" in r]
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     assert len(losses(tmp_path / "straight")) == 20

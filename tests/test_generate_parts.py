@@ -51,6 +51,22 @@ def test_hinge_losses_on_known_values():
     assert losses.generator_hinge(fake).item() == pytest.approx(1.0)
 
 
+def test_step_losses_add_the_weighted_class_term_learnt_from_real_images_only():
+    scores = torch.tensor([2.0, 0.5, -2.0, 0.0])  # two real, then two generated
+    labels = torch.tensor([0, 1])
+    # the generated half's logits are wrong on purpose: they must not count
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-9.0, 9.0], [9.0, -9.0]])
+    d_alone, none = losses.discriminator_loss(scores, labels)
+    assert none is None and d_alone.item() == pytest.approx(0.75)
+    d_total, d_term = losses.discriminator_loss((scores, logits), labels, class_weight=0.5)
+    assert d_term.item() == pytest.approx(losses.class_loss(logits[:2], labels).item())
+    assert d_total.item() == pytest.approx(0.75 + 0.5 * d_term.item())
+    g_total, g_term = losses.generator_loss((scores[2:], logits[2:]), labels, class_weight=2.0)
+    assert g_term.item() == pytest.approx(losses.class_loss(logits[2:], labels).item())
+    assert g_total.item() == pytest.approx(1.0 + 2.0 * g_term.item())
+    assert losses.generator_loss(scores[2:], labels)[1] is None
+
+
 def test_diff_augment_is_seeded_differentiable_and_keeps_shape():
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
     a = losses.diff_augment(x, torch.Generator().manual_seed(0))

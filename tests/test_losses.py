@@ -64,7 +64,7 @@ def test_calibration_error_of_perfectly_calibrated_and_overconfident_predictions
 
 
 def test_ema_warm_up():
-    from semigen.labeling.train import ema_decay_at
+    from semigen.training import ema_decay_at
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
     assert ema_decay_at(90, 0.999) == pytest.approx(0.91)
     assert ema_decay_at(10**6, 0.999) == 0.999

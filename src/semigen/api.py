@@ -50,7 +50,7 @@ def label(data: str | None = None, out: str | None = None, **options) -> dict:
 
 def generate(data: str | None = None, out: str | None = None, **options) -> dict:
     """Train the class-conditional generator (on ``out``'s pseudo-labels, if it has them)."""
-    from .generation.train import train
+    from .generation import train
     return train(make_config(data, out, **options))
 
 
@@ -83,10 +83,13 @@ def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: st
 
 
 def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
-           batch_size: int = 256, checkpoint: str = "latest", device: str = "auto") -> dict:
-    """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv."""
+           batch_size: int = 256, checkpoint: str = "latest", device: str = "auto",
+           guidance: float | None = None, sample_steps: int | None = None) -> dict:
+    """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv; a
+    diffusion generator samples with `guidance` and `sample_steps` (None: the run's)."""
     from .generation.export import sample_to_folder
-    return sample_to_folder(_run(run), per_class, out, seed, batch_size, checkpoint, device)
+    return sample_to_folder(_run(run), per_class, out, seed, batch_size, checkpoint, device,
+                            guidance, sample_steps)
 
 
 def demo(out: str | Path = "runs/demo", device: str = "auto") -> Path:

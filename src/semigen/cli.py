@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=256)
     sample.add_argument("--checkpoint", default="latest", metavar="latest|PATH")
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--generate.guidance", dest="guidance", type=float, metavar="W",
+                        help="diffusion: classifier-free guidance (default: the run's)")
+    sample.add_argument("--generate.sample_steps", dest="sample_steps", type=int, metavar="N",
+                        help="diffusion: solver steps per image (default: the run's)")
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics on real held-out images: classifier, pseudo-labels, and "
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             if fit(cfg) is not None:  # None: a DDP rank other than 0
                 print(f"report: {Path(cfg.run.out) / 'report.html'}")
         elif args.command == "generate":
-            from .generation.train import train as train_generator
+            from .generation import train as train_generator
             train_generator(cfg)
         else:
             from .labeling.train import train
@@ -243,9 +247,14 @@ def _run_tool(args) -> int:
         from .generation.export import sample_to_folder
         if args.per_class < 1 or args.batch_size < 1:
             raise ConfigError("--per-class and --batch-size must be >= 1")
+        if args.guidance is not None and args.guidance < 0:
+            raise ConfigError(f"--generate.guidance must be >= 0 (got {args.guidance})")
+        if args.sample_steps is not None and not 1 <= args.sample_steps <= 1000:
+            raise ConfigError("--generate.sample_steps must be in [1, 1000] (got "
+                              f"{args.sample_steps})")
         sample_to_folder(_run_dir(args.run), args.per_class, args.out, args.seed,
-                         args.batch_size,
-                         args.checkpoint, args.device)
+                         args.batch_size, args.checkpoint, args.device, args.guidance,
+                         args.sample_steps)
     elif args.command == "report":
         from .evaluation.report import write_report
         _run_dir(args.run)

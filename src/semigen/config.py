@@ -21,6 +21,7 @@ BUILTINS = ("digits", "fmnist", "mnist", "cifar10", "svhn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABEL_MODES = ("semi", "labels-only", "all-labels")
+GENERATE_BACKENDS = ("gan", "diffusion")
 THRESHOLDS = ("adaptive", "fixed")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
@@ -107,6 +108,8 @@ class LabelConfig:
 
 @dataclass
 class GenerateConfig:
+    # gan: a conditional GAN (fast on a CPU) | diffusion: a class-conditional UNet (diffusers)
+    backend: str = "gan"
     mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
@@ -120,6 +123,11 @@ class GenerateConfig:
     # weight of an auxiliary class loss (AC-GAN): the discriminator also classifies real images,
     # the generator is pushed to make images it recognises as their class; 0: projection alone
     class_loss: float = 1.0
+    # diffusion only: classifier-free guidance w at sampling, (1 + w) * conditional - w *
+    # unconditional (0: the conditional model alone); it can be changed when sampling
+    guidance: float = 2.0
+    label_dropout: float = 0.1  # diffusion: share of training images whose class is hidden
+    sample_steps: int = 20  # diffusion: DPM-Solver++ steps per image
     sample_every: int = 500  # per-class grids in RUN/samples/
     grid_per_class: int = 8
 
@@ -320,14 +328,26 @@ def validate(cfg: Config) -> None:
           "label.mode all-labels needs a built-in data set, whose held-out labels are known "
           f"(data.source is {d.source!r})")
     gen = cfg.generate
+    check(gen.backend in GENERATE_BACKENDS,
+          f"generate.backend must be one of {GENERATE_BACKENDS} (got {gen.backend!r})")
     check(gen.mode in LABEL_MODES, f"generate.mode must be one of {LABEL_MODES} (got {gen.mode!r})")
     check(0 <= gen.min_confidence <= 1,
           f"generate.min_confidence must be in [0, 1] (got {gen.min_confidence})")
-    for name in ("steps", "batch_size", "z_dim", "width", "sample_every", "grid_per_class"):
+    for name in ("steps", "batch_size", "z_dim", "width", "sample_every", "grid_per_class",
+                 "sample_steps"):
         check(getattr(gen, name) >= 1, f"generate.{name} must be >= 1 (got {getattr(gen, name)})")
     check(gen.lr > 0, f"generate.lr must be > 0 (got {gen.lr})")
     check(gen.class_loss >= 0, f"generate.class_loss must be >= 0 (got {gen.class_loss})")
     check(0 <= gen.ema_decay < 1, f"generate.ema_decay must be in [0, 1) (got {gen.ema_decay})")
+    check(gen.guidance >= 0, f"generate.guidance must be >= 0 (got {gen.guidance})")
+    check(0 <= gen.label_dropout < 1,
+          f"generate.label_dropout must be in [0, 1) (got {gen.label_dropout})")
+    check(gen.backend != "diffusion" or gen.guidance == 0 or gen.label_dropout > 0,
+          f"generate.guidance {gen.guidance} needs generate.label_dropout > 0: guidance uses "
+          "the unconditional model, which is learnt from images whose class is hidden")
+    check(gen.sample_steps <= 1000,
+          f"generate.sample_steps must be <= 1000, the training schedule's steps "
+          f"(got {gen.sample_steps})")
     check(gen.mode != "all-labels" or d.source in BUILTINS,
           "generate.mode all-labels needs a built-in data set, whose held-out labels are known "
           f"(data.source is {d.source!r})")

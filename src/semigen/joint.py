@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from . import generation as generate_stage
 from .config import BUILTINS, Config, validate
 from .data import load_dataset
-from .generation import train as generate_stage
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
 from .rundir import RunDir, check_continuation
@@ -42,7 +42,7 @@ def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: st
     image from its own seed, so a resumed round sees the very same images."""
     from .evaluation.images import generate_per_class
     state = checkpoint.load(generator_checkpoint)
-    generator = generate_stage.generator_from_checkpoint(state).to(device)
+    generator = generate_stage.from_checkpoint(state).to(device)
     images, labels = generate_per_class(generator, len(state["classes"]), per_class, seed)
     return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
 

@@ -180,7 +180,7 @@ def note_resume(run: RunDir, stage: str, path, state: dict, cfg: Config) -> None
 DATA_FIELDS = ("source", "labels_csv", "labels_per_class", "split_seed", "image_size",
                "channels")
 MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width"),
-                "generate": ("mode", "z_dim", "width")}
+                "generate": ("backend", "mode", "z_dim", "width")}
 
 
 def check_continuation(cfg: Config) -> list[str]:

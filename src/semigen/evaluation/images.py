@@ -113,7 +113,7 @@ def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Co
 # The code that trains an evaluator: an edit to any of it makes another evaluator. Not
 # config.py: the recipe's resolved values are in the key themselves, and a new generator
 # default should not cost a retrained evaluator.
-EVALUATOR_CODE = ("runtime.py", "data", "labeling")
+EVALUATOR_CODE = ("runtime.py", "training.py", "data", "labeling")
 
 
 def evaluator_key(recipe: Config, shape: tuple[int, int, int]) -> dict:
@@ -171,7 +171,7 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
 def generate_per_class(generator: nn.Module, num_classes: int, per_class: int, seed: int,
                        batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images, `per_class` of each class, each from its own seed; and their classes."""
-    from ..generation.train import sample
+    from ..generation import sample
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     seeds = [mix_seed(seed, c, i) for c in range(num_classes) for i in range(per_class)]
     chunks = [to_uint8(sample(generator, labels[i:i + batch_size], seeds[i:i + batch_size]))

@@ -102,7 +102,10 @@ def metrics_section(metrics: dict) -> str:
         about = images["feature_network"]
         consistency = (f", class consistency {images['class_consistency']:.3f}"
                        if "class_consistency" in images else "")
-        parts.append(f"<p>Final generator, N = {images['n_fake']} generated against "
+        sampler = images.get("generator", {"backend": "gan"})
+        how = (f"diffusion, guidance {sampler['guidance']:g}, {sampler['sample_steps']} solver "
+               "steps" if sampler["backend"] == "diffusion" else sampler["backend"].upper())
+        parts.append(f"<p>Final generator ({how}), N = {images['n_fake']} generated against "
                      f"{images['n_real']} real: FID {images['fid']:.2f}, KID "
                      f"{images['kid']:.4f} ± {images['kid_std']:.4f}{consistency}. Feature "
                      f"network: {html.escape(about['network'])}"
@@ -201,18 +204,35 @@ def sample_section(run: Path, classes: list[str]) -> str:
     return "\n".join(parts + ["</div>"])
 
 
+TITLES = {"loss": "training loss", "loss_x": "labeled loss", "loss_u": "unlabeled loss",
+          "d_loss": "discriminator loss", "g_loss": "generator loss",
+          "test_accuracy": "test accuracy", "pseudo_label_accuracy": "pseudo-label accuracy"}
+
+
+def curve_panels(stats: list[dict]) -> list[tuple[str, str]]:
+    """(key, title) of each learning curve: every loss that a stage logs, whatever its backend
+    calls it, then the accuracies."""
+    logged = dict.fromkeys(k for r in stats if "event" not in r for k in r)
+    panels = [(k, TITLES.get(k, k.replace("_", " "))) for k in logged if "loss" in k]
+    return panels + [(k, TITLES[k]) for k in ("test_accuracy", "pseudo_label_accuracy")
+                     if k in logged]
+
+
 def curves_section(run: Path) -> str:
     stats = read_stats(run) if (run / "stats.jsonl").exists() else []
     if not stats:
         return ""
     plt = _pyplot()
     stages = list(dict.fromkeys(r["stage"] for r in stats if r["stage"] != "fit"))
-    panels = [("loss", "training loss"), ("test_accuracy", "test accuracy"),
-              ("pseudo_label_accuracy", "pseudo-label accuracy"), ("d_loss", "discriminator"),
-              ("g_loss", "generator")]
-    panels = [(k, t) for k, t in panels if any(k in r for r in stats)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
+    panels = curve_panels(stats)
+    if not panels:
+        return ""
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
         for stage in stages:
             points = [(r["step"], r[key]) for r in stats
                       if r["stage"] == stage and key in r and "event" not in r]

@@ -18,7 +18,8 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from .. import checkpoint
 from ..config import BUILTINS, Config
 from ..data import DataError, load_dataset, read_class_folders
-from ..generation.train import generator_from_checkpoint, read_pseudo_labels, training_set
+from ..generation import from_checkpoint
+from ..generation.data import read_pseudo_labels, training_set
 from ..labeling import nets
 from ..labeling.train import predict, scores
 from ..rundir import RunDir, check_split
@@ -115,10 +116,13 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
     else:
         features = EvaluatorFeatures(classifier)
     state = checkpoint.load(generator_checkpoint)
-    return {"feature_network": about, "checkpoint": str(generator_checkpoint), **image_metrics(
-        generator_from_checkpoint(state), features, classifier, data.test.images,
-        data.test.labels, data.classes, per_class, cfg.evaluate.seed,
-        generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
+    generator = from_checkpoint(state, guidance=cfg.generate.guidance,
+                                sample_steps=cfg.generate.sample_steps)
+    return {"feature_network": about, "checkpoint": str(generator_checkpoint),
+            "generator": generator.settings(), **image_metrics(
+                generator, features, classifier, data.test.images, data.test.labels,
+                data.classes, per_class, cfg.evaluate.seed,
+                generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
 
 
 def generator_training_images(state: dict, run: Path, data) -> np.ndarray:

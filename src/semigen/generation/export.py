@@ -1,8 +1,9 @@
 """`semigen sample RUN --per-class N --out DIR --seed S`: images of every class as PNG files.
 
 Writes ``DIR/<class>/<class>-00000.png ...`` and ``DIR/manifest.csv`` (path, class, seed,
-checkpoint). Image i of class c comes from seed ``mix_seed(S, c, i)`` alone, so it is the same
-whatever the batch size, and the checkpoint's SHA-256 says which weights made it."""
+checkpoint, and a diffusion model's guidance and solver steps). Image i of class c comes from
+seed ``mix_seed(S, c, i)`` alone, so it is the same whatever the batch size, and the
+checkpoint's SHA-256 says which weights made it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from .. import checkpoint
 from ..data import class_folders, to_uint8
 from ..runtime import mix_seed, pick_accelerator, progress
-from .train import STAGE, generator_from_checkpoint, sample
+from . import STAGE, from_checkpoint, sample
 
 log = logging.getLogger("semigen")
 
@@ -31,11 +32,17 @@ def file_sha256(path: Path) -> str:
 
 
 def sample_to_folder(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
-                     batch_size: int = 256, which: str = "latest", device: str = "auto") -> dict:
+                     batch_size: int = 256, which: str = "latest", device: str = "auto",
+                     guidance: float | None = None, sample_steps: int | None = None) -> dict:
+    """`per_class` images of every class from a run's generator (a diffusion model with
+    `guidance` and `sample_steps`, None: those it was trained with) into `out`."""
     path, state = checkpoint.load_stage(run, STAGE, which, "generator")
     accelerator = pick_accelerator(device)
-    generator = generator_from_checkpoint(state).to(accelerator)
+    generator = from_checkpoint(state, guidance=guidance, sample_steps=sample_steps).to(
+        accelerator)
     digest = file_sha256(path)
+    # what besides the weights and the seed decides an image (a diffusion model's guidance)
+    sampling = {k: v for k, v in generator.settings().items() if k in ("guidance", "sample_steps")}
     out = Path(out)
     rows = []
     jobs = [(c, i) for c in range(len(state["classes"])) for i in range(per_class)]
@@ -53,10 +60,11 @@ def sample_to_folder(run: str | Path, per_class: int, out: str | Path, seed: int
                 pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(out / rel), pixels):
                 raise OSError(f"could not write {out / rel}")
-            rows.append([rel.as_posix(), name, s, digest])
+            rows.append([rel.as_posix(), name, s, digest, *sampling.values()])
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "class", "seed", "checkpoint_sha256"])
+        writer.writerow(["path", "class", "seed", "checkpoint_sha256", *sampling])
         writer.writerows(rows)
     log.info(f"wrote {len(rows)} images ({per_class} per class) and manifest.csv to {out}")
-    return {"images": len(rows), "checkpoint": str(path), "checkpoint_sha256": digest}
+    return {"images": len(rows), "checkpoint": str(path), "checkpoint_sha256": digest,
+            **generator.settings()}

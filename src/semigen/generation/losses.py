@@ -25,6 +25,29 @@ def class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
+def discriminator_loss(output, labels: torch.Tensor, class_weight: float = 0.0):
+    """The discriminator's loss on one pass over `cat(real, fake)`, and its class term (None
+    without an auxiliary classifier). `output` is the discriminator's scores, or its (scores,
+    logits) when it classifies; `labels` are the real images' classes."""
+    scores, logits = output if isinstance(output, tuple) else (output, None)
+    loss = discriminator_hinge(*scores.chunk(2))
+    if logits is None:
+        return loss, None
+    term = class_loss(logits[:len(labels)], labels)  # learnt from the real images only
+    return loss + class_weight * term, term
+
+
+def generator_loss(output, labels: torch.Tensor, class_weight: float = 0.0):
+    """The generator's loss on the discriminator's `output` for generated images of `labels`,
+    and its class term (None without an auxiliary classifier)."""
+    scores, logits = output if isinstance(output, tuple) else (output, None)
+    loss = generator_hinge(scores)
+    if logits is None:
+        return loss, None
+    term = class_loss(logits, labels)
+    return loss + class_weight * term, term
+
+
 def _uniform(x: torch.Tensor, generator: torch.Generator | None, *shape) -> torch.Tensor:
     return torch.rand(len(x), *shape, generator=generator, device=x.device, dtype=x.dtype)
 

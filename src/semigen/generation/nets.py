@@ -78,6 +78,18 @@ class Generator(nn.Module):
                               align_corners=False)
         return x
 
+    def settings(self) -> dict:
+        """How it samples, for the metrics that judge its images."""
+        return {"backend": "gan"}
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Images of `labels`, image i from the noise of seeds[i] alone (the interface of
+        every generation backend)."""
+        from . import noise_from_seeds
+        device = self.project.weight.device
+        return self(noise_from_seeds(seeds, self.z_dim).to(device), labels.to(device))
+
 
 class Discriminator(nn.Module):
     """Image, class -> realness score: per halving a 4x4 strided convolution (`width` channels

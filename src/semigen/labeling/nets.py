@@ -238,12 +238,9 @@ def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:
     """The classifier of a checkpoint, from the checkpoint alone, in eval mode; by default
     with its EMA weights, calibrated (the ones evaluation and pseudo-labels use)."""
     from ..checkpoint import reading
+    from ..training import ema_weights
     with reading(state, "classifier"):
-        if use_ema:
-            weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                       if k.startswith("module.")}
-        else:
-            weights = state["model"]
+        weights = ema_weights(state["ema"]) if use_ema else state["model"]
         net = build(**state["net"])
         net.load_state_dict(weights)
         if use_ema:

@@ -17,7 +17,6 @@ their class to every labeled batch, and trains ``fit.label_steps`` steps at ``fi
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 from copy import deepcopy
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from .. import checkpoint, runtime
@@ -34,6 +32,7 @@ from ..data import DataError, Dataset, endless_batches, load_dataset, strong, we
 from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..rundir import RunDir, check_continuation, check_split, note_resume
 from ..runtime import mix_seed, progress
+from ..training import make_ema, payload, same_weights_on_all_ranks, sync_buffers
 from . import calibrate, losses, nets, represent
 
 STAGE = "label"
@@ -49,25 +48,6 @@ def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate([data.labeled.images, data.unlabeled.images]),
                 np.concatenate([data.labeled.labels, data.unlabeled_truth]))
     return data.labeled.images, data.labeled.labels
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    """EMA warm-up (Mean Teacher): early on, the average follows the model closely instead of
-    carrying the random initial weights for a thousand steps."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-def ema_update(decay: float):
-    """`AveragedModel`'s update with warm-up; integer buffers are copied."""
-    @torch.no_grad()
-    def update(averaged: list, current: list, num_averaged) -> None:
-        d = ema_decay_at(int(num_averaged), decay)
-        for a, c in zip(averaged, current, strict=True):
-            if a.is_floating_point():
-                a.lerp_(c, 1 - d)
-            else:
-                a.copy_(c)
-    return update
 
 
 def cosine_lr(total_steps: int):
@@ -106,24 +86,6 @@ def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: t
         for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
             writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
     tmp.replace(path)
-
-
-def fingerprint(module: torch.nn.Module) -> int:
-    """A 62-bit hash of every tensor in the module: equal on two ranks iff their weights are."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return int.from_bytes(h.digest()[:8], "little") >> 2
-
-
-def sync_buffers(fabric, module: torch.nn.Module) -> None:
-    """Average floating buffers (BatchNorm statistics) over ranks: DDP keeps the parameters
-    equal, but each rank's running statistics follow its own batches."""
-    if fabric.world_size > 1:
-        for buffer in module.buffers():
-            if buffer.is_floating_point():
-                buffer.copy_(fabric.all_reduce(buffer, reduce_op="mean"))
 
 
 def train(cfg: Config, round_index: int = 0, init: Path | None = None,
@@ -274,24 +236,19 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
                     rt.world_size, -1).cpu()
                 if rt.is_writer:
-                    ckpts.save({"kind": "classifier", "stage": stage, "mode": lab.mode,
-                                "net": {"name": architecture, "in_channels": data.shape[2],
-                                        "num_classes": num_classes, "width": lab.width},
-                                "classes": data.classes, "image_shape": list(data.shape),
-                                "model": net.state_dict(), "ema": ema.state_dict(),
-                                "optimizer": optimizer.state_dict(),
-                                "schedule": schedule.state_dict(),
-                                "levels": {k: v.cpu() for k, v in levels.items()},
-                                "feature_labels": feature_labels,
-                                "calibration": calibration, "temperature": temperature,
-                                "rng": [{"torch": r} for r in rng],
-                                "config": cfg.to_dict()}, done)
+                    ckpts.save(payload(
+                        "classifier", stage, lab.mode,
+                        {"name": architecture, "in_channels": data.shape[2],
+                         "num_classes": num_classes, "width": lab.width},
+                        data.classes, data.shape, cfg.to_dict(),
+                        model=net.state_dict(), ema=ema.state_dict(),
+                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                        levels={k: v.cpu() for k, v in levels.items()},
+                        feature_labels=feature_labels, calibration=calibration,
+                        temperature=temperature, rng=[{"torch": r} for r in rng]), done)
                 rt.fabric.barrier()
 
-        prints = rt.fabric.all_gather(torch.tensor(fingerprint(net), device=rt.device))
-        prints = [int(p) for p in prints.reshape(-1).tolist()]
-        if len(set(prints)) != 1:
-            raise RuntimeError(f"ranks ended with different weights: {prints}")
+        prints = same_weights_on_all_ranks(rt.fabric, net, "classifier")
 
         # Pseudo-labels for every unlabeled image, from the final EMA weights.
         classifier = nets.tempered(ema.module, temperature)
@@ -317,7 +274,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 def fine_tuning(net: torch.nn.Module, lab, lr: float, total_steps: int):
     """The EMA of `net`, its optimiser and its schedule, for one fine-tuning loop (the main one
     or a calibration half)."""
-    ema = AveragedModel(net, multi_avg_fn=ema_update(lab.ema_decay), use_buffers=True)
+    ema = make_ema(net, lab.ema_decay)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
                                 weight_decay=lab.weight_decay, nesterov=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(total_steps))

@@ -1,0 +1,208 @@
+"""The diffusion backend: a class-conditional UNet (diffusers' `UNet2DModel`, one class
+embedding per class plus one for "no class") trained with the DDPM objective in its
+v-prediction form on a cosine noise schedule, and sampled with DPM-Solver++ and classifier-free
+guidance (Ho & Salimans 2021). The training loop reads top to bottom in `train`.
+
+Guidance ``w`` mixes the model's two predictions: ``(1 + w) * conditional - w * unconditional``;
+0 is the conditional model alone. The unconditional one is learnt by hiding the class of a
+``generate.label_dropout`` share of the training images. Sampling is deterministic: image i
+starts from the noise of seed i, and the solver adds none, so it is the same whatever the batch.
+
+Everything random in a training step comes from (seed, rank, step): a resumed run takes the
+very steps of an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import checkpoint, runtime
+from ..config import Config, validate
+from ..rundir import RunDir, check_continuation
+from ..training import ema_weights, make_ema, payload
+from . import STAGE, noise_from_seeds, save_grid
+from .data import finish_training, image_batches, open_training_set, resume_or_start
+
+# The noise schedule the model is trained on and sampled with: cosine ("squaredcos_cap_v2",
+# Nichol & Dhariwal 2021) keeps the small images' structure longer than the linear one.
+SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
+PREDICTION = "v_prediction"  # better behaved than epsilon at few solver steps
+
+
+def halvings(height: int, width: int) -> int:
+    """How many times the UNet halves the image: while both sides stay even and at least 4 px
+    after halving, at most 4 (28 px: 28 -> 14 -> 7)."""
+    n = 0
+    while n < 4 and height % 2 == 0 and width % 2 == 0 and min(height, width) // 2 >= 4:
+        height, width, n = height // 2, width // 2, n + 1
+    return n
+
+
+def unet_config(num_classes: int, image_shape, width: int) -> dict:
+    """The UNet's arguments: `width` channels at full resolution, doubling per halving up to 4x
+    (the GAN generator's proportions), ResNet blocks with self-attention only in the middle, at
+    the smallest map; one class embedding more than there are classes: "no class"."""
+    h, w, c = image_shape
+    levels = halvings(h, w) + 1
+    return {"sample_size": [h, w], "in_channels": c, "out_channels": c,
+            "block_out_channels": [width * min(2 ** i, 4) for i in range(levels)],
+            "down_block_types": ["DownBlock2D"] * levels, "up_block_types": ["UpBlock2D"] * levels,
+            "layers_per_block": 1, "norm_num_groups": _groups(width),
+            "attention_head_dim": 8, "num_class_embeds": num_classes + 1}
+
+
+def _groups(width: int) -> int:
+    """GroupNorm's groups: 8, or fewer where `width` is not a multiple of 8."""
+    g = 8
+    while width % g:
+        g //= 2
+    return g
+
+
+class Diffusion(nn.Module):
+    """A class-conditional UNet and how it samples (`guidance`, `sample_steps`)."""
+
+    def __init__(self, num_classes: int, unet: dict, prediction: str = PREDICTION,
+                 guidance: float = 0.0, sample_steps: int = 20):
+        super().__init__()
+        from diffusers import UNet2DModel
+        self.num_classes, self.prediction = num_classes, prediction
+        self.guidance, self.sample_steps = guidance, sample_steps
+        self.image_shape = tuple(unet["sample_size"]) + (unet["in_channels"],)
+        self.unet = UNet2DModel(**unet)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor
+                ) -> torch.Tensor:
+        """The model's prediction; label ``num_classes`` means "no class"."""
+        return self.unet(noisy, timesteps, class_labels=labels).sample
+
+    def settings(self) -> dict:
+        """How it samples, for the metrics that judge its images."""
+        return {"backend": "diffusion", "guidance": self.guidance,
+                "sample_steps": self.sample_steps, "sampler": "DPM-Solver++ (2nd order)"}
+
+    def guided(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.guidance == 0:
+            return self(x, t, labels)
+        no_class = torch.full_like(labels, self.num_classes)
+        conditional, unconditional = self(torch.cat([x, x]), t,
+                                          torch.cat([labels, no_class])).chunk(2)
+        return conditional + self.guidance * (conditional - unconditional)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Images of `labels` in [-1, 1], image i from the noise of seeds[i] alone."""
+        device = next(self.parameters()).device
+        solver = sampler(self.prediction)
+        solver.set_timesteps(self.sample_steps, device=device)
+        h, w, c = self.image_shape
+        x = noise_from_seeds(seeds, c, h, w).to(device) * solver.init_noise_sigma
+        labels = labels.to(device)
+        for t in solver.timesteps:
+            x = solver.step(self.guided(x, t, labels), t, x).prev_sample
+        return x.clamp(-1, 1)
+
+
+def training_schedule(prediction: str = PREDICTION):
+    """The forward (noising) process of training: DDPM's."""
+    from diffusers import DDPMScheduler
+    return DDPMScheduler(**SCHEDULE, prediction_type=prediction)
+
+
+def sampler(prediction: str = PREDICTION):
+    """A fresh deterministic solver on the training schedule (it keeps state while sampling)."""
+    from diffusers import DPMSolverMultistepScheduler
+    return DPMSolverMultistepScheduler(**SCHEDULE, prediction_type=prediction,
+                                       algorithm_type="dpmsolver++", solver_order=2)
+
+
+def denoising_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def generator_from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = None,
+                              sample_steps: int | None = None) -> Diffusion:
+    """The diffusion model of a checkpoint, from the checkpoint alone, in eval mode; it samples
+    with `guidance` and `sample_steps` (None: those of the config it was trained with)."""
+    with checkpoint.reading(state, "diffusion generator"):
+        trained = state["config"]["generate"]
+        net = Diffusion(**state["net"],
+                        guidance=trained["guidance"] if guidance is None else guidance,
+                        sample_steps=trained["sample_steps"] if sample_steps is None
+                        else sample_steps)
+        net.load_state_dict(ema_weights(state["ema"]) if use_ema else state["generator"])
+    return net.eval()
+
+
+def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
+    """Train the class-conditional diffusion model of ``cfg.generate.mode`` into
+    ``cfg.run.out``; a joint round continues from the generator checkpoint `init`."""
+    validate(cfg)
+    gen = cfg.generate
+    stage = checkpoint.stage_name(STAGE, round_index)
+    total_steps = gen.steps if round_index == 0 else cfg.fit.generate_steps
+    changed = check_continuation(cfg)  # refuse another data set's run before writing
+    rt = runtime.start(cfg.runtime)
+    with RunDir(cfg.run.out, writer=rt.is_writer) as run:
+        ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
+        resume_from = ckpts.resume_path(cfg.run.resume)
+
+        data, images, labels, weights = open_training_set(cfg, run, rt, stage, round_index,
+                                                          changed)
+        num_classes = len(data.classes)
+        net_args = {"num_classes": num_classes, "prediction": PREDICTION,
+                    "unet": unet_config(num_classes, data.shape, gen.width)}
+        model = Diffusion(**net_args, guidance=gen.guidance, sample_steps=gen.sample_steps)
+        ema = make_ema(model, gen.ema_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=gen.lr)
+        schedule = training_schedule(PREDICTION)
+        start_step = resume_or_start(cfg, run, rt, ckpts, stage, "diffusion", resume_from, init,
+                                     {"generator": model, "ema": ema, "optimizer": optimizer})
+        fabric_model, optimizer = rt.fabric.setup(model, optimizer)
+        ema.to(rt.device)
+        streams = 4 * round_index  # each round draws batches and noise of its own
+        batches = image_batches(images, labels, weights, gen.batch_size,
+                                rt.data_seed(streams + 2), start_step, rt.device)
+        for step in runtime.progress(range(start_step, total_steps), initial=start_step,
+                                     total=total_steps, desc=f"{stage} (diffusion, {gen.mode})",
+                                     unit="step",
+                                     disable=not (rt.is_writer and cfg.run.progress)):
+            x, y = next(batches)
+            x = x.contiguous()  # the UNet's GroupNorm and attention prefer the plain layout
+            # All of this step's noise comes from (seed, rank, step): resumable exactly.
+            g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(streams + 3),
+                                                                   step))
+            noise = torch.randn(x.shape, generator=g, device=rt.device)
+            t = torch.randint(0, schedule.config.num_train_timesteps, (len(y),), generator=g,
+                              device=rt.device)
+            hidden = torch.rand(len(y), generator=g, device=rt.device) < gen.label_dropout
+            shown = torch.where(hidden, torch.full_like(y, num_classes), y)
+            target = schedule.get_velocity(x, noise, t) if PREDICTION == "v_prediction" \
+                else noise
+            loss = denoising_loss(fabric_model(schedule.add_noise(x, noise, t), t, shown),
+                                  target)
+            optimizer.zero_grad(set_to_none=True)
+            rt.fabric.backward(loss)
+            optimizer.step()
+            ema.update_parameters(model)
+
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == total_steps:
+                run.stats(stage, done, denoising_loss=loss.item())
+            if done % gen.sample_every == 0 or done % cfg.run.checkpoint_every == 0 \
+                    or done == total_steps:
+                if rt.is_writer:  # (a UNet has no running statistics to average)
+                    save_grid(ema.module, num_classes, gen.grid_per_class,
+                              run.path / "samples" / f"{stage}-step-{done:08d}.png")
+            if done % cfg.run.checkpoint_every == 0 or done == total_steps:
+                if rt.is_writer:
+                    ckpts.save(payload(
+                        "generator", stage, gen.mode, net_args, data.classes, data.shape,
+                        cfg.to_dict(), backend="diffusion", generator=model.state_dict(),
+                        ema=ema.state_dict(), optimizer=optimizer.state_dict()), done)
+                rt.fabric.barrier()
+
+        return finish_training(cfg, run, rt, stage, model, labels, num_classes, total_steps)

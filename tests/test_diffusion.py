@@ -1,0 +1,195 @@
+"""The diffusion backend on tiny budgets: a small UNet on `digits` (8 px) and on a folder of
+12 px colour images. Resume, seeds, guidance, refusals, and every verb through it."""
+
+import csv
+import json
+
+import cv2
+import pytest
+import torch
+from conftest import interrupt_after_checkpoint
+
+import semigen
+from semigen import checkpoint, generation
+from semigen.cli import main
+from semigen.config import ConfigError, resolve, validate
+from semigen.evaluation.report import curve_panels
+from semigen.generation.diffusion import Diffusion, halvings, unet_config
+from semigen.rundir import read_stats
+
+
+def tiny_unet(num_classes=3, shape=(8, 8, 1), **sampling) -> Diffusion:
+    torch.manual_seed(0)
+    return Diffusion(num_classes, unet_config(num_classes, shape, 8), **sampling).eval()
+
+
+def test_the_unet_halves_while_the_maps_stay_even_and_at_least_4_px():
+    assert [halvings(s, s) for s in (28, 8, 32, 12, 7, 100)] == [2, 1, 3, 1, 0, 2]
+    assert halvings(28, 12) == 1  # both sides must halve
+    config = unet_config(10, (28, 28, 1), 16)
+    assert config["block_out_channels"] == [16, 32, 64]  # 1x, 2x, 4x: the GAN's proportions
+    assert config["num_class_embeds"] == 11  # one more: "no class", for guidance
+    for shape in ((28, 28, 1), (12, 12, 3), (7, 7, 1)):
+        net = Diffusion(10, unet_config(10, shape, 8))
+        h, w, c = shape
+        out = net(torch.randn(2, c, h, w), torch.tensor([3, 999]), torch.tensor([0, 10]))
+        assert out.shape == (2, c, h, w)
+
+
+def test_a_sample_is_fixed_by_its_seed_whatever_the_batch():
+    net = tiny_unet(guidance=2.0, sample_steps=4)
+    labels, seeds = torch.tensor([0, 1, 2, 1]), [5, 6, 7, 8]
+    together = generation.sample(net, labels, seeds)
+    alone = torch.cat([generation.sample(net, labels[i:i + 1], seeds[i:i + 1])
+                       for i in range(4)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    assert together.shape == (4, 1, 8, 8) and together.abs().max() <= 1
+    assert not torch.allclose(together[1], together[3])  # same class, other seed
+
+
+def test_guidance_changes_the_images_and_zero_is_the_conditional_model_alone():
+    net = tiny_unet(guidance=0.0, sample_steps=4)
+    labels, seeds = torch.tensor([0, 2]), [1, 2]
+    plain = generation.sample(net, labels, seeds)
+    net.guidance = 4.0
+    guided = generation.sample(net, labels, seeds)
+    assert (guided - plain).abs().max() > 1e-3
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor(500)
+    net.guidance = 0.0
+    assert torch.equal(net.guided(x, t, labels), net(x, t, labels))
+
+
+def test_config_refuses_an_unknown_backend_and_guidance_without_label_dropout():
+    with pytest.raises(ConfigError, match="generate.backend"):
+        validate(resolve(preset="tiny", overrides={"generate.backend": "vae"}))
+    with pytest.raises(ConfigError, match="label_dropout"):
+        validate(resolve(preset="tiny", overrides={"generate.backend": "diffusion",
+                                                   "generate.label_dropout": "0"}))
+    validate(resolve(preset="tiny", overrides={"generate.backend": "diffusion",  # no guidance
+                                               "generate.label_dropout": "0",
+                                               "generate.guidance": "0"}))
+
+
+def folder_config(folder, out, **extra):
+    return resolve(preset="tiny", overrides={
+        "data.source": str(folder), "generate.backend": "diffusion",
+        "generate.mode": "labels-only", "run.out": str(out), "run.log_every": "1",
+        "run.checkpoint_every": "5", **extra})
+
+
+def test_diffusion_resumes_exactly(tmp_path, monkeypatch, clean_folder):
+    generation.train(folder_config(clean_folder, tmp_path / "straight"))
+    interrupt_after_checkpoint(
+        monkeypatch, lambda: generation.train(folder_config(clean_folder, tmp_path / "resumed")))
+    generation.train(folder_config(clean_folder, tmp_path / "resumed"))
+
+    def losses(out):
+        return [(r["step"], r["denoising_loss"]) for r in read_stats(out)
+                if "denoising_loss" in r]
+    assert len(losses(tmp_path / "straight")) == 20
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    states = [checkpoint.load(tmp_path / run / "checkpoints" / "generate" / "latest.pt")
+              for run in ("straight", "resumed")]
+    assert states[0]["backend"] == "diffusion" and states[0]["step"] == 20
+    for name, tensor in states[0]["ema"].items():
+        assert torch.equal(tensor, states[1]["ema"][name]), name
+    # the run's grids are the diffusion model's: 2 classes x 4, 12 px colour
+    grid = cv2.imread(str(tmp_path / "straight" / "samples" / "generate-step-00000020.png"))
+    assert grid.shape == (2 * 13 + 1, 4 * 13 + 1, 3)
+
+
+def test_another_backend_s_generator_is_not_continued(tmp_path, clean_folder):
+    out = tmp_path / "run"
+    generation.train(folder_config(clean_folder, out, **{"generate.backend": "gan"}))
+    with pytest.raises(ConfigError, match="generate.backend: 'gan' -> 'diffusion'"):
+        generation.train(folder_config(clean_folder, out))
+    # nor a checkpoint of another backend named by path
+    gan_checkpoint = out / "checkpoints" / "generate" / "latest.pt"
+    with pytest.raises(checkpoint.CheckpointError, match="holds a gan generator"):
+        generation.train(folder_config(clean_folder, tmp_path / "other",
+                                       **{"run.resume": str(gan_checkpoint)}))
+
+
+@pytest.fixture(scope="module")
+def diffusion_fit(tmp_path_factory):
+    """A whole tiny fit (one joint round) with the diffusion backend."""
+    root = tmp_path_factory.mktemp("diffusion-fit")
+    run = root / "run"
+    summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                          generate__backend="diffusion", data__cache_dir=str(root / "cache"))
+    return run, summary
+
+
+def test_every_verb_works_with_the_diffusion_backend(diffusion_fit, tmp_path, capsys):
+    run, summary = diffusion_fit
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["generate"]["backend"] == metrics["generate-r1"]["backend"] == "diffusion"
+    assert metrics["label-r1"]["synthetic"] > 0  # round 1 learnt from its generated images
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    images = metrics["evaluate"]["images"]
+    assert images["generator"] == {"backend": "diffusion", "guidance": 2.0, "sample_steps": 4,
+                                   "sampler": "DPM-Solver++ (2nd order)"}
+    assert images["n_fake"] == 100 and images["fid"] >= 0
+    assert "diffusion, guidance 2" in (run / "report.html").read_text()
+
+    # evaluate and sample at another guidance than the one trained with
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--generate.guidance", "0", "--per-class", "5"]) == 0
+    again = json.loads((run / "metrics.json").read_text())["evaluate"]["images"]
+    assert again["generator"]["guidance"] == 0 and again["n_fake"] == 50
+    for w in ("0", "4"):
+        assert main(["sample", str(run), "--per-class", "2", "--out", str(tmp_path / w),
+                     "--generate.guidance", w, "--generate.sample_steps", "3"]) == 0
+        with open(tmp_path / w / "manifest.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 20
+        assert {(r["guidance"], r["sample_steps"]) for r in rows} == {(str(float(w)), "3")}
+    differ = [(tmp_path / "0" / r["path"]).read_bytes() != (tmp_path / "4" / r["path"])
+              .read_bytes() for r in rows]
+    assert sum(differ) > len(rows) // 2
+    assert main(["sample", str(run), "--per-class", "1", "--out", str(tmp_path / "bad"),
+                 "--generate.guidance", "-1"]) == 2
+
+
+def test_sampling_the_same_seeds_in_other_batches_gives_the_same_files(diffusion_fit,
+                                                                         tmp_path):
+    run, _ = diffusion_fit
+    for batch in ("3", "40"):
+        assert main(["sample", str(run), "--per-class", "4", "--seed", "9",
+                     "--batch-size", batch, "--out", str(tmp_path / batch)]) == 0
+    with open(tmp_path / "3" / "manifest.csv", newline="") as f:
+        manifest = list(csv.DictReader(f))
+    assert len(manifest) == 40
+    for row in manifest:
+        a = cv2.imread(str(tmp_path / "3" / row["path"])).astype(int)
+        b = cv2.imread(str(tmp_path / "40" / row["path"])).astype(int)
+        assert abs(a - b).max() <= 1, row["path"]  # float sums differ in the last bit only
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["net"].pop("unet"), "'unet'"),
+    (lambda s: s["net"]["unet"].update(block_out_channels=[16, 32]), "loading state_dict"),
+    (lambda s: s.update(backend="vae"), "backend 'vae'"),
+])
+def test_a_malformed_diffusion_checkpoint_is_refused_naming_the_file(
+        diffusion_fit, tmp_path, capsys, damage, message):
+    run, _ = diffusion_fit
+    state = checkpoint.load(run / "checkpoints" / "generate" / "latest.pt")
+    state.pop("loaded_from")
+    damage(state)
+    bad = tmp_path / "bad.pt"
+    checkpoint.save(state, bad)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--per-class", "1", "--out", str(tmp_path / "out"),
+                 "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and message in err
+
+
+def test_the_report_plots_whatever_losses_a_backend_logs():
+    stats = [{"stage": "label", "step": 1, "loss": 2.0, "test_accuracy": 0.5},
+             {"stage": "generate", "step": 1, "denoising_loss": 0.3},
+             {"stage": "generate", "step": 1, "event": "done", "final_loss": 9}]
+    assert curve_panels(stats) == [("loss", "training loss"),
+                                   ("denoising_loss", "denoising loss"),
+                                   ("test_accuracy", "test accuracy")]
