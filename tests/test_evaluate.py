@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
 
 from semigen.cli import main
 from semigen.config import resolve
@@ -11,6 +12,7 @@ from semigen.data import load_dataset
 from semigen.evaluation.images import (
     EvaluatorFeatures,
     _distances,
+    embed_images,
     evaluator_config,
     load_evaluator,
     memorisation,
@@ -104,9 +106,15 @@ def test_fid_separates_real_from_noise(evaluated):
     test = torch.from_numpy(data.test.images).permute(0, 3, 1, 2).contiguous()
     noise = torch.randint(0, 256, test.shape, generator=torch.Generator().manual_seed(0),
                           dtype=torch.uint8)
-    real_vs_real = _distances(features, test[:225], test[225:])["fid"]
-    real_vs_noise = _distances(features, test[:225], noise[225:])["fid"]
+    test_f, noise_f = embed_images(features, test), embed_images(features, noise)
+    real_vs_real = _distances(test_f[:225], test_f[225:])["fid"]
+    real_vs_noise = _distances(test_f[:225], noise_f[225:])["fid"]
     assert real_vs_real * 5 < real_vs_noise
+    # the features computed once give torchmetrics' FID of the network run on the images
+    direct = FrechetInceptionDistance(feature=features, normalize=False)
+    direct.update(test[:225], real=True)
+    direct.update(noise[225:], real=False)
+    assert real_vs_noise == pytest.approx(direct.compute().item(), rel=1e-6)
 
 
 def test_evaluator_features():

@@ -179,20 +179,42 @@ def generate_per_class(generator: nn.Module, num_classes: int, per_class: int, s
     return torch.cat(chunks).cpu(), labels
 
 
-def _distances(features: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> dict:
+class ComputedFeatures(nn.Module):
+    """The feature network's outputs, passed through as they are: FID and KID, overall and per
+    class, then share one pass of the network over each image instead of four."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features  # torchmetrics reads this
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+@torch.no_grad()
+def embed_images(features: nn.Module, images: torch.Tensor, batch_size: int = 1000
+                 ) -> torch.Tensor:
+    """float64 features of uint8 N x C x H x W images, `batch_size` at a time."""
+    if not len(images):
+        return torch.zeros(0, features.num_features, dtype=torch.float64)
+    return torch.cat([features(images[i:i + batch_size]).double()
+                      for i in range(0, len(images), batch_size)])
+
+
+def _distances(real: torch.Tensor, fake: torch.Tensor) -> dict:
+    """FID and KID between two sets of features (`embed_images`)."""
     # KID keeps every feature in memory and warns about it; ours are 128-d and few.
     warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*will save")
     # Every image is already in this process: no gathering from other DDP ranks, which a fit
     # leaves behind when rank 0 evaluates.
     local = {"normalize": False, "sync_on_compute": False}
-    fid = FrechetInceptionDistance(feature=features, reset_real_features=True, **local)
-    kid = KernelInceptionDistance(feature=features, subset_size=min(1000, len(real), len(fake)),
+    passed = ComputedFeatures(real.shape[1])
+    fid = FrechetInceptionDistance(feature=passed, reset_real_features=True, **local)
+    kid = KernelInceptionDistance(feature=passed, subset_size=min(1000, len(real), len(fake)),
                                   **local)
     for metric in (fid, kid):
-        for i in range(0, len(real), 1000):
-            metric.update(real[i:i + 1000], real=True)
-        for i in range(0, len(fake), 1000):
-            metric.update(fake[i:i + 1000], real=False)
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from torch's global RNG:
         torch.manual_seed(0)  # the same images give the same KID
         kid_mean, kid_std = kid.compute()
@@ -241,8 +263,9 @@ def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Modu
     generator = generator.eval()
     fake, fake_labels = generate_per_class(generator, len(classes), per_class, seed)
     real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
-    found = {"n_real": len(real), "n_fake": len(fake), **_distances(features, real, fake),
-             "per_class": {}}
+    real_features, fake_features = embed_images(features, real), embed_images(features, fake)
+    found = {"n_real": len(real), "n_fake": len(fake),
+             **_distances(real_features, fake_features), "per_class": {}}
     if train_images is not None and len(train_images):
         train = torch.from_numpy(train_images).permute(0, 3, 1, 2)
         found["memorisation"] = memorisation(fake, real, train, seed=seed)
@@ -255,14 +278,14 @@ def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Modu
         found["class_consistency"] = right.mean().item()
     dims = features.num_features
     for c, name in enumerate(classes):
-        real_c = real[torch.from_numpy(real_labels == c)]
-        fake_c = fake[fake_labels == c]
+        real_c = real_features[torch.from_numpy(real_labels == c)]
+        fake_c = fake_features[fake_labels == c]
         found["per_class"][name] = {"n_real": len(real_c), "n_fake": len(fake_c)}
         if right is not None:
             found["per_class"][name]["class_consistency"] = right[fake_labels == c].mean().item()
         # A user's small test folder may hold 0 or 1 image of a class: no distance then.
         if len(real_c) >= 2:
-            found["per_class"][name] |= _distances(features, real_c, fake_c)
+            found["per_class"][name] |= _distances(real_c, fake_c)
     if min(per_class, len(real)) < 2 * dims:
         found["warning"] = (f"per-class FID uses {per_class} generated images against "
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "
