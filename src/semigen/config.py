@@ -113,7 +113,7 @@ class GenerateConfig:
     mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
-    steps: int = 4000  # about 9 minutes on 2 CPU cores at 28 px (BENCHMARKS.md, issue #14)
+    steps: int = 4000  # 7-9 minutes on 2 CPU cores at 28 px (BENCHMARKS.md, issue #14)
     batch_size: int = 128  # the full preset (GPU): 64
     z_dim: int = 128
     width: int = 16  # channels scale: generator 4x at the start halving to 1x, discriminator 1x-4x
