@@ -8,12 +8,12 @@ images per second, and a guidance sweep.
 
 For each seed, the diffusion model trains on the pseudo-labels of that split seed's label run
 for as many steps as fit in the GAN run's own training time (`--gan-runs`: finished
-`generate_fmnist.py` semi runs; their time is in their stats.jsonl), after a 20-step probe of
-this machine's speed; `--steps N` fixes the steps instead. Then both are scored by `semigen
-evaluate`'s image metrics on the same N per class (`--per-class`) and seed, the diffusion
-model at every guidance of `--guidance`. Writes OUT/results.json, prints Markdown for
-BENCHMARKS.md, and OUT/gan-vs-diffusion-seed<S>.png: the two models' last grids side by
-side."""
+`generate_fmnist.py` semi runs; their time is in their stats.jsonl), its sample grids included,
+after a 25-step probe of this machine's speed; `--steps N` fixes the steps instead. Then both
+are scored by `semigen evaluate`'s image metrics on the same N per class (`--per-class`) and
+seed, the diffusion model at every guidance of `--guidance`. Writes OUT/results.json, prints
+Markdown for BENCHMARKS.md, and OUT/gan-vs-diffusion-seed<S>.png: the two models' last grids
+side by side."""
 
 from __future__ import annotations
 
@@ -53,16 +53,25 @@ def train_seconds(run: Path) -> float:
     return done["time"] - first["time"] + first["step"] * per_step
 
 
-def seconds_per_step(args, seed: int) -> float:
-    """This machine's time per diffusion step at the config, from a short probe run."""
+def probe_speed(args, seed: int) -> tuple[float, float]:
+    """This machine's seconds per diffusion step at the config, and per sample grid (a run
+    samples one every ``generate.sample_every`` steps and at the end), from a short probe run."""
     probe = Path(args.out) / "probe"
     shutil.rmtree(probe, ignore_errors=True)
     probe.mkdir(parents=True)
     shutil.copy(args.pseudo_labels.format(seed=seed), probe / "pseudo_labels.csv")
     generation.train(config(args, probe, seed, **{"generate.steps": "25", "run.log_every": "1",
                                                   "generate.sample_every": "1000"}))
-    rows = [r for r in read_stats(probe) if r["stage"] == "generate" and "event" not in r]
-    return (rows[-1]["time"] - rows[4]["time"]) / (rows[-1]["step"] - rows[4]["step"])
+    stats = [r for r in read_stats(probe) if r["stage"] == "generate"]
+    rows = [r for r in stats if "event" not in r]
+    done = next(r for r in stats if r.get("event") == "done")
+    per_step = (rows[-1]["time"] - rows[4]["time"]) / (rows[-1]["step"] - rows[4]["step"])
+    return per_step, done["time"] - rows[-1]["time"]  # the last grid (and a checkpoint)
+
+
+def steps_within(seconds: float, per_step: float, per_grid: float, sample_every: int) -> int:
+    """How many steps, with a grid every `sample_every` and one at the end, fit in `seconds`."""
+    return max(1, round((seconds - per_grid) / (per_step + per_grid / sample_every)))
 
 
 def sampling_rate(generator: torch.nn.Module, n: int = 200) -> float:
@@ -167,10 +176,12 @@ def main() -> None:
     for seed in args.seeds:
         steps = args.steps
         if steps is None:
-            per_step = seconds_per_step(args, seed)
-            steps = round(train_seconds(Path(args.gan_runs.format(seed=seed))) / per_step)
-            print(f"seed {seed}: {per_step:.3f} s per diffusion step -> {steps} steps",
-                  flush=True)
+            per_step, per_grid = probe_speed(args, seed)
+            budget = train_seconds(Path(args.gan_runs.format(seed=seed)))
+            steps = steps_within(budget, per_step, per_grid,
+                                 config(args, Path(args.out), seed).generate.sample_every)
+            print(f"seed {seed}: {per_step:.3f} s per diffusion step, {per_grid:.1f} s per "
+                  f"grid -> {steps} steps in the GAN's {budget / 60:.1f} min", flush=True)
         results += run_seed(args, seed, steps, data)
         common.save_merged(args.out, results, ("backend", "seed", "guidance"))
     common.save_merged(args.out, results, ("backend", "seed", "guidance"),
