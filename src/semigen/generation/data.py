@@ -81,8 +81,6 @@ def image_batches(images: np.ndarray, labels: np.ndarray, weights: torch.Tensor,
                classes[index].to(device))
 
 
-
-
 def open_training_set(cfg, run: RunDir, rt, stage: str, round_index: int, changed: list[str]
                       ) -> tuple[Dataset, np.ndarray, np.ndarray, torch.Tensor]:
     """The data set and the (images, labels, sampling weights) that `stage` trains on, after

@@ -158,7 +158,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
         model = Diffusion(**net_args, guidance=gen.guidance, sample_steps=gen.sample_steps)
         ema = make_ema(model, gen.ema_decay)
         optimizer = torch.optim.Adam(model.parameters(), lr=gen.lr)
-        schedule = training_schedule(PREDICTION)
+        schedule = training_schedule(model.prediction)
         start_step = resume_or_start(cfg, run, rt, ckpts, stage, "diffusion", resume_from, init,
                                      {"generator": model, "ema": ema, "optimizer": optimizer})
         fabric_model, optimizer = rt.fabric.setup(model, optimizer)
@@ -180,7 +180,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
                               device=rt.device)
             hidden = torch.rand(len(y), generator=g, device=rt.device) < gen.label_dropout
             shown = torch.where(hidden, torch.full_like(y, num_classes), y)
-            target = schedule.get_velocity(x, noise, t) if PREDICTION == "v_prediction" \
+            target = schedule.get_velocity(x, noise, t) if model.prediction == "v_prediction" \
                 else noise
             loss = denoising_loss(fabric_model(schedule.add_noise(x, noise, t), t, shown),
                                   target)

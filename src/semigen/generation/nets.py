@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from . import noise_from_seeds
+
 
 def doublings(side: int) -> int:
     """How many doublings of the generator's start map reach `side`: as many as keep the start
@@ -86,7 +88,6 @@ class Generator(nn.Module):
     def sample(self, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Images of `labels`, image i from the noise of seeds[i] alone (the interface of
         every generation backend)."""
-        from . import noise_from_seeds
         device = self.project.weight.device
         return self(noise_from_seeds(seeds, self.z_dim).to(device), labels.to(device))
 
