@@ -9,28 +9,36 @@ images per second, and a guidance sweep.
 For each seed, the diffusion model trains on the pseudo-labels of that split seed's label run
 for as many steps as fit in the GAN run's own training time (`--gan-runs`: finished
 `generate_fmnist.py` semi runs; their time is in their stats.jsonl), its sample grids included,
-after a 25-step probe of this machine's speed; `--steps N` fixes the steps instead. Then both
-are scored by `semigen evaluate`'s image metrics on the same N per class (`--per-class`) and
-seed, the diffusion model at every guidance of `--guidance`. Writes OUT/results.json, prints
-Markdown for BENCHMARKS.md, and OUT/gan-vs-diffusion-seed<S>.png: the two models' last grids
-side by side."""
+measured as it trains (`train_for`); `--steps N` fixes the steps instead. Then both
+are scored on the same N per class (`--per-class`) and seed, the diffusion model at every
+guidance of `--guidance`: FID and KID against the test images and, for choosing settings,
+against 10,000 images of the training pool (`val_fid`, `val_kid`); class consistency by the
+evaluator network; sampling images per second while generating them. Writes OUT/results.json,
+prints Markdown for BENCHMARKS.md, and OUT/gan-vs-diffusion-seed<S>.png: the two models' last
+grids side by side."""
 
 from __future__ import annotations
 
 import shutil
 import statistics
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import common
+import numpy as np
 import torch
 
 from semigen import checkpoint, generation
 from semigen.config import resolve
-from semigen.data import load_dataset
-from semigen.evaluation.run import generator_metrics
+from semigen.data import load_dataset, to_float
+from semigen.evaluation.images import (
+    EvaluatorFeatures,
+    embed_images,
+    feature_distances,
+    generate_per_class,
+    load_evaluator,
+)
 from semigen.rundir import read_stats
 
 
@@ -43,81 +51,115 @@ def config(args, out: Path, seed: int, **extra):
     return resolve(preset=args.preset, overrides=overrides)
 
 
-def train_seconds(run: Path) -> float:
-    """The generate stage's training time, from its stats.jsonl (first line to `done`), plus
-    the time to its first logged step."""
-    rows = [r for r in read_stats(run) if r["stage"] == "generate"]
-    done = next(r for r in rows if r.get("event") == "done")
-    first = rows[0]
-    per_step = (done["time"] - first["time"]) / (done["step"] - first["step"])
-    return done["time"] - first["time"] + first["step"] * per_step
+def train_seconds(run: Path, after_step: int = 0) -> float:
+    """The generate stage's training time since `after_step` (where this sitting resumed), from
+    stats.jsonl: its first logged step to `done`, plus the steps before that first log at the
+    same pace; the start of a process (data, model) is not training."""
+    rows = [r for r in read_stats(run) if r["stage"] == "generate" and r["step"] > after_step]
+    done = [r for r in rows if r.get("event") == "done"][-1]
+    logged = [r for r in rows if "event" not in r]
+    first, last = logged[0], logged[-1]  # (the pace without the last grid and checkpoint)
+    per_step = (last["time"] - first["time"]) / max(1, last["step"] - first["step"])
+    return done["time"] - first["time"] + (first["step"] - after_step) * per_step
 
 
-def probe_speed(args, seed: int) -> tuple[float, float]:
-    """This machine's seconds per diffusion step at the config, and per sample grid (a run
-    samples one every ``generate.sample_every`` steps and at the end), from a short probe run."""
-    probe = Path(args.out) / "probe"
-    shutil.rmtree(probe, ignore_errors=True)
-    probe.mkdir(parents=True)
-    shutil.copy(args.pseudo_labels.format(seed=seed), probe / "pseudo_labels.csv")
-    generation.train(config(args, probe, seed, **{"generate.steps": "25", "run.log_every": "1",
-                                                  "generate.sample_every": "1000"}))
-    stats = [r for r in read_stats(probe) if r["stage"] == "generate"]
-    rows = [r for r in stats if "event" not in r]
-    done = next(r for r in stats if r.get("event") == "done")
-    per_step = (rows[-1]["time"] - rows[4]["time"]) / (rows[-1]["step"] - rows[4]["step"])
-    return per_step, done["time"] - rows[-1]["time"]  # the last grid (and a checkpoint)
+def finished_steps(run: Path) -> int:
+    return [r["step"] for r in read_stats(run)
+            if r["stage"] == "generate" and r.get("event") == "done"][-1]
 
 
-def steps_within(seconds: float, per_step: float, per_grid: float, sample_every: int) -> int:
-    """How many steps, with a grid every `sample_every` and one at the end, fit in `seconds`."""
-    return max(1, round((seconds - per_grid) / (per_step + per_grid / sample_every)))
+def train_for(args, seed: int, out: Path, budget: float, first_steps: int = 1000) -> float:
+    """Train the diffusion model for `budget` seconds of this machine's time, its sample grids
+    included: `first_steps`, then top up at the pace measured so far until within 1 %. Exact
+    resume makes the sittings one run (a probe of a few steps misjudged the pace by 15 %).
+    Returns the training time, also kept in OUT/train_seconds.txt: a resumed run's stats.jsonl
+    reads as one run, without the gaps between sittings."""
+    steps, spent, done = first_steps, 0.0, 0
+    for _ in range(4):
+        generation.train(config(args, out, seed, **{"generate.steps": str(steps)}))
+        spent += train_seconds(out, done)
+        done = steps
+        print(f"seed {seed}: {steps} steps in {spent / 60:.2f} min of the GAN's "
+              f"{budget / 60:.2f}", flush=True)
+        more = round((budget - spent) * steps / spent)
+        if more < max(10, steps // 100):
+            break
+        steps += more
+    (out / "train_seconds.txt").write_text(f"{spent}\n")
+    return spent
 
 
-def sampling_rate(generator: torch.nn.Module, n: int = 200) -> float:
-    """Images per second of `generation.sample`, batch 200, on this machine."""
-    labels = torch.arange(n) % 10
-    generation.sample(generator, labels[:8], list(range(8)))  # warm-up
+def training_pool_sample(data, n: int = 10_000, seed: int = 0) -> np.ndarray:
+    """`n` images of the training pool (labeled and unlabeled), a fixed pick: the reference
+    for choosing settings without looking at the test images."""
+    pool = np.concatenate([data.labeled.images, data.unlabeled.images])
+    pick = np.random.default_rng(seed).permutation(len(pool))[:n]
+    return pool[np.sort(pick)]
+
+
+def score(args, data, references: dict, run: Path, seed: int, guidance: float | None
+          ) -> dict:
+    """One generation of N per class, its features compared with each reference set's."""
+    state = checkpoint.load(checkpoint.stage_path(run, "generate"))
+    generator = generation.from_checkpoint(state, guidance=guidance).eval()
     start = time.perf_counter()
-    generation.sample(generator, labels, list(range(n)))
-    return n / (time.perf_counter() - start)
+    fake, labels = generate_per_class(generator, len(data.classes), args.per_class, seed)
+    rate = len(fake) / (time.perf_counter() - start)
+    fake_features = embed_images(references["features"], fake)
+    found = {"images_per_second": rate, "settings": generator.settings(),
+             "evaluator": references["about"]}
+    for prefix, real in (("", references["test"]), ("val_", references["training_pool"])):
+        distances = feature_distances(real, fake_features)
+        found |= {prefix + "fid": distances["fid"], prefix + "kid": distances["kid"]}
+    classifier = references["classifier"]
+    with torch.no_grad():
+        predicted = torch.cat([classifier(to_float(fake[i:i + 1000])).argmax(1)
+                               for i in range(0, len(fake), 1000)])
+    right = (predicted == labels).float()
+    per_class = [right[labels == c].mean().item() for c in range(len(data.classes))]
+    worst = min(range(len(per_class)), key=per_class.__getitem__)
+    return found | {"consistency": right.mean().item(), "worst_consistency": per_class[worst],
+                    "worst_class": data.classes[worst]}
 
 
-def score(args, cfg, data, run: Path, guidance: float | None) -> dict:
-    cfg = replace(cfg, evaluate=replace(cfg.evaluate, per_class=args.per_class))
-    if guidance is not None:
-        cfg = replace(cfg, generate=replace(cfg.generate, guidance=guidance))
-    ckpt = checkpoint.stage_path(run, "generate")
-    images = generator_metrics(cfg, data, ckpt, args.per_class, copying=False)
-    state = checkpoint.load(ckpt)
-    generator = generation.from_checkpoint(state, guidance=guidance)
-    return {"fid": images["fid"], "kid": images["kid"],
-            "consistency": images["class_consistency"],
-            "worst_consistency": images["worst_class_consistency"],
-            "worst_class": min(images["per_class"], key=lambda c:
-                               images["per_class"][c]["class_consistency"]),
-            "images_per_second": sampling_rate(generator), "settings": generator.settings(),
-            "evaluator": images["feature_network"]}
+def reference_features(cfg, data) -> dict:
+    """The evaluator network (features and judge) and the features of the two reference sets."""
+    classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+    classifier = classifier.eval().cpu()
+    features = EvaluatorFeatures(classifier)
+
+    def embed(images: np.ndarray) -> torch.Tensor:
+        return embed_images(features, torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+
+    return {"classifier": classifier, "features": features, "about": about,
+            "test": embed(data.test.images), "training_pool": embed(training_pool_sample(data))}
 
 
-def run_seed(args, seed: int, steps: int, data) -> list[dict]:
+def run_seed(args, seed: int, data, references: dict) -> list[dict]:
+    """Train the seed's diffusion model (`--steps`, or the GAN's time) unless it is trained,
+    score it at every guidance, and score the seed's GAN."""
     gan_run = Path(args.gan_runs.format(seed=seed))
     out = Path(args.out) / f"diffusion-seed{seed}"
-    cfg = config(args, out, seed, **{"generate.steps": str(steps)})
+    cfg = config(args, out, seed)
     if not (checkpoint.stage_path(out, "generate")).exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(args.pseudo_labels.format(seed=seed), out / "pseudo_labels.csv")
-        generation.train(cfg)
-    gan_cfg = resolve(base_file=str(gan_run / "config.yaml"),
-                      overrides={"evaluate.seed": str(seed)})
-    rows = [{"backend": "gan", "seed": seed, "guidance": None, "steps": gan_cfg.generate.steps,
+        if args.steps:
+            generation.train(config(args, out, seed, **{"generate.steps": str(args.steps)}))
+        else:
+            train_for(args, seed, out, train_seconds(gan_run))
+    sittings = out / "train_seconds.txt"
+    diffusion_seconds = float(sittings.read_text()) if sittings.exists() else train_seconds(out)
+    rows = [{"backend": "gan", "seed": seed, "guidance": None, "steps": finished_steps(gan_run),
              "train_seconds": train_seconds(gan_run),
-             **score(args, gan_cfg, data, gan_run, None)}]
+             **score(args, data, references, gan_run, seed, None)}]
     for w in args.guidance:
-        rows.append({"backend": "diffusion", "seed": seed, "guidance": w, "steps": steps,
-                     "train_seconds": train_seconds(out), **score(args, cfg, data, out, w)})
+        rows.append({"backend": "diffusion", "seed": seed, "guidance": w,
+                     "steps": finished_steps(out), "train_seconds": diffusion_seconds,
+                     "batch_size": cfg.generate.batch_size,
+                     **score(args, data, references, out, seed, w)})
         print(f"seed {seed} guidance {w}: consistency {rows[-1]['consistency']:.3f}, "
-              f"FID {rows[-1]['fid']:.2f}", flush=True)
+              f"FID {rows[-1]['fid']:.2f}, validation FID {rows[-1]['val_fid']:.2f}", flush=True)
     side_by_side(Path(args.out), seed, gan_run, out, data.classes)
     return rows
 
@@ -140,12 +182,15 @@ def markdown(results: list[dict], args) -> str:
     evaluator = results[0]["evaluator"]
     lines = [f"`python benchmarks/diffusion_fmnist.py --preset {args.preset} --seeds "
              f"{' '.join(map(str, args.seeds))} --guidance "
-             f"{' '.join(map(str, args.guidance))}`, {date.today().isoformat()}; evaluator: "
+             f"{' '.join(map(str, args.guidance))} --per-class {args.per_class}"
+             f"{''.join(f' --set {k}={v}' for k, v in args.set.items())}`, "
+             f"{date.today().isoformat()}; evaluator: "
              f"{evaluator['network']}, test accuracy {evaluator['test_accuracy']:.4f}; "
-             f"N = {args.per_class} generated per class against the 10,000 test images", "",
-             "| generator | guidance | steps | train time (min) | FID | KID | class consistency "
-             "| worst class | sampling images/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"N = {args.per_class} generated per class against the 10,000 test images (FID, KID) "
+             "and 10,000 training-pool images (validation FID)", "",
+             "| generator | guidance | steps | train time (min) | FID | KID | validation FID "
+             "| class consistency | worst class | sampling images/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     keys = sorted({(r["backend"], r["guidance"]) for r in results},
                   key=lambda k: (k[0] != "gan", k[1] or 0))
     for backend, guidance in keys:
@@ -155,6 +200,7 @@ def markdown(results: list[dict], args) -> str:
             f"{statistics.mean(r['steps'] for r in rs):.0f} | "
             f"{statistics.mean(r['train_seconds'] for r in rs) / 60:.1f} | "
             f"{mean_std([r['fid'] for r in rs], 2)} | {mean_std([r['kid'] for r in rs], 4)} | "
+            f"{mean_std([r['val_fid'] for r in rs], 2)} | "
             f"{mean_std([r['consistency'] for r in rs])} | "
             f"{mean_std([r['worst_consistency'] for r in rs])} | "
             f"{statistics.mean(r['images_per_second'] for r in rs):.0f} |")
@@ -171,18 +217,12 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--steps", type=int, help="diffusion steps (default: the GAN's time)")
     args = common.parse(parser)
-    data = load_dataset(config(args, Path(args.out) / "x", args.seeds[0]).data)
+    first = config(args, Path(args.out) / "x", args.seeds[0])
+    data = load_dataset(first.data)  # every split seed shares the test set and training pool
+    references = reference_features(first, data)
     results = []
     for seed in args.seeds:
-        steps = args.steps
-        if steps is None:
-            per_step, per_grid = probe_speed(args, seed)
-            budget = train_seconds(Path(args.gan_runs.format(seed=seed)))
-            steps = steps_within(budget, per_step, per_grid,
-                                 config(args, Path(args.out), seed).generate.sample_every)
-            print(f"seed {seed}: {per_step:.3f} s per diffusion step, {per_grid:.1f} s per "
-                  f"grid -> {steps} steps in the GAN's {budget / 60:.1f} min", flush=True)
-        results += run_seed(args, seed, steps, data)
+        results += run_seed(args, seed, data, references)
         common.save_merged(args.out, results, ("backend", "seed", "guidance"))
     common.save_merged(args.out, results, ("backend", "seed", "guidance"),
                        markdown(results, args))

@@ -11,9 +11,9 @@ from semigen.config import resolve
 from semigen.data import load_dataset
 from semigen.evaluation.images import (
     EvaluatorFeatures,
-    _distances,
     embed_images,
     evaluator_config,
+    feature_distances,
     load_evaluator,
     memorisation,
 )
@@ -107,8 +107,8 @@ def test_fid_separates_real_from_noise(evaluated):
     noise = torch.randint(0, 256, test.shape, generator=torch.Generator().manual_seed(0),
                           dtype=torch.uint8)
     test_f, noise_f = embed_images(features, test), embed_images(features, noise)
-    real_vs_real = _distances(test_f[:225], test_f[225:])["fid"]
-    real_vs_noise = _distances(test_f[:225], noise_f[225:])["fid"]
+    real_vs_real = feature_distances(test_f[:225], test_f[225:])["fid"]
+    real_vs_noise = feature_distances(test_f[:225], noise_f[225:])["fid"]
     assert real_vs_real * 5 < real_vs_noise
     # the features computed once give torchmetrics' FID of the network run on the images
     direct = FrechetInceptionDistance(feature=features, normalize=False)

@@ -201,7 +201,7 @@ def embed_images(features: nn.Module, images: torch.Tensor, batch_size: int = 10
                       for i in range(0, len(images), batch_size)])
 
 
-def _distances(real: torch.Tensor, fake: torch.Tensor) -> dict:
+def feature_distances(real: torch.Tensor, fake: torch.Tensor) -> dict:
     """FID and KID between two sets of features (`embed_images`)."""
     # KID keeps every feature in memory and warns about it; ours are 128-d and few.
     warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*will save")
@@ -265,7 +265,7 @@ def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Modu
     real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
     real_features, fake_features = embed_images(features, real), embed_images(features, fake)
     found = {"n_real": len(real), "n_fake": len(fake),
-             **_distances(real_features, fake_features), "per_class": {}}
+             **feature_distances(real_features, fake_features), "per_class": {}}
     if train_images is not None and len(train_images):
         train = torch.from_numpy(train_images).permute(0, 3, 1, 2)
         found["memorisation"] = memorisation(fake, real, train, seed=seed)
@@ -285,7 +285,7 @@ def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Modu
             found["per_class"][name]["class_consistency"] = right[fake_labels == c].mean().item()
         # A user's small test folder may hold 0 or 1 image of a class: no distance then.
         if len(real_c) >= 2:
-            found["per_class"][name] |= _distances(real_c, fake_c)
+            found["per_class"][name] |= feature_distances(real_c, fake_c)
     if min(per_class, len(real)) < 2 * dims:
         found["warning"] = (f"per-class FID uses {per_class} generated images against "
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "
