@@ -41,6 +41,8 @@ from semigen.evaluation.images import (
 )
 from semigen.rundir import read_stats
 
+KEY = ("backend", "seed", "guidance", "sample_steps")  # of a row of results.json
+
 
 def config(args, out: Path, seed: int, **extra):
     overrides = {"data.source": "fmnist", "data.labels_per_class": str(args.labels_per_class),
@@ -97,11 +99,12 @@ def training_pool_sample(data, n: int = 10_000, seed: int = 0) -> np.ndarray:
     return pool[np.sort(pick)]
 
 
-def score(args, data, references: dict, run: Path, seed: int, guidance: float | None
-          ) -> dict:
+def score(args, data, references: dict, run: Path, seed: int, guidance: float | None = None,
+          sample_steps: int | None = None) -> dict:
     """One generation of N per class, its features compared with each reference set's."""
     state = checkpoint.load(checkpoint.stage_path(run, "generate"))
-    generator = generation.from_checkpoint(state, guidance=guidance).eval()
+    generator = generation.from_checkpoint(state, guidance=guidance,
+                                           sample_steps=sample_steps).eval()
     start = time.perf_counter()
     fake, labels = generate_per_class(generator, len(data.classes), args.per_class, seed)
     rate = len(fake) / (time.perf_counter() - start)
@@ -150,16 +153,18 @@ def run_seed(args, seed: int, data, references: dict) -> list[dict]:
             train_for(args, seed, out, train_seconds(gan_run))
     sittings = out / "train_seconds.txt"
     diffusion_seconds = float(sittings.read_text()) if sittings.exists() else train_seconds(out)
-    rows = [{"backend": "gan", "seed": seed, "guidance": None, "steps": finished_steps(gan_run),
-             "train_seconds": train_seconds(gan_run),
-             **score(args, data, references, gan_run, seed, None)}]
+    rows = [{"backend": "gan", "seed": seed, "guidance": None, "sample_steps": None,
+             "steps": finished_steps(gan_run), "train_seconds": train_seconds(gan_run),
+             **score(args, data, references, gan_run, seed)}]
     for w in args.guidance:
-        rows.append({"backend": "diffusion", "seed": seed, "guidance": w,
-                     "steps": finished_steps(out), "train_seconds": diffusion_seconds,
-                     "batch_size": cfg.generate.batch_size,
-                     **score(args, data, references, out, seed, w)})
-        print(f"seed {seed} guidance {w}: consistency {rows[-1]['consistency']:.3f}, "
-              f"FID {rows[-1]['fid']:.2f}, validation FID {rows[-1]['val_fid']:.2f}", flush=True)
+        for n in args.sample_steps:
+            rows.append({"backend": "diffusion", "seed": seed, "guidance": w, "sample_steps": n,
+                         "steps": finished_steps(out), "train_seconds": diffusion_seconds,
+                         "batch_size": cfg.generate.batch_size,
+                         **score(args, data, references, out, seed, w, n)})
+            print(f"seed {seed} guidance {w}, {n} solver steps: consistency "
+                  f"{rows[-1]['consistency']:.3f}, FID {rows[-1]['fid']:.2f}, validation FID "
+                  f"{rows[-1]['val_fid']:.2f}", flush=True)
     side_by_side(Path(args.out), seed, gan_run, out, data.classes)
     return rows
 
@@ -182,21 +187,24 @@ def markdown(results: list[dict], args) -> str:
     evaluator = results[0]["evaluator"]
     lines = [f"`python benchmarks/diffusion_fmnist.py --preset {args.preset} --seeds "
              f"{' '.join(map(str, args.seeds))} --guidance "
-             f"{' '.join(map(str, args.guidance))} --per-class {args.per_class}"
+             f"{' '.join(map(str, args.guidance))} --sample-steps "
+             f"{' '.join(map(str, args.sample_steps))} --per-class {args.per_class}"
              f"{''.join(f' --set {k}={v}' for k, v in args.set.items())}`, "
              f"{date.today().isoformat()}; evaluator: "
              f"{evaluator['network']}, test accuracy {evaluator['test_accuracy']:.4f}; "
              f"N = {args.per_class} generated per class against the 10,000 test images (FID, KID) "
              "and 10,000 training-pool images (validation FID)", "",
-             "| generator | guidance | steps | train time (min) | FID | KID | validation FID "
-             "| class consistency | worst class | sampling images/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    keys = sorted({(r["backend"], r["guidance"]) for r in results},
-                  key=lambda k: (k[0] != "gan", k[1] or 0))
-    for backend, guidance in keys:
-        rs = [r for r in results if (r["backend"], r["guidance"]) == (backend, guidance)]
+             "| generator | guidance | solver steps | steps | train time (min) | FID | KID "
+             "| validation FID | class consistency | worst class | sampling images/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    keys = sorted({(r["backend"], r["guidance"], r["sample_steps"]) for r in results},
+                  key=lambda k: (k[0] != "gan", k[1] or 0, k[2] or 0))
+    for backend, guidance, sample_steps in keys:
+        rs = [r for r in results
+              if (r["backend"], r["guidance"], r["sample_steps"]) == (backend, guidance,
+                                                                      sample_steps)]
         lines.append(
-            f"| {backend} | {'' if guidance is None else guidance} | "
+            f"| {backend} | {'' if guidance is None else guidance} | {sample_steps or ''} | "
             f"{statistics.mean(r['steps'] for r in rs):.0f} | "
             f"{statistics.mean(r['train_seconds'] for r in rs) / 60:.1f} | "
             f"{mean_std([r['fid'] for r in rs], 2)} | {mean_std([r['kid'] for r in rs], 4)} | "
@@ -214,6 +222,8 @@ def main() -> None:
     parser.add_argument("--gan-runs", required=True, metavar="PATTERN",
                         help="a finished semi GAN run per seed ({seed}), from generate_fmnist.py")
     parser.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--sample-steps", type=int, nargs="+", default=[20],
+                        help="DPM-Solver++ steps per image to score the diffusion model at")
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--steps", type=int, help="diffusion steps (default: the GAN's time)")
     args = common.parse(parser)
@@ -223,8 +233,8 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         results += run_seed(args, seed, data, references)
-        common.save_merged(args.out, results, ("backend", "seed", "guidance"))
-    common.save_merged(args.out, results, ("backend", "seed", "guidance"),
+        common.save_merged(args.out, results, KEY)
+    common.save_merged(args.out, results, KEY,
                        markdown(results, args))
 
 

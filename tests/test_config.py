@@ -67,8 +67,22 @@ def test_presets_exist_and_round_trip():
         cfg = resolve(preset=name)
         validate(cfg)
         assert from_dict(cfg.to_dict()) == cfg
-    assert resolve(preset="quick") == Config()  # the defaults are the quick preset
+    assert resolve(preset="quick") == resolve()  # the defaults are the quick preset
     assert "label:" in to_yaml(Config())
+
+
+def test_each_generator_backend_gets_its_own_quick_budget_unless_set():
+    gan, diffusion = (resolve(overrides={"generate.backend": b}).generate
+                      for b in ("gan", "diffusion"))
+    assert (gan.steps, gan.batch_size) == (4000, 128)
+    assert (diffusion.steps, diffusion.batch_size) == (3400, 32)
+    # what a preset, a file or the command line sets is kept, whatever the backend
+    tiny = resolve(preset="tiny", overrides={"generate.backend": "diffusion"}).generate
+    assert (tiny.steps, tiny.batch_size) == (20, 16)
+    mine = resolve(overrides={"generate.backend": "diffusion", "generate.batch_size": "48"})
+    assert (mine.generate.steps, mine.generate.batch_size) == (3400, 48)
+    # a run's saved config keeps the budget it was resolved with
+    assert from_dict(mine.to_dict()) == mine
 
 
 def test_differences_name_each_changed_field():

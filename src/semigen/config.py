@@ -22,6 +22,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABEL_MODES = ("semi", "labels-only", "all-labels")
 GENERATE_BACKENDS = ("gan", "diffusion")
+# What generate.steps and generate.batch_size left at 0 become: each backend's quick budget,
+# about 8.5 minutes of training on 2 CPU cores at 28 px (BENCHMARKS.md, issues #14 and #15). The
+# diffusion UNet costs about 5x the GAN per image, so it learns from smaller batches.
+BACKEND_BUDGET = {"gan": {"steps": 4000, "batch_size": 128},
+                  "diffusion": {"steps": 3400, "batch_size": 32}}
 THRESHOLDS = ("adaptive", "fixed")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
@@ -113,8 +118,8 @@ class GenerateConfig:
     mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
-    steps: int = 4000  # 7-9 minutes on 2 CPU cores at 28 px (BENCHMARKS.md, issue #14)
-    batch_size: int = 128  # the full preset (GPU): 64
+    steps: int = 0  # 0: the backend's quick budget (BACKEND_BUDGET); the full preset: 40000
+    batch_size: int = 0  # 0: the backend's (BACKEND_BUDGET); the full preset (GPU): 64
     z_dim: int = 128
     width: int = 16  # channels scale: generator 4x at the start halving to 1x, discriminator 1x-4x
     lr: float = 4e-4  # Adam, both networks, betas (0, 0.999); 2e-4 learns the classes slower
@@ -276,6 +281,16 @@ def resolve(preset: str | None = None, config_file: str | None = None,
         merge(cfg, load_yaml(config_file), str(config_file))
     for dotted, value in (overrides or {}).items():
         set_value(cfg, dotted, value)
+    return with_backend_budget(cfg)
+
+
+def with_backend_budget(cfg: Config) -> Config:
+    """`cfg` with generate.steps and generate.batch_size that are 0 set to its backend's
+    (an unknown backend is left for `validate` to name)."""
+    gen = cfg.generate
+    for name, value in BACKEND_BUDGET.get(gen.backend, {}).items():
+        if getattr(gen, name) == 0:
+            setattr(gen, name, value)
     return cfg
 
 
