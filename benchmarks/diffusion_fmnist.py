@@ -95,8 +95,10 @@ def training_pool_sample(data, n: int = 10_000, seed: int = 0) -> np.ndarray:
     """`n` images of the training pool (labeled and unlabeled), a fixed pick: the reference
     for choosing settings without looking at the test images."""
     pool = np.concatenate([data.labeled.images, data.unlabeled.images])
+    ids = np.array(data.labeled.ids + data.unlabeled.ids)
+    by_id = np.argsort(ids, kind="stable")  # the same pick whatever the labeled split
     pick = np.random.default_rng(seed).permutation(len(pool))[:n]
-    return pool[np.sort(pick)]
+    return pool[by_id[np.sort(pick)]]
 
 
 def score(args, data, references: dict, run: Path, seed: int, guidance: float | None = None,

