@@ -14,6 +14,7 @@ from semigen import checkpoint, generation
 from semigen.cli import main
 from semigen.config import ConfigError, resolve, validate
 from semigen.evaluation.report import curve_panels
+from semigen.generation import diffusion
 from semigen.generation.diffusion import Diffusion, halvings, unet_config
 from semigen.rundir import read_stats
 
@@ -36,15 +37,22 @@ def test_the_unet_halves_while_the_maps_stay_even_and_at_least_4_px():
         assert out.shape == (2, c, h, w)
 
 
-def test_a_sample_is_fixed_by_its_seed_whatever_the_batch():
+def test_a_sample_is_fixed_by_its_seed_whatever_the_batch(monkeypatch):
     net = tiny_unet(guidance=2.0, sample_steps=4)
-    labels, seeds = torch.tensor([0, 1, 2, 1]), [5, 6, 7, 8]
+    labels, seeds = torch.tensor([0, 1, 2, 1, 0]), [5, 6, 7, 8, 9]
     together = generation.sample(net, labels, seeds)
     alone = torch.cat([generation.sample(net, labels[i:i + 1], seeds[i:i + 1])
-                       for i in range(4)])
+                       for i in range(5)])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
-    assert together.shape == (4, 1, 8, 8) and together.abs().max() <= 1
+    assert together.shape == (5, 1, 8, 8) and together.abs().max() <= 1
     assert not torch.allclose(together[1], together[3])  # same class, other seed
+    # a CPU samples a large batch in parts: the same images, in order
+    monkeypatch.setattr(diffusion, "CPU_SAMPLE_BATCH", 2)
+    seen = []
+    net.unet.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    torch.testing.assert_close(generation.sample(net, labels, seeds), together, atol=1e-5,
+                               rtol=0)
+    assert max(seen) == 2 * 2  # two images at a time, each with and without its class
 
 
 def test_guidance_changes_the_images_and_zero_is_the_conditional_model_alone():

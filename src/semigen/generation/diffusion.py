@@ -30,6 +30,10 @@ from .data import finish_training, image_batches, open_training_set, resume_or_s
 # Nichol & Dhariwal 2021) keeps the small images' structure longer than the linear one.
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
 PREDICTION = "v_prediction"  # better behaved than epsilon at few solver steps
+# On a CPU the UNet's activations for many images at once fall out of the caches: 2 cores drew
+# 13.8 images per second in batches of 100 and 8.1 in batches of 400 (BENCHMARKS.md, issue
+# #15), so a CPU samples a larger batch 100 images at a time (a GPU, all at once).
+CPU_SAMPLE_BATCH = 100
 
 
 def halvings(height: int, width: int) -> int:
@@ -96,6 +100,10 @@ class Diffusion(nn.Module):
     def sample(self, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Images of `labels` in [-1, 1], image i from the noise of seeds[i] alone."""
         device = next(self.parameters()).device
+        if device.type == "cpu" and len(labels) > CPU_SAMPLE_BATCH:
+            return torch.cat([self.sample(labels[i:i + CPU_SAMPLE_BATCH],
+                                          seeds[i:i + CPU_SAMPLE_BATCH])
+                              for i in range(0, len(labels), CPU_SAMPLE_BATCH)])
         solver = sampler(self.prediction)
         solver.set_timesteps(self.sample_steps, device=device)
         h, w, c = self.image_shape
