@@ -23,7 +23,7 @@ def images_per_second(generator, n: int, batch: int, bf16: bool = False
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         images = torch.cat([generation.sample(generator, labels[i:i + batch],
-                                              list(range(i, i + batch)))
+                                              list(range(i, min(i + batch, n))))
                             for i in range(0, n, batch)])
     return n / (time.perf_counter() - start), images
 
