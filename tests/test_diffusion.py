@@ -53,6 +53,8 @@ def test_a_sample_is_fixed_by_its_seed_whatever_the_batch(monkeypatch):
     torch.testing.assert_close(generation.sample(net, labels, seeds), together, atol=1e-5,
                                rtol=0)
     assert max(seen) == 2 * 2  # two images at a time, each with and without its class
+    with pytest.raises(ValueError, match="5 labels but 4 seeds"):
+        generation.sample(net, labels, seeds[:4])
 
 
 def test_guidance_changes_the_images_and_zero_is_the_conditional_model_alone():

@@ -76,6 +76,8 @@ def noise_from_seeds(seeds: list[int], *shape: int) -> torch.Tensor:
 def sample(generator: torch.nn.Module, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
     """Images in [-1, 1] (float32) for `labels`, image i from seeds[i] alone. The generator
     should be in eval mode."""
+    if len(labels) != len(seeds):
+        raise ValueError(f"one seed per image: {len(labels)} labels but {len(seeds)} seeds")
     return generator.sample(labels, seeds).float()
 
 
