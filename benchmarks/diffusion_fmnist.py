@@ -31,13 +31,14 @@ import torch
 
 from semigen import checkpoint, generation
 from semigen.config import resolve
-from semigen.data import load_dataset, to_float
+from semigen.data import load_dataset
 from semigen.evaluation.images import (
     EvaluatorFeatures,
     embed_images,
     feature_distances,
     generate_per_class,
     load_evaluator,
+    recognised,
 )
 from semigen.rundir import read_stats
 
@@ -116,11 +117,7 @@ def score(args, data, references: dict, run: Path, seed: int, guidance: float | 
     for prefix, real in (("", references["test"]), ("val_", references["training_pool"])):
         distances = feature_distances(real, fake_features)
         found |= {prefix + "fid": distances["fid"], prefix + "kid": distances["kid"]}
-    classifier = references["classifier"]
-    with torch.no_grad():
-        predicted = torch.cat([classifier(to_float(fake[i:i + 1000])).argmax(1)
-                               for i in range(0, len(fake), 1000)])
-    right = (predicted == labels).float()
+    right = recognised(references["classifier"], fake, labels)
     per_class = [right[labels == c].mean().item() for c in range(len(data.classes))]
     worst = min(range(len(per_class)), key=per_class.__getitem__)
     return found | {"consistency": right.mean().item(), "worst_consistency": per_class[worst],

@@ -253,6 +253,16 @@ def memorisation(fake: torch.Tensor, real: torch.Tensor, train: torch.Tensor,
 
 
 @torch.no_grad()
+def recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
+               ) -> torch.Tensor:
+    """1.0 where `classifier` gives a uint8 N x C x H x W image its label, else 0.0."""
+    classifier = classifier.eval().cpu()
+    predicted = torch.cat([classifier(to_float(images[i:i + 1000])).argmax(1)
+                           for i in range(0, len(images), 1000)])
+    return (predicted == labels).float()
+
+
+@torch.no_grad()
 def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Module | None,
                   real_images: np.ndarray, real_labels: np.ndarray, classes: list[str],
                   per_class: int, seed: int = 0, train_images: np.ndarray | None = None) -> dict:
@@ -271,10 +281,7 @@ def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Modu
         found["memorisation"] = memorisation(fake, real, train, seed=seed)
     right = None
     if classifier is not None:
-        classifier = classifier.eval().cpu()
-        predicted = torch.cat([classifier(to_float(fake[i:i + 1000])).argmax(1)
-                               for i in range(0, len(fake), 1000)])
-        right = (predicted == fake_labels).float()
+        right = recognised(classifier, fake, fake_labels)
         found["class_consistency"] = right.mean().item()
     dims = features.num_features
     for c, name in enumerate(classes):
