@@ -21,8 +21,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# ruff; the layer rule (imports run down only, pyproject.toml); the configuration reference
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/config_reference.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

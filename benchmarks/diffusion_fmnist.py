@@ -36,10 +36,10 @@ from semigen.evaluation.images import (
     EvaluatorFeatures,
     embed_images,
     feature_distances,
-    generate_per_class,
     load_evaluator,
     recognised,
 )
+from semigen.generation import generate_per_class
 from semigen.rundir import read_stats
 
 KEY = ("backend", "seed", "guidance", "sample_steps")  # of a row of results.json

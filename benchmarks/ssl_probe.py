@@ -1,4 +1,4 @@
-"""Exploration for issue #13: how much self-supervised features learned from every training
+"""Exploration: how much self-supervised features learned from every training
 image (SimCLR) help the few labels, as nearest-neighbour accuracy against training minutes.
 
     python benchmarks/make_shapes.py runs/shapes

@@ -113,11 +113,30 @@ def test_a_bad_backbone_is_refused_before_training(tmp_path, overrides, message)
     assert not out.exists()
 
 
-def test_the_baselines_start_from_the_same_weights(tmp_path):
+def test_the_baselines_start_from_the_same_weights(tmp_path, monkeypatch):
+    """Every mode's network holds the file's weights before its first step: the baselines are
+    the same network from the same start, trained on other labels."""
     weights = tmp_path / "resnet18.pt"
-    random_resnet18_file(weights)
-    out = tmp_path / "run"
-    metrics = train(tiny(out, **{"label.backbone": "resnet18", "label.weights": str(weights),
-                                 "label.mode": "labels-only", "label.steps": 1}))
-    assert "represent" not in read_metrics(out)
-    assert np.isfinite(metrics["test_accuracy"])
+    source = random_resnet18_file(weights)
+    started = {}
+    real_load = nets.load_backbone_weights
+
+    def load_and_record(net, architecture, path):
+        line = real_load(net, architecture, path)
+        started[len(started)] = {k: v.clone() for k, v in net.body.state_dict().items()}
+        return line
+
+    monkeypatch.setattr(nets, "load_backbone_weights", load_and_record)
+    for mode in ("semi", "labels-only", "all-labels"):
+        out = tmp_path / mode
+        metrics = train(tiny(out, **{"label.backbone": "resnet18", "label.weights": str(weights),
+                                     "label.mode": mode, "label.steps": 1,
+                                     "label.pretrain_steps": 0}))
+        if mode != "semi":
+            assert "represent" not in read_metrics(out)
+        assert np.isfinite(metrics["test_accuracy"])
+    assert len(started) == 3
+    for state in started.values():
+        for name, tensor in state.items():
+            if name in source:  # the body's own tensors (BatchNorm counters aside)
+                assert torch.equal(tensor, source[name]), name

@@ -126,3 +126,46 @@ def test_held_out_images_all_right_do_not_make_every_confidence_one():
     t = calibrate.fit_temperature(logits, labels)
     confidence = (logits / t).softmax(1).max().item()
     assert 0.9 < confidence < 0.99  # about 1 - 1/27, not 1
+
+
+def test_a_run_stopped_in_or_after_calibration_ends_as_an_uninterrupted_one(
+        tmp_path, monkeypatch):
+    """Calibration has no checkpoints of its own. Stopped between its halves, and again after
+    it recorded its estimate but before the label stage's first checkpoint, the reruns fit the
+    halves again and end with the figures and records of an uninterrupted run."""
+    def cfg(out):
+        return resolve(preset="tiny", overrides={"run.out": str(out), "label.pretrain_steps": 0,
+                                                 "label.calibration_steps": 5})
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(cfg(straight))
+    real_fold, real_record = calibrate.fine_tune_fold, calibrate.record_estimate
+    calls = []
+
+    def second_half_stops(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fold(*args, **kwargs)
+
+    def record_then_stop(stage, name, *args):
+        real_record(stage, name, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibrate, "fine_tune_fold", second_half_stops)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(stopped))
+    monkeypatch.setattr(calibrate, "fine_tune_fold", real_fold)
+    monkeypatch.setattr(calibrate, "record_estimate", record_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(stopped))
+    assert "calibrate" in read_metrics(stopped) and "label" not in read_metrics(stopped)
+    monkeypatch.setattr(calibrate, "record_estimate", real_record)
+    train(cfg(stopped))
+
+    def records(out):
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_stats(out)]
+
+    assert read_metrics(stopped)["calibrate"] == read_metrics(straight)["calibrate"]
+    assert read_metrics(stopped)["label"] == read_metrics(straight)["label"]
+    assert records(stopped) == records(straight)

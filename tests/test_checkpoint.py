@@ -5,7 +5,10 @@ from conftest import interrupt_after_checkpoint
 from semigen import checkpoint
 from semigen.checkpoint import Checkpointer, CheckpointError
 from semigen.config import resolve
+from semigen.data import load_dataset
+from semigen.labeling import nets
 from semigen.labeling import train as label_train
+from semigen.labeling.predict import accuracy
 from semigen.rundir import read_stats
 
 
@@ -48,12 +51,12 @@ def test_checkpoint_rebuilds_its_model_alone(tmp_path):
     assert state["step"] == 20 and state["kind"] == "classifier"
     assert torch.__version__.startswith(state["versions"]["torch"].split("+")[0])
     assert {"python", "semigen", "torchvision", "lightning"} <= set(state["versions"])
-    ema_net = label_train.nets.from_checkpoint(state)
-    raw_net = label_train.nets.from_checkpoint(state, use_ema=False)
+    ema_net = nets.from_checkpoint(state)
+    raw_net = nets.from_checkpoint(state, use_ema=False)
     assert not ema_net.training
     # the rebuilt EMA model scores what the run measured with it at its last step
-    data = label_train.load_dataset(resolve(preset="tiny").data)
-    acc = label_train.accuracy(ema_net, data.test, "cpu")
+    data = load_dataset(resolve(preset="tiny").data)
+    acc = accuracy(ema_net, data.test, "cpu")
     assert acc == pytest.approx(state_metrics(out)["test_accuracy"], abs=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(),
                                                        raw_net.state_dict().values(),

@@ -69,6 +69,34 @@ def test_guidance_changes_the_images_and_zero_is_the_conditional_model_alone():
     assert torch.equal(net.guided(x, t, labels), net(x, t, labels))
 
 
+def test_guidance_is_one_plus_w_times_the_class_minus_w_times_no_class():
+    """(1 + w) * conditional - w * unconditional, the unconditional one asked with the "no
+    class" index, num_classes (a sign or an index off by one fails here)."""
+    net = tiny_unet(num_classes=3, guidance=2.0)
+    asked = []
+
+    def fake_forward(x, t, labels):  # the prediction is the class index asked for
+        asked.append(labels.clone())
+        return labels.float()[:, None, None, None].expand(-1, 1, 8, 8)
+
+    net.forward = fake_forward
+    guided = net.guided(torch.zeros(2, 1, 8, 8), torch.tensor(10), torch.tensor([0, 1]))
+    assert torch.equal(asked[0], torch.tensor([0, 1, 3, 3]))
+    # class c: (1 + 2) * c - 2 * 3
+    torch.testing.assert_close(guided[:, 0, 0, 0], torch.tensor([-6.0, -3.0]))
+
+
+def test_label_dropout_hides_its_share_of_classes_behind_the_no_class_index():
+    labels = torch.arange(4).repeat(2500)
+    g = torch.Generator().manual_seed(0)
+    shown = diffusion.hide_classes(labels, 0.1, 4, g)
+    hidden = shown == 4
+    assert 0.08 < hidden.float().mean().item() < 0.12
+    assert torch.equal(shown[~hidden], labels[~hidden])  # the rest keep their own class
+    assert torch.equal(diffusion.hide_classes(labels, 0.0, 4, g), labels)
+    assert (diffusion.hide_classes(labels, 1.0, 4, g) == 4).all()
+
+
 def test_config_refuses_an_unknown_backend_and_guidance_without_label_dropout():
     with pytest.raises(ConfigError, match="generate.backend"):
         validate(resolve(preset="tiny", overrides={"generate.backend": "vae"}))
@@ -203,3 +231,17 @@ def test_the_report_plots_whatever_losses_a_backend_logs():
     assert curve_panels(stats) == [("loss", "training loss"),
                                    ("denoising_loss", "denoising loss"),
                                    ("test_accuracy", "test accuracy")]
+
+
+def test_every_backend_offers_the_same_names_and_has_a_quick_budget():
+    """The backend table and the config's budgets name the same backends, and every backend
+    module offers what the generator's stage, export and the report ask of it."""
+    from semigen.config import BACKEND_BUDGET
+    from semigen.generation.backends import BACKENDS
+    assert set(BACKENDS) == set(BACKEND_BUDGET)
+    for name, module in BACKENDS.items():
+        for attribute in ("MODEL_FIELDS", "SAMPLING_FIELDS", "build", "trainer", "sync",
+                          "from_checkpoint", "describe"):
+            assert hasattr(module, attribute), f"{name} lacks {attribute}"
+        assert isinstance(module.describe({"backend": name, "guidance": 1.0,
+                                           "sample_steps": 20}), str)

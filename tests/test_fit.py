@@ -253,3 +253,61 @@ def test_api_options_map_to_config_fields():
         make_config("digits", colour="red")
     with pytest.raises(ConfigError, match="fit.rounds"):
         make_config("digits", rounds=-1)
+
+
+def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted, tmp_path,
+                                                                          cache, monkeypatch):
+    """Stopped (as Ctrl-C stops it) in the labels-only baseline, in round 1's classifier with
+    its generated images, in round 1's generator, while recording round 1's metrics, and in
+    evaluate, and run again after each stop: the fit ends with the figures and the records of
+    the uninterrupted one."""
+    from semigen.checkpoint import Checkpointer
+    from semigen.rundir import RunDir
+
+    run = tmp_path / "run"
+    to_stop = {"baselines/labels-only/checkpoints/label", "checkpoints/label-r1",
+               "checkpoints/generate-r1", "round-1", "evaluate"}
+    stopped = []
+    real_save, real_update = Checkpointer.save, RunDir.update_metrics
+
+    def save_then_stop(self, payload, at):
+        path = real_save(self, payload, at)
+        where = self.folder.relative_to(run).as_posix()
+        if where in to_stop:
+            to_stop.discard(where)
+            stopped.append(where)
+            raise KeyboardInterrupt
+        return path
+
+    def stop_before_recording(self, stage, metrics):
+        if stage in to_stop:  # the round's stats line is written, its metrics not yet
+            to_stop.discard(stage)
+            stopped.append(stage)
+            raise KeyboardInterrupt
+        return real_update(self, stage, metrics)
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    monkeypatch.setattr(RunDir, "update_metrics", stop_before_recording)
+    for _ in range(10):
+        try:
+            summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                                  data__cache_dir=str(cache))
+            break
+        except KeyboardInterrupt:
+            continue
+    assert not to_stop and len(stopped) == 5
+    uninterrupted_run, uninterrupted = fitted
+    for key in ("rounds", "baselines"):
+        assert summary[key] == uninterrupted[key]
+
+    def records(out):
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_stats(out)]
+
+    assert records(run) == records(uninterrupted_run)
+    assert records(run / "baselines" / "labels-only") == records(
+        uninterrupted_run / "baselines" / "labels-only")
+    first, second = (json.loads((r / "metrics.json").read_text())
+                     for r in (uninterrupted_run, run))
+    for part in ("images", "classifier", "pseudo_labels"):
+        assert ({k: v for k, v in second["evaluate"][part].items() if k != "checkpoint"}
+                == {k: v for k, v in first["evaluate"][part].items() if k != "checkpoint"})

@@ -37,11 +37,20 @@ def test_discriminator_projection_depends_on_the_class():
 
 
 def test_the_discriminator_can_also_classify():
+    """The auxiliary logits are the image's, not the class asked for, and the class loss
+    trains the discriminator's own features (not a head on detached ones)."""
+    torch.manual_seed(0)
     d = Discriminator(3, (8, 8, 1), width=8, classify=True)
-    score, logits = d(torch.randn(5, 1, 8, 8), torch.zeros(5, dtype=torch.long))
+    images = torch.randn(5, 1, 8, 8)
+    score, logits = d(images, torch.zeros(5, dtype=torch.long))
     assert score.shape == (5,) and logits.shape == (5, 3)
-    labels = logits.argmax(1)
-    assert losses.class_loss(logits, labels) < losses.class_loss(logits, (labels + 1) % 3)
+    _, other = d(images, torch.full((5,), 2))
+    torch.testing.assert_close(logits, other)  # the label given to the projection: no leak
+    assert not torch.allclose(logits[0], logits[1])  # other images, other logits
+    d.zero_grad()
+    losses.class_loss(logits, torch.tensor([0, 1, 2, 0, 1])).backward()
+    body = [p.grad for p in d.body.parameters() if p.grad is not None]
+    assert body and any(g.abs().sum() > 0 for g in body)
 
 
 def test_hinge_losses_on_known_values():

@@ -134,3 +134,58 @@ def test_a_folder_with_every_image_labeled_trains_without_unlabeled_images(tmp_p
     assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny",
                  "--label.mode", "labels-only"]) == 0
     assert rows(run / "pseudo_labels.csv") == []  # the header alone: nothing to label
+
+
+def test_generated_images_join_every_labeled_batch():
+    """A joint round's step sees the labeled batch and the generated one as one supervised
+    batch, each image with its own class."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from semigen.labeling.fixmatch import step_loss
+
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            seen.append(x.clone())
+            return self.linear(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = Recorder()
+    x, y = torch.zeros(2, 1, 2, 2), torch.tensor([0, 1])
+    x_generated, y_generated = torch.ones(3, 1, 2, 2), torch.tensor([2, 2, 2])
+    batches = {"labeled": iter([(x, y, None)]),
+               "synthetic": iter([(x_generated, y_generated, None)])}
+    lab = resolve(preset="tiny", overrides={"label.mode": "labels-only"}).label
+    loss, parts, _ = step_loss(model, lab, None, batches, None, {})
+    assert torch.equal(seen[0], torch.cat([x, x_generated]))
+    expected = F.cross_entropy(model.linear(torch.cat([x, x_generated]).flatten(1)),
+                               torch.cat([y, y_generated]))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_round_streams_its_generated_images_beside_the_labeled_ones():
+    """`fine_tuning_batches` gives a round a stream of the generated images, with their classes,
+    fit.synthetic_ratio of them per labeled image in a batch; without them, none."""
+    from semigen import runtime
+    from semigen.labeling.train import fine_tuning_batches
+    from semigen.stage import Stage
+
+    cfg = resolve(preset="tiny", overrides={"label.mode": "labels-only",
+                                            "label.batch_size": "8",
+                                            "fit.synthetic_ratio": "0.5"})
+    data = load_dataset(cfg.data)
+    stage = Stage("label-r1", cfg, runtime.start(cfg.runtime), None, None, None)
+    generated = (np.full((6, 8, 8, 1), 255, np.uint8), np.array([3, 3, 3, 4, 4, 4]))
+    labeled = (data.labeled.images, data.labeled.labels)
+    batches = fine_tuning_batches(stage, data, labeled, generated, 4, 0)
+    x, y, _ = next(batches["synthetic"])
+    assert len(x) == 4 and set(y.tolist()) <= {3, 4}
+    assert len(next(batches["labeled"])[0]) == 8
+    assert "synthetic" not in fine_tuning_batches(stage, data, labeled, None, 4, 0)

@@ -13,26 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import FLAG_FIELDS
-from .config import Config, ConfigError, resolve, validate
+from .config import make_config
+from .rundir import as_run_path
 
-
-def make_config(data: str | None = None, out: str | None = None, preset: str | None = None,
-                config: str | None = None, base: str | Path | None = None, **fields) -> Config:
-    """One validated config, as the command line would resolve it; `base` is a run's saved
-    config.yaml, under everything else."""
-    overrides = {"data.source": data, "run.out": out}
-    for key, value in fields.items():
-        if "." in key or "__" in key:
-            overrides[key.replace("__", ".")] = value
-        elif key in FLAG_FIELDS:
-            overrides[FLAG_FIELDS[key]] = value
-        else:
-            raise ConfigError(f"unknown option {key!r}: use section__field, e.g. label__lr")
-    cfg = resolve(preset, config, {k: str(v) for k, v in overrides.items() if v is not None},
-                  base_file=str(base) if base else None)
-    validate(cfg)
-    return cfg
+__all__ = ["demo", "evaluate", "fit", "generate", "label", "make_config", "predict", "report",
+           "sample", "suggest"]
 
 
 def fit(data: str | None = None, out: str | None = None, **options) -> dict:
@@ -58,28 +43,28 @@ def evaluate(run: str | Path, test: str | None = None, **options) -> dict:
     """Metrics on real held-out images into ``run/metrics.json``; `options` as for `fit`, e.g.
     ``evaluate__per_class=200``."""
     from .evaluation.run import evaluate_run
-    cfg = make_config(out=str(run), base=_run(run) / "config.yaml", **options)
+    cfg = make_config(out=str(run), base=as_run_path(run) / "config.yaml", **options)
     return evaluate_run(cfg, test)
 
 
 def report(run: str | Path) -> Path:
     """Write ``run/report.html``; return its path."""
     from .evaluation.report import write_report
-    return write_report(_run(run))
+    return write_report(as_run_path(run))
 
 
 def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0
             ) -> list[dict]:
     """The `n` unlabeled images most worth labeling next, written to `out` as CSV."""
     from .labeling.suggest import suggest as run_suggest
-    return run_suggest(_run(run), n, out, seed)
+    return run_suggest(as_run_path(run), n, out, seed)
 
 
 def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",
             device: str = "auto") -> dict:
     """Label new images with the run's classifier; writes path,label,confidence to `out`."""
     from .labeling.predict import predict_images
-    return predict_images(_run(run), images, out, checkpoint, device)
+    return predict_images(as_run_path(run), images, out, checkpoint, device)
 
 
 def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
@@ -87,8 +72,9 @@ def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
            guidance: float | None = None, sample_steps: int | None = None) -> dict:
     """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv; a
     diffusion generator samples with `guidance` and `sample_steps` (None: the run's)."""
-    from .generation.export import sample_to_folder
-    return sample_to_folder(_run(run), per_class, out, seed, batch_size, checkpoint, device,
+    from .generation.export import check_sampling, sample_to_folder
+    check_sampling(per_class, batch_size, guidance, sample_steps)
+    return sample_to_folder(as_run_path(run), per_class, out, seed, batch_size, checkpoint, device,
                             guidance, sample_steps)
 
 
@@ -97,8 +83,3 @@ def demo(out: str | Path = "runs/demo", device: str = "auto") -> Path:
     fit("digits", out=str(out), preset="demo", device=device)
     return Path(out) / "report.html"
 
-
-def _run(run: str | Path) -> Path:
-    if not (Path(run) / "config.yaml").is_file():
-        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
-    return Path(run)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, presets, resolve, to_yaml, validate
+from .config import FLAG_FIELDS, ConfigError, make_config, presets, to_yaml
 
 
 def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -40,13 +40,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="auto (default): continue from RUN's latest checkpoint if there is one")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and the data report, then stop")
-
-
-FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
-               "labels_per_class": "data.labels_per_class", "split_seed": "data.split_seed",
-               "image_size": "data.image_size", "out": "run.out", "seed": "runtime.seed",
-               "device": "runtime.device", "devices": "runtime.devices",
-               "precision": "runtime.precision", "resume": "run.resume", "rounds": "fit.rounds"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,17 +155,17 @@ def parse_overrides(tokens: list[str]) -> dict:
 def config_from_args(args: argparse.Namespace, extra: list[str]):
     """Flags and dotted overrides over a preset and a YAML file. A run directory given as DATA
     (it holds config.yaml) continues that run: its config is the base and it is the output."""
-    overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
-                 if getattr(args, flag, None) is not None}
+    flags = {flag: getattr(args, flag) for flag in FLAG_FIELDS
+             if getattr(args, flag, None) is not None}
     base = None
     if args.data and (Path(args.data) / "config.yaml").is_file():
-        base = str(Path(args.data) / "config.yaml")
-        del overrides["data.source"]
-        overrides.setdefault("run.out", args.data)
+        base = Path(args.data) / "config.yaml"
+        flags.setdefault("out", flags.pop("data"))
+        flags.pop("data", None)
     if args.labels and not args.data:
-        overrides["data.source"] = str(Path(args.labels).parent)
-    overrides |= parse_overrides(extra)
-    return resolve(args.preset, args.config, overrides, base_file=base)
+        flags["data"] = str(Path(args.labels).parent)
+    return make_config(preset=args.preset, config=args.config, base=base,
+                       **flags | parse_overrides(extra))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             return _evaluate(args, extra)
         cfg = config_from_args(args, extra)
-        validate(cfg)
         if args.command == "data":
             return _data_check(cfg, as_json=args.json)
         if args.dry_run:
@@ -239,40 +231,19 @@ def describe_os_error(e: OSError) -> str:
 
 def _run_tool(args) -> int:
     """The commands that work on a finished run (or, demo, make one) and take no config."""
+    from . import api
     if args.command == "predict":
-        from .labeling.predict import predict_images
-        predict_images(_run_dir(args.run), args.images, args.out, args.checkpoint,
-                       args.device)
+        api.predict(args.run, args.images, args.out, args.checkpoint, args.device)
     elif args.command == "sample":
-        from .generation.export import sample_to_folder
-        if args.per_class < 1 or args.batch_size < 1:
-            raise ConfigError("--per-class and --batch-size must be >= 1")
-        if args.guidance is not None and args.guidance < 0:
-            raise ConfigError(f"--generate.guidance must be >= 0 (got {args.guidance})")
-        if args.sample_steps is not None and not 1 <= args.sample_steps <= 1000:
-            raise ConfigError("--generate.sample_steps must be in [1, 1000] (got "
-                              f"{args.sample_steps})")
-        sample_to_folder(_run_dir(args.run), args.per_class, args.out, args.seed,
-                         args.batch_size, args.checkpoint, args.device, args.guidance,
-                         args.sample_steps)
+        api.sample(args.run, args.per_class, args.out, args.seed, args.batch_size,
+                   args.checkpoint, args.device, args.guidance, args.sample_steps)
     elif args.command == "report":
-        from .evaluation.report import write_report
-        _run_dir(args.run)
-        print(f"report: {write_report(args.run)}")
+        print(f"report: {api.report(args.run)}")
     elif args.command == "suggest":
-        from .labeling.suggest import suggest
-        suggest(_run_dir(args.run), args.n, args.out, args.seed)
+        api.suggest(args.run, args.n, args.out, args.seed)
     else:
-        from .api import demo
-        print(f"report: {demo(out=args.out, device=args.device)}")
+        print(f"report: {api.demo(out=args.out, device=args.device)}")
     return 0
-
-
-def _run_dir(run: str) -> Path:
-    """A run directory, or a clear refusal: every run holds its resolved config.yaml."""
-    if not (Path(run) / "config.yaml").is_file():
-        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
-    return Path(run)
 
 
 def _data_check(cfg, as_json: bool) -> int:
@@ -288,15 +259,12 @@ def _data_check(cfg, as_json: bool) -> int:
 def _evaluate(args, extra) -> int:
     import json
 
-    from .evaluation.run import evaluate_run
-    config_file = _run_dir(args.run) / "config.yaml"
+    from .api import evaluate
     flags = {"evaluate.per_class": args.per_class, "evaluate.seed": args.seed,
              "evaluate.evaluator_steps": args.evaluator_steps,
              "evaluate.inception_weights": args.inception_weights}
-    overrides = {"run.out": args.run, **{k: v for k, v in flags.items() if v is not None}}
-    cfg = resolve(overrides=overrides | parse_overrides(extra), base_file=str(config_file))
-    validate(cfg)
-    found = evaluate_run(cfg, args.test)
+    found = evaluate(args.run, args.test, **{k: v for k, v in flags.items() if v is not None}
+                     | parse_overrides(extra))
     summary = {"classifier": {k: v for k, v in found.get("classifier", {}).items()
                               if k in ("test_accuracy", "test_ece", "n_test")},
                "pseudo_labels": found.get("pseudo_labels", {}),

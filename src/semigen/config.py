@@ -21,12 +21,12 @@ BUILTINS = ("digits", "fmnist", "mnist", "cifar10", "svhn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABEL_MODES = ("semi", "labels-only", "all-labels")
-GENERATE_BACKENDS = ("gan", "diffusion")
 # What generate.steps and generate.batch_size left at 0 become: each backend's quick budget,
-# about 8.5 minutes of training on 2 CPU cores at 28 px (BENCHMARKS.md, issues #14 and #15). The
+# about 8.5 minutes of training on 2 CPU cores at 28 px (BENCHMARKS.md, module 2). The
 # diffusion UNet costs about 5x the GAN per image, so it learns from smaller batches.
 BACKEND_BUDGET = {"gan": {"steps": 4000, "batch_size": 128},
                   "diffusion": {"steps": 3400, "batch_size": 32}}
+GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the modules
 THRESHOLDS = ("adaptive", "fixed")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
@@ -34,24 +34,6 @@ CHANNELS = ("auto", "gray", "rgb")
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field or file."""
-
-
-def backbone_problem(backbone: str, weights: str) -> str | None:
-    """What is wrong with label.backbone and label.weights, if anything: the backbone must be
-    an architecture torchvision or timm knows, the weights a file or 'download'."""
-    from .labeling import nets
-    if backbone:
-        try:
-            if not nets.known_backbone(backbone):
-                return (f"label.backbone {backbone!r} is neither a torchvision architecture "
-                        "(torchvision.models.list_models()) nor timm:NAME of a timm model")
-        except ValueError as e:  # timm:NAME without timm installed
-            return f"label.backbone {backbone!r}: {e}"
-    if weights and not backbone:
-        return "label.weights needs label.backbone (the architecture the weights fit)"
-    if weights and weights != "download" and not Path(weights).expanduser().is_file():
-        return f"label.weights: no file {weights} (give a state dict file, or 'download')"
-    return None
 
 
 @dataclass
@@ -74,7 +56,7 @@ class DataConfig:
 class RuntimeConfig:
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     devices: int = 1  # processes; > 1 runs distributed data-parallel (torchrun works too)
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through Lightning Fabric)
     seed: int = 0  # model init; each rank adds its rank to the data seed
     num_workers: int = 0  # DataLoader workers for the classifier's transforms (not the GAN's)
     threads: int = 0  # CPU threads (torch, OpenCV); 0: OMP_NUM_THREADS if set, else one per core
@@ -89,9 +71,9 @@ class LabelConfig:
     weights: str = ""  # the backbone's pretrained weights: a state dict file, or 'download'
     steps: int = 1000  # fine-tuning after the representation stage (semi); baselines: the same
     batch_size: int = 32  # labeled images per step (FixMatch's 64 is in the full preset)
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = 0.03  # SGD with Nesterov momentum, cosine schedule (FixMatch)
+    momentum: float = 0.9  # of the SGD optimizer
+    weight_decay: float = 5e-4  # of the SGD optimizer
     ema_decay: float = 0.99  # EMA weights evaluate and pseudo-label (full preset: 0.999)
     uratio: int = 3  # unlabeled images per labeled image in a batch (FixMatch: 7)
     lambda_u: float = 1.0  # weight of the consistency loss
@@ -99,7 +81,7 @@ class LabelConfig:
     threshold: float = 0.95  # the fixed confidence threshold (thresholds: fixed)
     threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
     dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
-    eval_every: int = 250
+    eval_every: int = 250  # steps between test and pseudo-label figures in stats.jsonl
     # self-supervised representation stage (semi mode), before any label is used
     pretrain_steps: int = 2500  # SimCLR steps on every training image; 0: none
     pretrain_batch_size: int = 128  # images per step (two views each)
@@ -118,9 +100,9 @@ class GenerateConfig:
     mode: str = "semi"  # semi: real + confident pseudo-labels | labels-only | all-labels
     min_confidence: float = 0.9  # pseudo-labels at or above this train the generator
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
-    steps: int = 0  # 0: the backend's quick budget (BACKEND_BUDGET); the full preset: 40000
-    batch_size: int = 0  # 0: the backend's (BACKEND_BUDGET); the full preset (GPU): 64
-    z_dim: int = 128
+    steps: int = 0  # 0: the backend's quick budget (gan 4000, diffusion 3400); full: 40000
+    batch_size: int = 0  # 0: the backend's (gan 128, diffusion 32); the full preset (GPU): 64
+    z_dim: int = 128  # gan: length of the noise vector the generator starts from
     width: int = 16  # channels scale: generator 4x at the start halving to 1x, discriminator 1x-4x
     lr: float = 4e-4  # Adam, both networks, betas (0, 0.999); 2e-4 learns the classes slower
     ema_decay: float = 0.999  # the EMA generator samples
@@ -130,12 +112,12 @@ class GenerateConfig:
     class_loss: float = 1.0
     # diffusion only: classifier-free guidance w at sampling, (1 + w) * conditional - w *
     # unconditional (0: the conditional model alone); it can be changed when sampling. 1: the
-    # lowest FID against training-pool images on Fashion-MNIST, classes 99.6 % recognisable
+    # lowest FID against training-pool images on Fashion-MNIST (3 seeds), consistency 0.98
     guidance: float = 1.0
     label_dropout: float = 0.1  # diffusion: share of training images whose class is hidden
     sample_steps: int = 20  # diffusion: DPM-Solver++ steps per image
     sample_every: int = 500  # per-class grids in RUN/samples/
-    grid_per_class: int = 8
+    grid_per_class: int = 8  # images per class in each grid
 
 
 @dataclass
@@ -165,10 +147,10 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
-    out: str = "runs/default"
+    out: str = "runs/default"  # the run directory every file of the run goes to
     resume: str = "auto"  # auto: continue from out/checkpoints/latest.pt if present | none | PATH
     log_every: int = 10  # steps between loss lines in stats.jsonl
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # steps between checkpoints (and at the end of a stage)
     keep_last: int = 3  # step checkpoints kept beside latest.pt and best.pt; 0 keeps none
     progress: bool = True  # progress bars (rank 0 only)
 
@@ -285,6 +267,47 @@ def resolve(preset: str | None = None, config_file: str | None = None,
     return with_backend_budget(cfg)
 
 
+# The command line's flags, and the API's keywords without a section, as config fields.
+FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
+               "labels_per_class": "data.labels_per_class", "split_seed": "data.split_seed",
+               "image_size": "data.image_size", "out": "run.out", "seed": "runtime.seed",
+               "device": "runtime.device", "devices": "runtime.devices",
+               "precision": "runtime.precision", "resume": "run.resume", "rounds": "fit.rounds"}
+
+
+def make_config(data: str | None = None, out: str | None = None, preset: str | None = None,
+                config: str | Path | None = None, base: str | Path | None = None,
+                **fields) -> Config:
+    """The one way a run's config is assembled (command line, Python API, the evaluator's
+    recipe, the baselines): defaults, then `base` (a run's saved config.yaml), the `preset`,
+    the YAML file `config`, `data` and `out`, then `fields`: ``section__field`` or
+    ``section.field`` keywords, or the command line's flags (`FLAG_FIELDS`). Validated: a bad
+    config is refused here, naming every bad field."""
+    overrides = {"data.source": data, "run.out": out}
+    for key, value in fields.items():
+        if "." in key or "__" in key:
+            overrides[key.replace("__", ".")] = value
+        elif key in FLAG_FIELDS:
+            overrides[FLAG_FIELDS[key]] = value
+        else:
+            raise ConfigError(f"unknown option {key!r}: use section__field, e.g. label__lr")
+    cfg = resolve(preset, str(config) if config else None,
+                  {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
+                   if v is not None}, base_file=str(base) if base else None)
+    validate(cfg)
+    return cfg
+
+
+def derive(cfg: Config, **fields) -> Config:
+    """A copy of `cfg` with `fields` (``section__field`` keywords) changed, validated: a run's
+    config for one of its parts (a baseline classifier, say)."""
+    copy = from_dict(cfg.to_dict())
+    for key, value in fields.items():
+        set_value(copy, key.replace("__", "."), value, "derived config")
+    validate(copy)
+    return copy
+
+
 def with_backend_budget(cfg: Config) -> Config:
     """`cfg` with generate.steps and generate.batch_size that are 0 set to its backend's
     (an unknown backend is left for `validate` to name)."""
@@ -316,8 +339,6 @@ def validate(cfg: Config) -> None:
     check(r.threads >= 0, f"runtime.threads must be >= 0 (got {r.threads})")
     check(lab.mode in LABEL_MODES, f"label.mode must be one of {LABEL_MODES} (got {lab.mode!r})")
     check(lab.net in NETS, f"label.net must be one of {NETS} (got {lab.net!r})")
-    problem = backbone_problem(lab.backbone, lab.weights)
-    check(problem is None, problem or "")
     check(lab.steps >= 1, f"label.steps must be >= 1 (got {lab.steps})")
     check(lab.batch_size >= 1, f"label.batch_size must be >= 1 (got {lab.batch_size})")
     check(lab.lr > 0, f"label.lr must be > 0 (got {lab.lr})")

@@ -13,7 +13,6 @@ all-labels classifiers on the same budget) are runs of their own under ``RUN/bas
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -23,10 +22,11 @@ import torch
 
 from . import checkpoint
 from . import generation as generate_stage
-from .config import BUILTINS, Config, validate
+from .config import BUILTINS, Config, derive, validate
 from .data import load_dataset
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
+from .labeling.predict import predict
 from .rundir import RunDir, check_continuation
 from .rundir import read_metrics as finished
 from .runtime import is_main_process, mix_seed, pick_accelerator
@@ -40,34 +40,36 @@ def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: st
                ) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` generated images of every class (uint8 N x H x W x C) and their classes; each
     image from its own seed, so a resumed round sees the very same images."""
-    from .evaluation.images import generate_per_class
     state = checkpoint.load(generator_checkpoint)
     generator = generate_stage.from_checkpoint(state).to(device)
-    images, labels = generate_per_class(generator, len(state["classes"]), per_class, seed)
+    images, labels = generate_stage.generate_per_class(generator, len(state["classes"]),
+                                                       per_class, seed)
     return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
 
 
 def baseline_config(cfg: Config, mode: str) -> Config:
-    base = copy.deepcopy(cfg)
-    base.label.mode = mode
-    base.run.out = str(Path(cfg.run.out) / "baselines" / mode)
-    return base
+    """The run's config for its `mode` baseline classifier, a run of its own under
+    ``RUN/baselines/<mode>``."""
+    return derive(cfg, label__mode=mode, run__out=str(Path(cfg.run.out) / "baselines" / mode))
 
 
 def fit(cfg: Config) -> dict | None:
     """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``
     (None on the ranks other than 0 of a DDP fit: they only train)."""
     validate(cfg)
-    changed = check_continuation(cfg)  # refuse another data set's run before writing
-    run = Path(cfg.run.out)
+    label_stage.check_backbone(cfg)
+    # refuse another data set's run, or another model's, before writing
+    changed = check_continuation(cfg, label_stage.MODEL_FIELDS
+                                 | generate_stage.model_fields(cfg.generate.backend))
+    run_path = Path(cfg.run.out)
     if changed and is_main_process():
-        with RunDir(run) as rundir:
-            rundir.note_continuation(changed)
+        with RunDir(run_path) as run_dir:
+            run_dir.note_continuation(changed)
 
     def stage(name: str, work, done: bool | None = None) -> None:
         """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""
         if done is None:
-            done = name in finished(run)
+            done = name in finished(run_path)
         if done:
             return
         if not is_main_process():  # a DDP rank other than 0 trains; rank 0 keeps the records
@@ -75,42 +77,43 @@ def fit(cfg: Config) -> dict | None:
         log.info(f"fit: stage {name}")
         start = time.perf_counter()
         work()
-        with RunDir(run) as rundir:  # wall time per stage, kept across resumes
-            rundir.update_metrics("seconds", finished(run).get("seconds", {}) | {
+        with RunDir(run_path) as run_dir:  # wall time per stage, kept across resumes
+            run_dir.update_metrics("seconds", finished(run_path).get("seconds", {}) | {
                 name: round(time.perf_counter() - start, 1)})
 
     stage("label", lambda: label_stage.train(cfg))
     if cfg.fit.baselines:
         modes = ["labels-only"] + (["all-labels"] if cfg.data.source in BUILTINS else [])
         for mode in modes:
-            stage(f"baseline-{mode}", lambda m=mode: _baseline(cfg, run, m))
+            stage(f"baseline-{mode}", lambda m=mode: _baseline(cfg, run_path, m))
     stage("generate", lambda: generate_stage.train(cfg))
     device = pick_accelerator(cfg.runtime.device)
     for r in range(1, cfg.fit.rounds + 1):
         previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
         stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
-            cfg, r, init=checkpoint.stage_path(run, p[0]),
-            synthetic=_round_images(cfg, run, r, device)))
+            cfg, r, init=checkpoint.stage_path(run_path, p[0]),
+            synthetic=_round_images(cfg, run_path, r, device)))
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
-            cfg, r, init=checkpoint.stage_path(run, p[1])))
+            cfg, r, init=checkpoint.stage_path(run_path, p[1])))
     if not is_main_process():  # DDP: the other ranks trained beside rank 0, which evaluates
         return None
     for r in range(cfg.fit.rounds + 1):
-        stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run, r))
+        stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run_path, r))
     from .evaluation.run import evaluate_run
     # A fit continued with more rounds evaluates its new last round again.
-    evaluated = len(finished(run).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
-    stage("evaluate", lambda: evaluate_run(cfg), done=evaluated and "evaluate" in finished(run))
-    summary = _summary(cfg, run)
-    with RunDir(run) as rundir:
-        rundir.update_metrics("fit", summary)
+    evaluated = len(finished(run_path).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
+    stage("evaluate", lambda: evaluate_run(cfg),
+          done=evaluated and "evaluate" in finished(run_path))
+    summary = _summary(cfg, run_path)
+    with RunDir(run_path) as run_dir:
+        run_dir.update_metrics("fit", summary)
         from .evaluation.report import write_report
-        path = write_report(run)
-        rundir.info(f"fit done: report in {path}")
+        path = write_report(run_path)
+        run_dir.info(f"fit done: report in {path}")
     return summary
 
 
-def _round_images(cfg: Config, run: Path, r: int, device: str):
+def _round_images(cfg: Config, run_path: Path, r: int, device: str):
     """Round r's generated training images, from round r-1's generator; none with
     ``fit.synthetic_ratio`` 0, the control that tells what the rounds' extra training steps give
     without them. With ``fit.synthetic_min_confidence`` > 0 only images that round r-1's
@@ -120,16 +123,16 @@ def _round_images(cfg: Config, run: Path, r: int, device: str):
         return None
     per_class, gate = cfg.fit.synthetic_per_class, cfg.fit.synthetic_min_confidence
     images, labels = synthesize(
-        checkpoint.stage_path(run, checkpoint.stage_name("generate", r - 1)),
+        checkpoint.stage_path(run_path, checkpoint.stage_name("generate", r - 1)),
         per_class * (OVERSAMPLE if gate > 0 else 1), mix_seed(cfg.runtime.seed, 100 + r), device)
     if gate > 0:
         classifier = label_nets.from_checkpoint(checkpoint.load(
-            checkpoint.stage_path(run, checkpoint.stage_name("label", r - 1))))
+            checkpoint.stage_path(run_path, checkpoint.stage_name("label", r - 1))))
         num_classes = int(labels.max()) + 1
         images, labels = keep_recognised(images, labels, classifier, gate, per_class)
         counts = np.bincount(labels, minlength=num_classes)
-        with RunDir(run, writer=is_main_process()) as rundir:  # into log.txt as well
-            rundir.info(f"round {r}: {len(labels)} generated images kept (per class "
+        with RunDir(run_path, writer=is_main_process()) as run_dir:  # into log.txt as well
+            run_dir.info(f"round {r}: {len(labels)} generated images kept (per class "
                         f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class "
                         f"that the classifier recognises at confidence >= {gate}")
             if not len(labels):
@@ -144,24 +147,24 @@ def keep_recognised(images: np.ndarray, labels: np.ndarray, classifier: torch.nn
                     min_confidence: float, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """The generated images (uint8 N x H x W x C) that `classifier` gives their own class with
     at least `min_confidence`: the first `per_class` of each class, in seed order."""
-    confidence, predicted = label_stage.predict(classifier, images, "cpu").max(1)
+    confidence, predicted = predict(classifier, images, "cpu").max(1)
     ok = ((predicted.numpy() == labels) & (confidence.numpy() >= min_confidence))
     keep = np.concatenate([np.flatnonzero(ok & (labels == c))[:per_class]
                            for c in np.unique(labels)])
     return images[keep], labels[keep]
 
 
-def _baseline(cfg: Config, run: Path, mode: str) -> None:
+def _baseline(cfg: Config, run_path: Path, mode: str) -> None:
     metrics = label_stage.train(baseline_config(cfg, mode))
-    with RunDir(run, writer=is_main_process()) as rundir:
-        rundir.update_metrics(f"baseline-{mode}", {k: v for k, v in metrics.items()
+    with RunDir(run_path, writer=is_main_process()) as run_dir:
+        run_dir.update_metrics(f"baseline-{mode}", {k: v for k, v in metrics.items()
                                                    if not isinstance(v, list)})
 
 
-def _round_metrics(cfg: Config, run: Path, r: int) -> None:
+def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
     """Round r's figures: its classifier's and pseudo-labels' (from its label stage) and its
     generator's image metrics at ``evaluate.round_per_class`` (built-ins, or Inception)."""
-    done = finished(run)
+    done = finished(run_path)
     label_metrics = done[checkpoint.stage_name("label", r)]
     found = {"round": r, **{k: label_metrics.get(k) for k in (
         "test_accuracy", "test_ece", "pseudo_label_accuracy", "pseudo_label_ece",
@@ -173,18 +176,18 @@ def _round_metrics(cfg: Config, run: Path, r: int) -> None:
         # round's generator learned from, and the round table does not show it; `evaluate`
         # measures it for the final generator.
         images = generator_metrics(cfg, data, checkpoint.stage_path(
-            run, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class,
+            run_path, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class,
             copying=False)
         found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
                                              "worst_class_consistency", "n_fake")}
-    with RunDir(run) as rundir:
-        rundir.rewind("fit", r - 1)  # a line of this round that a crash left unrecorded
-        rundir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
-        rundir.update_metrics(f"round-{r}", found)
+    with RunDir(run_path) as run_dir:
+        run_dir.rewind("fit", r - 1)  # a line of this round that a crash left unrecorded
+        run_dir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
+        run_dir.update_metrics(f"round-{r}", found)
 
 
-def _summary(cfg: Config, run: Path) -> dict:
-    done = finished(run)
+def _summary(cfg: Config, run_path: Path) -> dict:
+    done = finished(run_path)
     return {"rounds": [done[f"round-{r}"] for r in range(cfg.fit.rounds + 1)],
             "baselines": {k.removeprefix("baseline-"): v.get("test_accuracy")
                           for k, v in done.items() if k.startswith("baseline-")},

@@ -141,9 +141,17 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_metrics(run: str | Path) -> dict:
+def as_run_path(run: str | Path) -> Path:
+    """`run` as a Path, if it is a run directory (every run holds its resolved config.yaml);
+    else a clear refusal."""
+    if not (Path(run) / "config.yaml").is_file():
+        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
+    return Path(run)
+
+
+def read_metrics(run_path: str | Path) -> dict:
     """metrics.json: an entry per finished stage ({} before the first)."""
-    path = Path(run) / "metrics.json"
+    path = Path(run_path) / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
@@ -165,29 +173,29 @@ def read_stats(path: str | Path) -> list[dict]:
     return records
 
 
-def note_resume(run: RunDir, stage: str, path, state: dict, cfg: Config) -> None:
+def note_resume(run_dir: RunDir, stage: str, path, state: dict, cfg: Config) -> None:
     """Rewind the stage's stats to the checkpoint and log where the run resumed and which config
     fields changed since the checkpoint was written."""
-    run.rewind(stage, state["step"])
+    run_dir.rewind(stage, state["step"])
     changed = differences(state["config"], cfg.to_dict())
-    run.info(f"resumed from {path} at step {state['step']}"
+    run_dir.info(f"resumed from {path} at step {state['step']}"
              + ("; config changed: " + "; ".join(changed) if changed else ""))
 
 
-# Fields that say what a run is. A command that continues a run must agree with its
-# config.yaml on these (the model's fields once its stage has checkpoints); step budgets,
-# logging, devices and evaluation may change.
+# Fields that say what a run's data is. A command that continues a run must agree with its
+# config.yaml on these, and on its model's fields (each stage names its own) once that stage has
+# checkpoints; step budgets, logging, devices and evaluation may change.
 DATA_FIELDS = ("source", "labels_csv", "labels_per_class", "split_seed", "image_size",
                "channels")
-MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width"),
-                "generate": ("backend", "mode", "z_dim", "width")}
 
 
-def check_continuation(cfg: Config) -> list[str]:
+def check_continuation(cfg: Config, model_fields: dict[str, tuple[str, ...]] | None = None
+                       ) -> list[str]:
     """Before anything is written: refuse to continue the run in ``cfg.run.out`` with another
-    data source, split, image shape or model, naming what differs; refuse an --out that is a
-    folder of other files. Returns every config field that changed (``field: old -> new``),
-    for the log."""
+    data source, split, image shape or model (`model_fields`: section -> the fields that decide
+    its model, checked once ``checkpoints/<section>/`` exists), naming what differs; refuse an
+    --out that is a folder of other files. Returns every config field that changed
+    (``field: old -> new``), for the log."""
     out = Path(cfg.run.out)
     if not out.exists():
         return []
@@ -207,7 +215,7 @@ def check_continuation(cfg: Config) -> list[str]:
                  for name in DATA_FIELDS
                  if not _same_data_value(name, getattr(saved.data, name),
                                          getattr(cfg.data, name))]
-    for section, names in MODEL_FIELDS.items():
+    for section, names in (model_fields or {}).items():
         if (out / "checkpoints" / section).is_dir():
             conflicts += [f"{section}.{name}: {getattr(getattr(saved, section), name)!r} -> "
                           f"{getattr(getattr(cfg, section), name)!r}" for name in names
@@ -232,10 +240,10 @@ def _same_data_value(name: str, old, new) -> bool:
     return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
 
 
-def check_split(run: str | Path, record: dict) -> None:
+def check_split(run_path: str | Path, record: dict) -> None:
     """Refuse to continue a run whose data now gives another split than its split.json
     (classes, which images are labeled, their labels): the folder's files changed."""
-    path = Path(run) / "split.json"
+    path = Path(run_path) / "split.json"
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
@@ -253,6 +261,6 @@ def check_split(run: str | Path, record: dict) -> None:
                         f"{next(iter(sorted(added) or sorted(removed) or relabeled))})")
     if problems:
         raise ConfigError(
-            f"{run} was trained on another split of this data (its split.json):\n  "
-            + "\n  ".join(problems) + f"\nStart a new run with another --out (or delete {run}) "
-            "to train on the data as it is now")
+            f"{run_path} was trained on another split of this data (its split.json):\n  "
+            + "\n  ".join(problems) + "\nStart a new run with another --out (or delete "
+            f"{run_path}) to train on the data as it is now")

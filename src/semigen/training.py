@@ -7,6 +7,7 @@ the layout of a model checkpoint's payload."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -76,3 +77,15 @@ def payload(kind: str, stage: str, mode: str, net: dict, classes: list[str],
     shape, the run's config, and `state`: the tensors and counters of the stage's training."""
     return {"kind": kind, "stage": stage, "mode": mode, "net": net, "classes": list(classes),
             "image_shape": list(image_shape), "config": config, **state}
+
+
+@dataclass
+class Trainable:
+    """What a training stage builds before it resumes: the arguments that rebuild its network
+    from a checkpoint (`net_args`), and the objects a checkpoint holds (networks, EMA,
+    optimizers), by their checkpoint entries."""
+    net_args: dict
+    objects: dict
+
+    def state(self) -> dict:
+        return {name: obj.state_dict() for name, obj in self.objects.items()}

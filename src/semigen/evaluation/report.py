@@ -20,7 +20,8 @@ from torchvision.utils import make_grid
 
 from ..config import from_dict, load_yaml
 from ..data import load_dataset
-from ..rundir import read_metrics, read_stats
+from ..generation import BACKENDS
+from ..rundir import as_run_path, read_metrics, read_stats
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
 SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
@@ -103,8 +104,7 @@ def metrics_section(metrics: dict) -> str:
         consistency = (f", class consistency {images['class_consistency']:.3f}"
                        if "class_consistency" in images else "")
         sampler = images.get("generator", {"backend": "gan"})
-        how = (f"diffusion, guidance {sampler['guidance']:g}, {sampler['sample_steps']} solver "
-               "steps" if sampler["backend"] == "diffusion" else sampler["backend"].upper())
+        how = BACKENDS[sampler["backend"]].describe(sampler)
         parts.append(f"<p>Final generator ({how}), N = {images['n_fake']} generated against "
                      f"{images['n_real']} real: FID {images['fid']:.2f}, KID "
                      f"{images['kid']:.4f} ± {images['kid_std']:.4f}{consistency}. Feature "
@@ -178,10 +178,10 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
             + _table(["expected calibration error", "before", "after"], ece))
 
 
-def sample_section(run: Path, classes: list[str]) -> str:
+def sample_section(run_path: Path, classes: list[str]) -> str:
     """The last grid of each generator stage (round), one row per class."""
     last: dict[str, tuple[int, Path]] = {}
-    for path in (run / "samples").glob("*.png"):
+    for path in (run_path / "samples").glob("*.png"):
         found = SAMPLE_GRID.search(path.name)
         if found and int(found.group(2)) >= last.get(found.group(1), (-1, None))[0]:
             last[found.group(1)] = (int(found.group(2)), path)
@@ -218,8 +218,8 @@ def curve_panels(stats: list[dict]) -> list[tuple[str, str]]:
                      if k in logged]
 
 
-def curves_section(run: Path) -> str:
-    stats = read_stats(run) if (run / "stats.jsonl").exists() else []
+def curves_section(run_path: Path) -> str:
+    stats = read_stats(run_path) if (run_path / "stats.jsonl").exists() else []
     if not stats:
         return ""
     plt = _pyplot()
@@ -274,7 +274,7 @@ def read_pseudo_label_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def pseudo_label_section(run: Path, data, rows: list[dict]) -> str:
+def pseudo_label_section(run_path: Path, data, rows: list[dict]) -> str:
     """Confidence histograms (right and wrong where truth is known) and, per class, the most and
     least confident images given that label."""
     plt = _pyplot()
@@ -353,35 +353,34 @@ window.addEventListener("load", function () {
 """
 
 
-def write_report(run: str | Path) -> Path:
+def write_report(run_path: str | Path) -> Path:
     """Write ``RUN/report.html`` from what the run directory holds; return its path."""
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
-    cfg = from_dict(load_yaml(run / "config.yaml"))
-    metrics = read_metrics(run)
+    run_path = as_run_path(run_path)
+    cfg = from_dict(load_yaml(run_path / "config.yaml"))
+    metrics = read_metrics(run_path)
     data = load_dataset(cfg.data)
     import matplotlib
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
         sections = [metrics_section(metrics), representation_section(metrics, data.classes),
                     calibration_section(metrics, data.classes),
-                    sample_section(run, data.classes),
-                    curves_section(run), confusion_section(metrics, data.classes)]
-        pseudo = run / "pseudo_labels.csv"
+                    sample_section(run_path, data.classes),
+                    curves_section(run_path), confusion_section(metrics, data.classes)]
+        pseudo = run_path / "pseudo_labels.csv"
         if pseudo.exists():
-            sections.append(pseudo_label_section(run, data, read_pseudo_label_rows(pseudo)))
+            sections.append(pseudo_label_section(run_path, data, read_pseudo_label_rows(pseudo)))
         sections.append(data_section(data))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>semigen report: {html.escape(run.name)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<title>semigen report: {html.escape(run_path.name)}</title>
 <style>{STYLE}</style></head>
-<body><h1>semigen report: {html.escape(str(run))}</h1>
+<body><h1>semigen report: {html.escape(str(run_path))}</h1>
 <p>Data <code>{html.escape(cfg.data.source)}</code>, {len(data.classes)} classes,
 seed {cfg.runtime.seed}. <span id="image-status"></span></p>
 {"".join(s for s in sections if s)}
 <script>{CHECK}</script></body></html>
 """
-    path = run / "report.html"
+    path = run_path / "report.html"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)

@@ -21,7 +21,7 @@ from ..data import DataError, load_dataset, read_class_folders
 from ..generation import from_checkpoint
 from ..generation.data import read_pseudo_labels, training_set
 from ..labeling import nets
-from ..labeling.train import predict, scores
+from ..labeling.predict import predict, scores
 from ..rundir import RunDir, check_split
 from ..runtime import use_threads
 
@@ -38,8 +38,8 @@ def classifier_metrics(model, data, device="cpu") -> dict:
             "confusion_matrix": confusion.tolist()}
 
 
-def pseudo_label_metrics(run: Path, data) -> dict:
-    path = run / "pseudo_labels.csv"
+def pseudo_label_metrics(run_path: Path, data) -> dict:
+    path = run_path / "pseudo_labels.csv"
     if not path.exists() or data.unlabeled_truth is None:
         return {}
     pseudo = read_pseudo_labels(path, data.classes)
@@ -58,8 +58,8 @@ def pseudo_label_metrics(run: Path, data) -> dict:
     return found
 
 
-def latest_checkpoint(run: Path, stage: str) -> Path | None:
-    path = checkpoint.stage_path(run, checkpoint.final_stage(run, stage))
+def latest_checkpoint(run_path: Path, stage: str) -> Path | None:
+    path = checkpoint.stage_path(run_path, checkpoint.final_stage(run_path, stage))
     return path if path.exists() else None
 
 
@@ -93,8 +93,8 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
         else:
             found["images"] = {"skipped": "image metrics on your own images need an Inception "
                                           "network: --inception-weights PATH (or download)"}
-    with RunDir(run_path) as run:
-        run.update_metrics("evaluate", found)
+    with RunDir(run_path) as run_dir:
+        run_dir.update_metrics("evaluate", found)
     return found
 
 
@@ -125,10 +125,10 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
                 generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
 
 
-def generator_training_images(state: dict, run: Path, data) -> np.ndarray:
+def generator_training_images(state: dict, run_path: Path, data) -> np.ndarray:
     """The images a generator checkpoint learned from: its mode, its confidence bar, and the
     run's latest pseudo-labels."""
-    path = run / "pseudo_labels.csv"
+    path = run_path / "pseudo_labels.csv"
     pseudo = read_pseudo_labels(path, data.classes) if path.exists() else None
     with checkpoint.reading(state, "generator"):
         mode, min_confidence = state["mode"], state["config"]["generate"]["min_confidence"]

@@ -1,7 +1,7 @@
 """What every generation backend trains on, and the start and end that their training loops
 share: the training set of a mode (real labels, confident pseudo-labels, or all labels),
 class-balanced batches that are a function of (seed, step) alone, and the checks and records
-around a loop.
+before and after the loop.
 
 Modes: ``semi`` (the real labels plus the pseudo-labels of ``label`` at or above
 ``generate.min_confidence``), ``labels-only`` (the real labels alone) and ``all-labels`` (every
@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint
 from ..data import DataError, Dataset, StepBatchSampler, load_dataset, to_float
-from ..rundir import RunDir, check_split, note_resume
+from ..rundir import check_split
+from ..stage import Stage
 from ..training import same_weights_on_all_ranks
-from . import check_backend
 
 
 def read_pseudo_labels(path: Path, classes: list[str]) -> dict[str, tuple[int, float]]:
@@ -81,18 +80,19 @@ def image_batches(images: np.ndarray, labels: np.ndarray, weights: torch.Tensor,
                classes[index].to(device))
 
 
-def open_training_set(cfg, run: RunDir, rt, stage: str, round_index: int, changed: list[str]
+def open_training_set(stage: Stage, round_index: int
                       ) -> tuple[Dataset, np.ndarray, np.ndarray, torch.Tensor]:
     """The data set and the (images, labels, sampling weights) that `stage` trains on, after
     the checks every backend needs: the run's split is this data's, and every DDP rank read the
     same pseudo-labels. Round 0 records the run's config (a round's config is the fit's)."""
+    cfg, run_dir, rt = stage.cfg, stage.run_dir, stage.rt
     gen = cfg.generate
-    data = load_dataset(cfg.data, progress=rt.is_writer and cfg.run.progress)
+    data = load_dataset(cfg.data, progress=stage.show_progress)
     data.report.raise_if_errors()
-    check_split(run.path, data.split_record(cfg.data))
+    check_split(run_dir.path, data.split_record(cfg.data))
     if round_index == 0:
-        run.note_continuation(changed)
-    pseudo_path = run.path / "pseudo_labels.csv"
+        run_dir.note_continuation(stage.changed)
+    pseudo_path = run_dir.path / "pseudo_labels.csv"
     pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
     images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
                                            gen.weight_by_confidence)
@@ -100,48 +100,26 @@ def open_training_set(cfg, run: RunDir, rt, stage: str, round_index: int, change
     if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
         raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")
     counts = np.bincount(labels, minlength=len(data.classes)).tolist()
-    run.info(f"{stage} ({gen.backend}, {gen.mode}): {len(labels)} training images, per class "
-             f"{counts}")
+    run_dir.info(f"{stage.name} ({gen.backend}, {gen.mode}): {len(labels)} training images, per "
+             f"class {counts}")
     if round_index == 0:
-        run.write_config(cfg)
-        if not (run.path / "split.json").exists():  # a generator trained on DATA alone
-            run.write_json("split.json", data.split_record(cfg.data))
+        run_dir.write_config(cfg)
+        if not (run_dir.path / "split.json").exists():  # a generator trained on DATA alone
+            run_dir.write_json("split.json", data.split_record(cfg.data))
     return data, images, labels, weights
 
 
-def finish_training(cfg, run: RunDir, rt, stage: str, net: torch.nn.Module, labels: np.ndarray,
-                    num_classes: int, total_steps: int) -> dict:
+def finish_training(stage: Stage, net: torch.nn.Module, labels: np.ndarray, num_classes: int,
+                    total_steps: int) -> dict:
     """Check that every rank ends with the same weights, then record the stage as done."""
-    prints = same_weights_on_all_ranks(rt.fabric, net, "generator")
+    cfg, run_dir = stage.cfg, stage.run_dir
+    prints = same_weights_on_all_ranks(stage.rt.fabric, net, "generator")
     counts = np.bincount(labels, minlength=num_classes).tolist()
     metrics = {"backend": cfg.generate.backend, "mode": cfg.generate.mode, "steps": total_steps,
                "training_images": len(labels), "training_images_per_class": counts,
-               "world_size": rt.world_size}
-    run.stats(stage, total_steps, event="done", weight_fingerprints=prints, **metrics)
-    run.update_metrics(stage, metrics)
-    run.info(f"{stage} done: {len(labels)} images, {total_steps} steps; grids in "
-             f"{run.path / 'samples'}")
+               "world_size": stage.rt.world_size}
+    run_dir.stats(stage.name, total_steps, event="done", weight_fingerprints=prints, **metrics)
+    run_dir.update_metrics(stage.name, metrics)
+    run_dir.info(f"{stage.name} done: {len(labels)} images, {total_steps} steps; grids in "
+                 f"{run_dir.path / 'samples'}")
     return metrics
-
-
-def resume_or_start(cfg, run: RunDir, rt, ckpts, stage: str, backend: str,
-                    resume_from: Path | None, init: Path | None, objects: dict) -> int:
-    """Load `objects` (networks, EMA, optimizers, by their checkpoint entries) from the
-    checkpoint to resume (`resume_from`) or, in a joint round, the previous round's (`init`);
-    refuse another backend's. Returns the step to start at."""
-    start_step = 0
-    if resume_from is not None or init is not None:
-        state = checkpoint.load(resume_from or init)
-        check_backend(state, backend, resume_from or init)
-        checkpoint.restore(state, objects)
-        if resume_from is not None:
-            with checkpoint.reading(state, "generator"):
-                start_step = int(state["step"])
-            note_resume(run, stage, resume_from, state, cfg)
-        else:
-            run.info(f"{stage}: starting from {init}")
-    if resume_from is None:
-        run.rewind(stage, 0)  # lines of an attempt that died before its first checkpoint
-    if rt.is_writer:
-        ckpts.remove_leftovers()
-    return start_step

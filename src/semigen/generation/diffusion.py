@@ -1,7 +1,8 @@
 """The diffusion backend: a class-conditional UNet (diffusers' `UNet2DModel`, one class
 embedding per class plus one for "no class") trained with the DDPM objective in its
 v-prediction form on a cosine noise schedule, and sampled with DPM-Solver++ and classifier-free
-guidance (Ho & Salimans 2021). The training loop reads top to bottom in `train`.
+guidance (Ho & Salimans 2021). One training step reads top to bottom in `trainer`; the loop
+around it is `train.py`'s, the same for every backend.
 
 Guidance ``w`` mixes the model's two predictions: ``(1 + w) * conditional - w * unconditional``;
 0 is the conditional model alone. The unconditional one is learnt by hiding the class of a
@@ -13,27 +14,32 @@ very steps of an uninterrupted one."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoint, runtime
-from ..config import Config, validate
-from ..rundir import RunDir, check_continuation
-from ..training import ema_weights, make_ema, payload
-from . import STAGE, noise_from_seeds, save_grid
-from .data import finish_training, image_batches, open_training_set, resume_or_start
+from .. import checkpoint
+from ..training import Trainable, ema_weights, make_ema
+from .sampling import noise_from_seeds
 
 # The noise schedule the model is trained on and sampled with: cosine ("squaredcos_cap_v2",
 # Nichol & Dhariwal 2021) keeps the small images' structure longer than the linear one.
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
 PREDICTION = "v_prediction"  # better behaved than epsilon at few solver steps
 # On a CPU the UNet's activations for many images at once fall out of the caches: 2 cores drew
-# 13.8 images per second in batches of 100 and 8.1 in batches of 400 (BENCHMARKS.md, issue
-# #15), so a CPU samples a larger batch 100 images at a time (a GPU, all at once).
+# 13.8 images per second in batches of 100 and 8.1 in batches of 400 (BENCHMARKS.md, speed),
+# so a CPU samples a larger batch 100 images at a time (a GPU, all at once).
 CPU_SAMPLE_BATCH = 100
+# generate.* fields that decide the network: a run continues only with the same values
+MODEL_FIELDS = ("width",)
+# what besides the weights and the seed decides an image (for the manifest of `sample`)
+SAMPLING_FIELDS = ("guidance", "sample_steps")
+
+
+def describe(settings: dict) -> str:
+    """How the report names a generator of this backend, from its `settings()`."""
+    return (f"diffusion, guidance {settings['guidance']:g}, {settings['sample_steps']} solver "
+            "steps")
 
 
 def halvings(height: int, width: int) -> int:
@@ -131,7 +137,7 @@ def denoising_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return F.mse_loss(prediction.float(), target.float())
 
 
-def generator_from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = None,
+def from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = None,
                               sample_steps: int | None = None) -> Diffusion:
     """The diffusion model of a checkpoint, from the checkpoint alone, in eval mode; it samples
     with `guidance` and `sample_steps` (None: those of the config it was trained with)."""
@@ -145,72 +151,47 @@ def generator_from_checkpoint(state: dict, use_ema: bool = True, guidance: float
     return net.eval()
 
 
-def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
-    """Train the class-conditional diffusion model of ``cfg.generate.mode`` into
-    ``cfg.run.out``; a joint round continues from the generator checkpoint `init`."""
-    validate(cfg)
-    gen = cfg.generate
-    stage = checkpoint.stage_name(STAGE, round_index)
-    total_steps = gen.steps if round_index == 0 else cfg.fit.generate_steps
-    changed = check_continuation(cfg)  # refuse another data set's run before writing
-    rt = runtime.start(cfg.runtime)
-    with RunDir(cfg.run.out, writer=rt.is_writer) as run:
-        ckpts = checkpoint.Checkpointer(run.checkpoints / stage, cfg.run.keep_last)
-        resume_from = ckpts.resume_path(cfg.run.resume)
+def build(gen, num_classes: int, shape: tuple[int, int, int]) -> Trainable:
+    """The model, its EMA and its optimizer, before any training."""
+    net_args = {"num_classes": num_classes, "prediction": PREDICTION,
+                "unet": unet_config(num_classes, shape, gen.width)}
+    model = Diffusion(**net_args, guidance=gen.guidance, sample_steps=gen.sample_steps)
+    return Trainable(net_args, {"generator": model, "ema": make_ema(model, gen.ema_decay),
+                                "optimizer": torch.optim.Adam(model.parameters(), lr=gen.lr)})
 
-        data, images, labels, weights = open_training_set(cfg, run, rt, stage, round_index,
-                                                          changed)
-        num_classes = len(data.classes)
-        net_args = {"num_classes": num_classes, "prediction": PREDICTION,
-                    "unet": unet_config(num_classes, data.shape, gen.width)}
-        model = Diffusion(**net_args, guidance=gen.guidance, sample_steps=gen.sample_steps)
-        ema = make_ema(model, gen.ema_decay)
-        optimizer = torch.optim.Adam(model.parameters(), lr=gen.lr)
-        schedule = training_schedule(model.prediction)
-        start_step = resume_or_start(cfg, run, rt, ckpts, stage, "diffusion", resume_from, init,
-                                     {"generator": model, "ema": ema, "optimizer": optimizer})
-        fabric_model, optimizer = rt.fabric.setup(model, optimizer)
-        ema.to(rt.device)
-        streams = 4 * round_index  # each round draws batches and noise of its own
-        batches = image_batches(images, labels, weights, gen.batch_size,
-                                rt.data_seed(streams + 2), start_step, rt.device)
-        for step in runtime.progress(range(start_step, total_steps), initial=start_step,
-                                     total=total_steps, desc=f"{stage} (diffusion, {gen.mode})",
-                                     unit="step",
-                                     disable=not (rt.is_writer and cfg.run.progress)):
-            x, y = next(batches)
-            x = x.contiguous()  # the UNet's GroupNorm and attention prefer the plain layout
-            # All of this step's noise comes from (seed, rank, step): resumable exactly.
-            g = torch.Generator(rt.device).manual_seed(runtime.mix_seed(rt.data_seed(streams + 3),
-                                                                   step))
-            noise = torch.randn(x.shape, generator=g, device=rt.device)
-            t = torch.randint(0, schedule.config.num_train_timesteps, (len(y),), generator=g,
-                              device=rt.device)
-            hidden = torch.rand(len(y), generator=g, device=rt.device) < gen.label_dropout
-            shown = torch.where(hidden, torch.full_like(y, num_classes), y)
-            target = schedule.get_velocity(x, noise, t) if model.prediction == "v_prediction" \
-                else noise
-            loss = denoising_loss(fabric_model(schedule.add_noise(x, noise, t), t, shown),
-                                  target)
-            optimizer.zero_grad(set_to_none=True)
-            rt.fabric.backward(loss)
-            optimizer.step()
-            ema.update_parameters(model)
 
-            done = step + 1
-            if done % cfg.run.log_every == 0 or done == total_steps:
-                run.stats(stage, done, denoising_loss=loss.item())
-            if done % gen.sample_every == 0 or done % cfg.run.checkpoint_every == 0 \
-                    or done == total_steps:
-                if rt.is_writer:  # (a UNet has no running statistics to average)
-                    save_grid(ema.module, num_classes, gen.grid_per_class,
-                              run.path / "samples" / f"{stage}-step-{done:08d}.png")
-            if done % cfg.run.checkpoint_every == 0 or done == total_steps:
-                if rt.is_writer:
-                    ckpts.save(payload(
-                        "generator", stage, gen.mode, net_args, data.classes, data.shape,
-                        cfg.to_dict(), backend="diffusion", generator=model.state_dict(),
-                        ema=ema.state_dict(), optimizer=optimizer.state_dict()), done)
-                rt.fabric.barrier()
+def hide_classes(labels: torch.Tensor, share: float, num_classes: int, g: torch.Generator
+                 ) -> torch.Tensor:
+    """`labels` with a `share` of them replaced by "no class" (index `num_classes`), drawn
+    from `g`: what the unconditional prediction of guidance learns from."""
+    hidden = torch.rand(len(labels), generator=g, device=labels.device) < share
+    return torch.where(hidden, torch.full_like(labels, num_classes), labels)
 
-        return finish_training(cfg, run, rt, stage, model, labels, num_classes, total_steps)
+
+def trainer(model: Trainable, gen, fabric):
+    """One training step, ``step(x, y, g) -> losses to log``: noise a batch at random times,
+    predict, step, update the EMA; all noise from the generator `g`."""
+    net, ema = model.objects["generator"], model.objects["ema"]
+    fabric_model, optimizer = fabric.setup(net, model.objects["optimizer"])
+    schedule = training_schedule(net.prediction)
+
+    def step(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> dict:
+        x = x.contiguous()  # the UNet's GroupNorm and attention prefer the plain layout
+        noise = torch.randn(x.shape, generator=g, device=x.device)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (len(y),), generator=g,
+                          device=x.device)
+        shown = hide_classes(y, gen.label_dropout, net.num_classes, g)
+        target = schedule.get_velocity(x, noise, t) if net.prediction == "v_prediction" \
+            else noise
+        loss = denoising_loss(fabric_model(schedule.add_noise(x, noise, t), t, shown), target)
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        optimizer.step()
+        ema.update_parameters(net)
+        return {"denoising_loss": loss}
+
+    return step
+
+
+def sync(model: Trainable, fabric) -> None:
+    """Nothing to average over DDP ranks: a UNet has no running statistics."""

@@ -16,9 +16,10 @@ import cv2
 import torch
 
 from .. import checkpoint
+from ..config import ConfigError
 from ..data import class_folders, to_uint8
 from ..runtime import mix_seed, pick_accelerator, progress
-from . import STAGE, from_checkpoint, sample
+from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
 log = logging.getLogger("semigen")
 
@@ -31,18 +32,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def sample_to_folder(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
+def check_sampling(per_class: int, batch_size: int, guidance: float | None,
+                   sample_steps: int | None) -> None:
+    """Refuse sampling settings that cannot work, naming the option."""
+    if per_class < 1 or batch_size < 1:
+        raise ConfigError("--per-class and --batch-size must be >= 1")
+    if guidance is not None and guidance < 0:
+        raise ConfigError(f"--generate.guidance must be >= 0 (got {guidance})")
+    if sample_steps is not None and not 1 <= sample_steps <= 1000:
+        raise ConfigError(f"--generate.sample_steps must be in [1, 1000] (got {sample_steps})")
+
+
+def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed: int = 0,
                      batch_size: int = 256, which: str = "latest", device: str = "auto",
                      guidance: float | None = None, sample_steps: int | None = None) -> dict:
     """`per_class` images of every class from a run's generator (a diffusion model with
     `guidance` and `sample_steps`, None: those it was trained with) into `out`."""
-    path, state = checkpoint.load_stage(run, STAGE, which, "generator")
+    path, state = checkpoint.load_stage(run_path, STAGE, which, "generator")
     accelerator = pick_accelerator(device)
     generator = from_checkpoint(state, guidance=guidance, sample_steps=sample_steps).to(
         accelerator)
     digest = file_sha256(path)
     # what besides the weights and the seed decides an image (a diffusion model's guidance)
-    sampling = {k: v for k, v in generator.settings().items() if k in ("guidance", "sample_steps")}
+    sampling = {k: v for k, v in generator.settings().items()
+                if k in BACKENDS[backend_of(state)].SAMPLING_FIELDS}
     out = Path(out)
     rows = []
     jobs = [(c, i) for c in range(len(state["classes"])) for i in range(per_class)]

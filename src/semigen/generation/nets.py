@@ -2,7 +2,7 @@
 class-conditional batch norm, and a spectral-norm discriminator with a projection head (Miyato &
 Koyama 2018). Both are shallow and wide in DCGAN's way, one convolution per resolution, strided
 or transposed, which is what a CPU can afford: at 28 px a step of the residual pair of SNGAN
-costs four times as much (BENCHMARKS.md, issue #14). Both are rebuilt from plain arguments, which
+costs four times as much (BENCHMARKS.md, module 2). Both are rebuilt from plain arguments, which
 a checkpoint stores beside the weights."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from . import noise_from_seeds
+from .sampling import noise_from_seeds
 
 
 def doublings(side: int) -> int:

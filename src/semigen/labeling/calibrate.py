@@ -12,14 +12,25 @@ temperature is not applied (1): with a few dozen held-out images, a fit can foll
 
 from __future__ import annotations
 
+import logging
+from copy import deepcopy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import Dataset, endless_batches, strong, weak
+from ..runtime import mix_seed
+from ..stage import Stage, run_steps
+from ..training import sync_buffers
+from . import represent
+from .fixmatch import fine_tuning, initial_levels, step_loss
 from .losses import expected_calibration_error
+from .predict import format_metrics
 from .represent import describe_estimate, wilson_interval
 
 STAGE = "calibrate"
+log = logging.getLogger("semigen")
 
 
 def two_folds(labels: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
@@ -90,3 +101,85 @@ def describe(found: dict, num_classes: int) -> tuple[str, bool]:
                 f"({errors})"), near
     return (text + f"; confidences divided by temperature {found['temperature']:.2f} "
             f"({errors})"), near
+
+
+def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
+              features: represent.Features | None, nuisances) -> dict | None:
+    """Two-fold cross-fitting: a copy of `net` fine-tuned for ``label.calibration_steps`` on
+    each half of the labeled images predicts the other half. Returns the estimate and the
+    temperature (also logged and in metrics.json), or None where no class has two labeled
+    images."""
+    lab, rt, run_dir = stage.cfg.label, stage.rt, stage.run_dir
+    semi = lab.mode == "semi"
+    classes = len(data.classes)
+    fold = two_folds(data.labeled.labels, classes)
+    if (fold < 0).all():
+        run_dir.info(f"{STAGE}: skipped, no class has two labeled images to hold out")
+        return None
+    run_dir.rewind(STAGE, 0)  # the lines of an attempt stopped before the label stage
+    logits = torch.zeros(len(fold), classes)
+    for f in (0, 1):
+        held = fold == f
+        copy = deepcopy(net)  # `net` itself starts the main fine-tuning untouched
+        batches, teacher = {}, None
+        if semi:
+            unlabeled = np.concatenate([data.unlabeled.images, data.labeled.images[held]])
+            if features is not None:  # the features' labels, spread without the held half
+                known = np.concatenate([np.where(held, -1, data.labeled.labels),
+                                        np.full(len(data.unlabeled), -1)])
+                spread = represent.propagate(features.links, known, classes)
+                represent.fit_head(copy.head, features.values, spread)
+                teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
+            batches["unlabeled"] = endless_batches(
+                rt.fabric, unlabeled, np.full(len(unlabeled), -1),
+                [weak(data.shape, data.hflip), strong(data.shape, data.hflip)],
+                lab.batch_size * lab.uratio, rt.data_seed(200 + 2 * f), 0)
+        batches["labeled"] = endless_batches(
+            rt.fabric, data.labeled.images[~held], data.labeled.labels[~held],
+            [weak(data.shape, data.hflip)], lab.batch_size, rt.data_seed(201 + 2 * f), 0)
+        averaged = fine_tune_fold(stage, copy, batches, teacher, nuisances,
+                                  rt.data_seed(300 + f), f"{STAGE} (fold {f})")
+        logits[held] = represent.embed(averaged, data.labeled.images[held], rt.device)
+    used = fold >= 0
+    found = summarise(logits[used], data.labeled.labels[used], fold[used])
+    record_estimate(stage, STAGE, lab.calibration_steps, found, describe(found, classes))
+    return found
+
+
+def fine_tune_fold(stage: Stage, net: torch.nn.Module, batches: dict,
+                   teacher: torch.Tensor | None, nuisances, nuisance_seed: int, desc: str
+                   ) -> torch.nn.Module:
+    """Fine-tune `net` in place for ``label.calibration_steps`` steps of the main recipe;
+    return its EMA network."""
+    lab, rt = stage.cfg.label, stage.rt
+    ema, optimizer, schedule = fine_tuning(net, lab, lab.lr, lab.calibration_steps)
+    model, optimizer = rt.fabric.setup(net, optimizer)
+    ema.to(rt.device)
+    levels = {k: v.to(rt.device) for k, v in initial_levels(net.head.out_features).items()}
+
+    def step(t: int) -> dict:
+        nonlocal levels
+        loss, _, levels = step_loss(model, lab, rt, batches, teacher, levels, nuisances,
+                                    mix_seed(nuisance_seed, t))
+        optimizer.zero_grad(set_to_none=True)
+        rt.fabric.backward(loss)
+        optimizer.step()
+        schedule.step()
+        ema.update_parameters(net)
+        return {}
+
+    run_steps(stage, 0, lab.calibration_steps, step, desc, log=False)
+    sync_buffers(rt.fabric, ema.module)
+    return ema.module
+
+
+def record_estimate(stage: Stage, name: str, step: int, found: dict,
+                    sentence: tuple[str, bool]) -> None:
+    """A held-out estimate's figures into stats.jsonl, metrics.json and the log (as stage
+    `name`), and its sentence into the log: a warning when near chance."""
+    stage.run_dir.stats(name, step, event="done", **found)
+    stage.run_dir.update_metrics(name, found)
+    stage.run_dir.info(f"{name} done: " + format_metrics(found))
+    note, near_chance = sentence
+    if stage.rt.is_writer:
+        (log.warning if near_chance else log.info)(note)

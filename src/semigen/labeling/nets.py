@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..data import to_float
 
 # ImageNet's channel statistics: what torchvision's and timm's pretrained weights expect.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -246,3 +249,34 @@ def from_checkpoint(state: dict, use_ema: bool = True) -> nn.Module:
         if use_ema:
             net = tempered(net, float(state.get("temperature", 1.0)))
     return net.eval()
+
+
+@torch.no_grad()
+def embed(module: nn.Module, images: np.ndarray, device, batch_size: int = 512
+          ) -> torch.Tensor:
+    """`module`'s outputs (features, or a classifier's logits) for uint8 N x H x W x C images,
+    in eval mode, in batches, float on the CPU."""
+    was_training = module.training
+    module.eval()
+    out = [module(to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
+                           ).to(device)).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    module.train(was_training)
+    return torch.cat(out)
+
+
+def backbone_problem(backbone: str, weights: str) -> str | None:
+    """What is wrong with label.backbone and label.weights, if anything: the backbone must be
+    an architecture torchvision or timm knows, the weights a file or 'download'."""
+    if backbone:
+        try:
+            if not known_backbone(backbone):
+                return (f"label.backbone {backbone!r} is neither a torchvision architecture "
+                        "(torchvision.models.list_models()) nor timm:NAME of a timm model")
+        except ValueError as e:  # timm:NAME without timm installed
+            return f"label.backbone {backbone!r}: {e}"
+    if weights and not backbone:
+        return "label.weights needs label.backbone (the architecture the weights fit)"
+    if weights and weights != "download" and not Path(weights).expanduser().is_file():
+        return f"label.weights: no file {weights} (give a state dict file, or 'download')"
+    return None

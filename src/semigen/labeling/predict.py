@@ -1,4 +1,6 @@
-"""`semigen predict RUN IMAGES --out F.csv`: label new images with a run's trained classifier."""
+"""A classifier's predictions: softmax probabilities for images, their scores against known
+truth, the pseudo-labels file, and `semigen predict RUN IMAGES --out F.csv` (new images
+labeled by a run's trained classifier)."""
 
 from __future__ import annotations
 
@@ -6,20 +8,80 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+from torchmetrics.functional.classification import multiclass_accuracy
+
 from .. import checkpoint
-from ..data import read_images
+from ..data import Dataset, read_images
 from ..runtime import pick_accelerator
-from . import nets
-from .train import predict
+from . import losses, nets
 
 log = logging.getLogger("semigen")
 
 
-def predict_images(run: str | Path, images: str | Path, out: str | Path,
+
+def predict(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 512
+            ) -> torch.Tensor:
+    """Softmax probabilities for uint8 N x H x W x C images, in eval mode, on CPU at the end."""
+    if not len(images):
+        return torch.zeros(0)
+    return nets.embed(model, images, device, batch_size).softmax(dim=1)
+
+
+def scores(probs: torch.Tensor, truth: np.ndarray, prefix: str) -> dict:
+    """Accuracy and calibration of predictions against known truth."""
+    target = torch.from_numpy(truth)
+    accuracy = multiclass_accuracy(probs.argmax(1), target, num_classes=probs.shape[1],
+                                   average="micro")
+    return {f"{prefix}_accuracy": accuracy.item(),
+            f"{prefix}_ece": losses.expected_calibration_error(probs, target)}
+
+
+def accuracy(model: torch.nn.Module, images, device) -> float:
+    return scores(predict(model, images.images, device), images.labels, "x")["x_accuracy"]
+
+
+def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
+             unlabeled_probs: torch.Tensor | None = None) -> dict:
+    """Test accuracy and calibration; pseudo-label accuracy, calibration and per-class counts
+    on the given unlabeled images (their truth is known for built-ins only)."""
+    found = {}
+    if data.test is not None:
+        found |= scores(predict(model, data.test.images, device), data.test.labels, "test")
+    if len(unlabeled_index):
+        probs = (unlabeled_probs if unlabeled_probs is not None
+                 else predict(model, data.unlabeled.images[unlabeled_index], device))
+        found["pseudo_label_counts"] = torch.bincount(
+            probs.argmax(1), minlength=len(data.classes)).tolist()
+        found["mean_confidence"] = probs.max(1).values.mean().item()
+        if data.unlabeled_truth is not None:
+            found |= scores(probs, data.unlabeled_truth[unlabeled_index], "pseudo_label")
+    return found
+
+
+def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: torch.Tensor,
+                        round_index: int = 0) -> None:
+    confidence, labels = probs.reshape(len(ids), len(classes)).max(dim=1)  # none: 0 x C
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "confidence", "round"])
+        for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
+            writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
+    tmp.replace(path)
+
+
+def format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items() if not isinstance(v, list))
+
+
+def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
                    which: str = "latest", device: str = "auto") -> dict:
     """Write ``path,label,confidence`` for every readable image under `images`; skipped files
     are listed in the log. `which` is latest, best, or a checkpoint path. Returns counts."""
-    path, state = checkpoint.load_stage(run, "label", which, "classifier")
+    path, state = checkpoint.load_stage(run_path, "label", which, "classifier")
     model = nets.from_checkpoint(state)
     found, skipped = read_images(images, tuple(state["image_shape"]), progress=True)
     for rel, why in skipped:

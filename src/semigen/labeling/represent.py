@@ -26,13 +26,13 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.semi_supervised import LabelSpreading
 from torch import nn
 
-from .. import checkpoint
-from ..config import Config
 from ..data import Dataset, to_float
 from ..data.transforms import contrastive_views, seeded_cpu_rng
-from ..rundir import RunDir, note_resume
-from ..runtime import Runtime, mix_seed, progress
+from ..runtime import mix_seed
+from ..stage import Stage, resume_or_start, run_steps
 from . import losses
+from .nets import embed
+from .predict import predict, scores
 
 STAGE = "represent"
 NEIGHBOURS = 10  # links per image in the label-spreading graph
@@ -45,20 +45,6 @@ SPREAD = 0.9
 def projector(width: int, out: int = 64) -> nn.Sequential:
     """SimCLR's projection head: the loss is taken on its output, the features stay general."""
     return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
-
-
-@torch.no_grad()
-def embed(module: nn.Module, images: np.ndarray, device, batch_size: int = 512
-          ) -> torch.Tensor:
-    """`module`'s outputs (features, or a classifier's logits) for uint8 N x H x W x C images,
-    in eval mode, in batches, float on the CPU."""
-    was_training = module.training
-    module.eval()
-    out = [module(to_float(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2)
-                           ).to(device)).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    module.train(was_training)
-    return torch.cat(out)
 
 
 def recalibrate_batch_norm(module: nn.Module, images: np.ndarray, device, limit: int = 10_000,
@@ -165,29 +151,17 @@ def colour_tells_classes_apart(images: np.ndarray, labels: np.ndarray) -> bool:
     return right / len(labels) >= (1 + chance) / 2 and low > chance
 
 
-def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Module,
-             colour: bool) -> None:
+def pretrain(stage: Stage, data: Dataset, net: nn.Module, colour: bool) -> None:
     """Train ``net.features`` in place with SimCLR for ``label.pretrain_steps`` steps, from
     ``RUN/checkpoints/represent/`` if an earlier attempt left one. Batch t is drawn and
     augmented from seeds of (seed, rank, t) alone, so a resumed run equals an uninterrupted
-    one."""
-    lab = cfg.label
+    one. `stage` is the representation stage (a part of the label stage)."""
+    lab, rt = stage.cfg.label, stage.rt
     total_steps = lab.pretrain_steps
-    ckpts = checkpoint.Checkpointer(run.checkpoints / STAGE, cfg.run.keep_last)
-    resume_from = ckpts.resume_path("none" if cfg.run.resume == "none" else "auto")
     encoder = nn.Sequential(net.features, projector(net.head.in_features)
                             ).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=lab.pretrain_lr, weight_decay=1e-6)
-    start_step = 0
-    if resume_from is not None:
-        state = checkpoint.load(resume_from)
-        checkpoint.restore(state, {"model": encoder, "optimizer": optimizer})
-        start_step = int(state["step"])
-        note_resume(run, STAGE, resume_from, state, cfg)
-    else:
-        run.rewind(STAGE, 0)
-    if rt.is_writer:
-        ckpts.remove_leftovers()
+    start_step, _ = resume_or_start(stage, {"model": encoder, "optimizer": optimizer})
     if start_step >= total_steps:
         return
     model, optimizer = rt.fabric.setup(encoder, optimizer)
@@ -196,10 +170,9 @@ def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Modul
                             ).permute(0, 3, 1, 2)
     augment = contrastive_views(data.shape, data.hflip, data.rotate, colour)
     seed = rt.data_seed(100)
-    for step in progress(range(start_step, total_steps), initial=start_step, total=total_steps,
-                         desc=f"{STAGE} (SimCLR)", unit="step",
-                         disable=not (rt.is_writer and cfg.run.progress)):
-        with seeded_cpu_rng(mix_seed(seed, step)):  # the batch and its views from (seed, step)
+
+    def step(t: int) -> dict:
+        with seeded_cpu_rng(mix_seed(seed, t)):  # the batch and its views from (seed, t)
             index = torch.randint(len(pool), (lab.pretrain_batch_size,))
             batch = pool[index].to(rt.device).float() / 255
             views = torch.cat([augment(batch), augment(batch)]) * 2 - 1
@@ -208,16 +181,14 @@ def pretrain(cfg: Config, data: Dataset, rt: Runtime, run: RunDir, net: nn.Modul
         optimizer.zero_grad(set_to_none=True)
         rt.fabric.backward(loss)
         optimizer.step()
+        return {"loss": loss}
 
-        done = step + 1
-        if done % cfg.run.log_every == 0 or done == total_steps:
-            run.stats(STAGE, done, loss=loss.item())
-        if done % cfg.run.checkpoint_every == 0 or done == total_steps:
-            if rt.is_writer:
-                ckpts.save({"kind": "representation", "stage": STAGE,
-                            "model": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                            "config": cfg.to_dict()}, done)
-            rt.fabric.barrier()
+    def checkpoint_state() -> dict:
+        return {"kind": "representation", "stage": STAGE, "model": encoder.state_dict(),
+                "optimizer": optimizer.state_dict(), "config": stage.cfg.to_dict()}
+
+    run_steps(stage, start_step, total_steps, step, f"{STAGE} (SimCLR)",
+              checkpoint_state=checkpoint_state)
 
 
 def first_labels(data: Dataset, links: sparse.csr_matrix) -> torch.Tensor:
@@ -262,3 +233,28 @@ def describe_estimate(found: dict, num_classes: int, subject: str = "labels from
                  "label more images, check that the classes differ in what the images show, "
                  "or train the representation longer (--label.pretrain-steps)")
     return text, near
+
+
+def labels_from_features(net: torch.nn.Module, data: Dataset, device
+                         ) -> tuple[dict, torch.Tensor, Features]:
+    """After the representation stage: spread the labels over the learned features, fit the
+    classifier's head to the spread labels (fine-tuning starts from them), and return their
+    figures (accuracy held out from the labeled images, and against known truth), the
+    unlabeled images' label distributions, and the features (labeled images first), with
+    their graph."""
+    images = np.concatenate([data.labeled.images, data.unlabeled.images])
+    recalibrate_batch_norm(net.features, images, device)
+    features = features_of(net.features, images, device)
+    targets = first_labels(data, features.links)
+    fit_head(net.head, features.values, targets)
+    labeled = np.arange(len(data.labeled))
+    found = cross_validated_accuracy(features.links, labeled, data.labeled.labels,
+                                               len(data.classes))
+    unlabeled_probs = targets[len(data.labeled):]
+    found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
+    if data.unlabeled_truth is not None:
+        found |= scores(unlabeled_probs, data.unlabeled_truth, "features_pseudo_label")
+    if data.test is not None:  # logged, never used to choose anything
+        found |= scores(predict(net, data.test.images, device), data.test.labels,
+                        "features_test")
+    return found, unlabeled_probs, features

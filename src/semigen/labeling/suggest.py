@@ -18,6 +18,7 @@ from sklearn.cluster import KMeans
 from .. import checkpoint
 from ..config import from_dict, load_yaml
 from ..data import DataError, load_dataset, to_float
+from ..rundir import as_run_path
 from . import nets
 
 log = logging.getLogger("semigen")
@@ -49,18 +50,16 @@ def choose(features: np.ndarray, probs: np.ndarray, k: int, seed: int = 0) -> li
     return sorted(picks, key=lambda i: margin[i])
 
 
-def suggest(run: str | Path, n: int, out: str | Path, seed: int = 0) -> list[dict]:
+def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0) -> list[dict]:
     """Write the `n` suggestions to `out` (path, predicted label, confidence, margin, rank)."""
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise DataError(f"{run}: not a run directory (no config.yaml)")
+    run_path = as_run_path(run_path)
     if n < 1:
         raise DataError(f"--n must be >= 1 (got {n})")
-    _, state = checkpoint.load_stage(run, "label", "latest", "classifier")
+    _, state = checkpoint.load_stage(run_path, "label", "latest", "classifier")
     model = nets.from_checkpoint(state)
-    data = load_dataset(from_dict(load_yaml(run / "config.yaml")).data)
+    data = load_dataset(from_dict(load_yaml(run_path / "config.yaml")).data)
     if not len(data.unlabeled):
-        raise DataError(f"{run}: its data has no unlabeled images to suggest")
+        raise DataError(f"{run_path}: its data has no unlabeled images to suggest")
     features, probs = features_and_probs(model, data.unlabeled.images)
     picks = choose(features, probs, n, seed)
     top2 = np.sort(probs, axis=1)[:, -2:]

@@ -1,0 +1,103 @@
+"""Show that tests guard what their names claim: each row breaks one behaviour in a copy of
+the repository (the working tree is never touched) and runs the test that guards it, which
+must then fail. Exits 1 if a broken copy passes its test.
+
+    python scripts/mutation_check.py            # every row (a few minutes on 2 cores)
+    python scripts/mutation_check.py --only 3 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (what is broken, file under src/semigen, text, its broken form, the test that must fail)
+MUTATIONS = [
+    ("a round's generated images left out of the labeled batch", "labeling/fixmatch.py",
+     "x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])", "pass",
+     "tests/test_label.py::test_generated_images_join_every_labeled_batch"),
+    ("a round streams no generated images", "labeling/train.py",
+     "    if synthetic is not None:\n        batches[", "    if False:\n        batches[",
+     "tests/test_label.py::test_a_round_streams_its_generated_images_beside_the_labeled_ones"),
+    ("guidance with its sign flipped", "generation/diffusion.py",
+     "conditional + self.guidance * (conditional - unconditional)",
+     "conditional - self.guidance * (conditional - unconditional)",
+     "tests/test_diffusion.py::test_guidance_is_one_plus_w_times_the_class_minus_w_times_no_class"),
+    ("the 'no class' index off by one", "generation/diffusion.py",
+     "no_class = torch.full_like(labels, self.num_classes)",
+     "no_class = torch.full_like(labels, self.num_classes - 1)",
+     "tests/test_diffusion.py::test_guidance_is_one_plus_w_times_the_class_minus_w_times_no_class"),
+    ("label dropout hides the wrong share", "generation/diffusion.py",
+     "generator=g, device=labels.device) < share", "generator=g, device=labels.device) > share",
+     "tests/test_diffusion.py::test_label_dropout_hides_its_share_of_classes_behind_the_no_class_index"),
+    ("the baselines start from random weights", "labeling/train.py",
+     "if fresh and lab.weights:", "if fresh and lab.weights and lab.mode == \"semi\":",
+     "tests/test_backbone.py::test_the_baselines_start_from_the_same_weights"),
+    ("the auxiliary classifier sees the class asked for", "generation/nets.py",
+     "return score, self.classifier(features)",
+     "return score, self.classifier(features) + self.embed(y)[:, :self.classifier.out_features]",
+     "tests/test_generate_parts.py::test_the_discriminator_can_also_classify"),
+    ("the class loss does not reach the discriminator's features", "generation/nets.py",
+     "return score, self.classifier(features)", "return score, self.classifier(features.detach())",
+     "tests/test_generate_parts.py::test_the_discriminator_can_also_classify"),
+    ("the evaluator's recipe version left out of its cache key", "evaluation/images.py",
+     '"recipe_version": EVALUATOR_VERSION,', '"recipe_version": 1,',
+     "tests/test_reliability.py::test_an_evaluator_of_another_recipe_is_not_reused"),
+    ("the evaluator's cache key hashes the training code", "evaluation/images.py",
+     '"torch": torch.__version__.split("+")[0]}',
+     '"torch": torch.__version__.split("+")[0], "code": hashlib.sha256((Path(__file__).parents'
+     '[1] / "labeling" / "train.py").read_bytes()).hexdigest()}',
+     "tests/test_reliability.py::test_a_refactor_of_the_source_keeps_the_cached_evaluator"),
+    ("a rerun keeps the records of a calibration that was stopped", "labeling/calibrate.py",
+     "    run_dir.rewind(STAGE, 0)", "    pass",
+     "tests/test_calibrate.py::test_a_run_stopped_in_or_after_calibration_ends_as_an_uninterrupted_one"),
+    ("a rerun keeps a round's line that a crash left unrecorded", "joint.py",
+     'run_dir.rewind("fit", r - 1)', "pass",
+     "tests/test_fit.py::test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one"),
+]
+
+
+def check(index: int, row: tuple) -> bool:
+    what, file, text, broken, test = row
+    with tempfile.TemporaryDirectory() as work:
+        copy = Path(work)
+        for part in ("src", "tests", "scripts", "docs"):
+            shutil.copytree(ROOT / part, copy / part,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+        path = copy / "src" / "semigen" / file
+        source = path.read_text()
+        if source.count(text) != 1:
+            print(f"{index}. {what}: the text to break is not in {file} once; fix this table")
+            return False
+        path.write_text(source.replace(text, broken))
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                               "no:cacheprovider", test], cwd=copy, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(copy / "src")})
+    caught = done.returncode == 1 and " failed" in done.stdout
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
+    print(f"{index}. {what} ({file}): {'caught' if caught else 'NOT CAUGHT'} by {test}: "
+          f"{last}")
+    return caught
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", type=int, nargs="+", help="row numbers (from 1)")
+    args = p.parse_args()
+    rows = [(i, row) for i, row in enumerate(MUTATIONS, start=1)
+            if not args.only or i in args.only]
+    results = [check(i, row) for i, row in rows]
+    print(f"{sum(results)} of {len(results)} broken copies caught")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

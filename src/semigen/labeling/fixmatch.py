@@ -1,0 +1,79 @@
+"""The fine-tuning step of the label stage: FixMatch (Sohn et al. 2020) with FreeMatch's
+self-adaptive thresholds and distribution alignment, on the features' labels as a second
+teacher. `step_loss` is one step's loss, read top to bottom; the main fine-tuning
+(`train.py`) and each half of the cross-fitting (`calibrate.py`) run it."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..data.transforms import seeded_cpu_rng
+from ..training import make_ema
+from . import losses
+
+
+def cosine_lr(total_steps: int):
+    """FixMatch's schedule: lr * cos(7 pi t / 16 T), which ends at about 0.2 lr."""
+    return lambda step: math.cos(7 * math.pi * step / (16 * total_steps))
+
+
+def fine_tuning(net: torch.nn.Module, lab, lr: float, total_steps: int):
+    """The EMA of `net`, its optimiser and its schedule, for one fine-tuning loop (the main one
+    or a calibration half)."""
+    ema = make_ema(net, lab.ema_decay)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=lab.momentum,
+                                weight_decay=lab.weight_decay, nesterov=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(total_steps))
+    return ema, optimizer, schedule
+
+
+def initial_levels(num_classes: int) -> dict:
+    """FreeMatch's confidence levels before any batch: global, and the mean prediction per
+    class, both at chance."""
+    return {"global": torch.tensor(1.0 / num_classes),
+            "per_class": torch.full((num_classes,), 1.0 / num_classes)}
+
+
+def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, levels: dict,
+              nuisances=None, nuisance_seed: int = 0) -> tuple[torch.Tensor, dict, dict]:
+    """One training step's loss from the next batches: the labeled cross-entropy, and in
+    semi mode (an "unlabeled" stream) FixMatch's consistency term. Returns the loss, its
+    parts for the log, and FreeMatch's updated confidence levels. `teacher`: the features'
+    label distribution of each unlabeled image, or None."""
+    x, y, _ = next(batches["labeled"])
+    if "synthetic" in batches:  # generated images count as labeled ones
+        x_synthetic, y_synthetic, _ = next(batches["synthetic"])
+        x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
+    if "unlabeled" not in batches:
+        loss = losses.supervised_loss(model(x), y)
+        return loss, {"loss_x": loss}, levels
+    x_weak, x_strong, _, index = next(batches["unlabeled"])
+    if nuisances is not None:
+        with seeded_cpu_rng(nuisance_seed):
+            x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
+    logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
+    logits_x, logits_weak, logits_strong = logits.split([len(x), len(x_weak), len(x_strong)])
+    probs = logits_weak.detach().float().softmax(dim=1)
+    if teacher is not None:
+        # The features' labels stay a second teacher: the classifier's own guesses alone
+        # drift from them as it fits the few labels.
+        probs = (probs + teacher[index.cpu()].to(probs.device)) / 2
+    batch_conf = rt.fabric.all_reduce(probs.max(dim=1).values.mean(), reduce_op="mean")
+    batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
+    levels = {"global": losses.ema(levels["global"], batch_conf, lab.threshold_momentum),
+              "per_class": losses.ema(levels["per_class"], batch_prior,
+                                      lab.threshold_momentum)}
+    if lab.dist_align:
+        uniform = torch.full_like(levels["per_class"], 1.0 / len(levels["per_class"]))
+        probs = losses.align_distribution(probs, levels["per_class"], uniform)
+    threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
+                 if lab.thresholds == "adaptive"
+                 else torch.tensor(lab.threshold, device=probs.device))
+    pseudo, mask = losses.pseudo_label_mask(probs, threshold)
+    loss_x = losses.supervised_loss(logits_x, y)
+    loss_u = losses.consistency_loss(logits_strong, pseudo, mask)
+    return loss_x + lab.lambda_u * loss_u, {"loss_x": loss_x, "loss_u": loss_u,
+                                            "mask": mask.float().mean(),
+                                            "threshold": threshold.float().mean()}, levels

@@ -1,0 +1,128 @@
+"""The stage skeleton: what every training loop of semigen shares, written once.
+
+A stage (label, represent, calibrate, generate, a round's label-rN or generate-rN) is opened
+with `open_stage` (the config's checks, the refusal to continue another run's directory, the
+runtime, the run directory, its checkpointer and the checkpoint to resume from), restores or
+starts its objects with `resume_or_start`, and runs its steps with `run_steps`: progress,
+a loss line every ``run.log_every`` steps, the stage's own periodic work, a checkpoint every
+``run.checkpoint_every`` steps written by rank 0 alone, and the barrier after it. Each stage
+supplies only its setup and a step function, so that its maths reads on one screen.
+
+Labeling and generation both stand on this module; neither imports the other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, runtime
+from .config import Config, validate
+from .rundir import RunDir, check_continuation, note_resume
+
+
+@dataclass
+class Stage:
+    """One training stage of a run: its name (``checkpoints/<name>/``, the ``stage`` of its
+    stats lines), its config and runtime, the run directory it writes, and where it resumes."""
+    name: str
+    cfg: Config
+    rt: runtime.Runtime
+    run_dir: RunDir
+    ckpts: checkpoint.Checkpointer
+    resume_from: Path | None
+    changed: list[str] = field(default_factory=list)  # config fields changed since config.yaml
+
+    @property
+    def show_progress(self) -> bool:
+        return self.rt.is_writer and self.cfg.run.progress
+
+    def part(self, name: str, resume: str | None = None) -> Stage:
+        """A stage inside this one (the representation stage inside label), in the same run
+        directory with checkpoints of its own; it resumes by `resume` (default: the run's)."""
+        ckpts = checkpoint.Checkpointer(self.run_dir.checkpoints / name, self.cfg.run.keep_last)
+        return Stage(name, self.cfg, self.rt, self.run_dir, ckpts,
+                     ckpts.resume_path(resume or self.cfg.run.resume))
+
+
+@contextmanager
+def open_stage(cfg: Config, name: str, model_fields: dict[str, tuple[str, ...]]
+               ) -> Iterator[Stage]:
+    """Open stage `name` of the run in ``cfg.run.out``. Everything that can refuse (the config,
+    a run directory of other data or of another model by `model_fields`, a checkpoint to resume
+    that is not there) refuses before anything is written."""
+    validate(cfg)
+    changed = check_continuation(cfg, model_fields)
+    rt = runtime.start(cfg.runtime)
+    with RunDir(cfg.run.out, writer=rt.is_writer) as run_dir:
+        ckpts = checkpoint.Checkpointer(run_dir.checkpoints / name, cfg.run.keep_last)
+        yield Stage(name, cfg, rt, run_dir, ckpts, ckpts.resume_path(cfg.run.resume), changed)
+
+
+def resume_or_start(stage: Stage, objects: dict, init: Path | None = None,
+                    init_objects: tuple[str, ...] | None = None,
+                    check: Callable[[dict, Path], None] | None = None) -> tuple[int, dict | None]:
+    """Load `objects` (networks, EMA, optimizers, by their checkpoint entries) from the
+    checkpoint the stage resumes from, or, in a joint round, those named in `init_objects`
+    (default: all) from the previous round's checkpoint `init`; `check` may refuse a checkpoint
+    first. Returns the step to start at and the state loaded (None: a fresh start), whose other
+    entries the stage reads itself."""
+    state = None
+    start_step = 0
+    if stage.resume_from is not None:
+        state = checkpoint.load(stage.resume_from)
+        if check is not None:
+            check(state, stage.resume_from)
+        checkpoint.restore(state, objects)
+        with checkpoint.reading(state, stage.name):
+            start_step = int(state["step"])
+        note_resume(stage.run_dir, stage.name, stage.resume_from, state, stage.cfg)
+    else:
+        stage.run_dir.rewind(stage.name, 0)  # lines of an attempt that died before a checkpoint
+        if init is not None:
+            state = checkpoint.load(init)
+            if check is not None:
+                check(state, init)
+            checkpoint.restore(state, {k: v for k, v in objects.items()
+                                       if init_objects is None or k in init_objects})
+            stage.run_dir.info(f"{stage.name}: starting from {init}")
+    if stage.rt.is_writer:
+        stage.ckpts.remove_leftovers()
+    return start_step, state
+
+
+def due(done: int, every: int, total: int) -> bool:
+    """Whether periodic work falls on step `done`: every `every` steps, and at the last."""
+    return done % every == 0 or done == total
+
+
+def run_steps(stage: Stage, start_step: int, total_steps: int,
+              step: Callable[[int], dict], desc: str, *, log: bool = True,
+              after_step: Callable[[int, bool], None] | None = None,
+              checkpoint_state: Callable[[], dict] | None = None) -> None:
+    """Steps `start_step` .. `total_steps` - 1 of `stage`. ``step(t)`` trains one step and
+    returns the values to log (tensors are read only on the steps that log them); then, on
+    every step, ``after_step(done, saving)`` does the stage's periodic work (grids,
+    evaluations; `saving`: a checkpoint follows); then every ``run.checkpoint_every`` steps and
+    at the end, rank 0 saves ``checkpoint_state()`` (called on every rank: it may gather) and
+    every rank waits for it."""
+    run = stage.cfg.run
+    for t in runtime.progress(range(start_step, total_steps), initial=start_step,
+                              total=total_steps, desc=desc, unit="step",
+                              disable=not stage.show_progress):
+        values = step(t)
+        done = t + 1
+        if log and due(done, run.log_every, total_steps):
+            stage.run_dir.stats(stage.name, done, **{
+                k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+        saving = checkpoint_state is not None and due(done, run.checkpoint_every, total_steps)
+        if after_step is not None:
+            after_step(done, saving)
+        if saving:
+            state = checkpoint_state()
+            if stage.rt.is_writer:
+                stage.ckpts.save(state, done)
+            stage.rt.fabric.barrier()
