@@ -272,7 +272,8 @@ def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted,
 
     def save_then_stop(self, payload, at):
         path = real_save(self, payload, at)
-        where = self.folder.relative_to(run).as_posix()
+        where = self.folder.relative_to(run).as_posix() if self.folder.is_relative_to(run) \
+            else None
         if where in to_stop:
             to_stop.discard(where)
             stopped.append(where)
