@@ -1,4 +1,5 @@
-"""A folder data set in which only the shape tells the class: the kind module 1 must label from features.
+"""A folder data set in which only the shape tells the class: the kind module 1
+must label from features.
 
     python benchmarks/make_shapes.py runs/shapes --labeled 5 --unlabeled 3000 --test 200
     python benchmarks/make_shapes.py runs/shapes1 --seed 1 --all-labeled-copy
