@@ -162,3 +162,28 @@ def test_colour_stays_in_the_views_only_where_it_tells_the_classes_apart():
     random_colour = rng.integers(0, 256, (25, 1, 1, 3)) + rng.normal(0, 5, (25, 8, 8, 3))
     assert not represent.colour_tells_classes_apart(
         random_colour.clip(0, 255).astype(np.uint8), np.repeat(np.arange(5), 5))
+
+
+@pytest.mark.parametrize("second_teacher", [True, False])
+def test_the_features_labels_teach_fine_tuning_only_when_asked(tmp_path, monkeypatch,
+                                                                second_teacher):
+    """label.second_teacher: each step's targets see the features' label distribution of the
+    unlabeled images (one row per image), or nothing."""
+    from semigen.labeling import train as label_train
+    real_step_loss = label_train.step_loss
+    teachers = []
+
+    def recording(model, lab, rt, batches, teacher, *args):
+        teachers.append(teacher)
+        return real_step_loss(model, lab, rt, batches, teacher, *args)
+
+    monkeypatch.setattr(label_train, "step_loss", recording)
+    metrics = train(resolve(preset="tiny", overrides={
+        "run.out": str(tmp_path / "run"), "label.steps": "3",
+        "label.second_teacher": str(second_teacher)}))
+    assert len(teachers) == 3
+    if second_teacher:
+        assert all(t is not None and t.shape == (metrics["unlabeled"], 10) for t in teachers)
+        torch.testing.assert_close(teachers[0].sum(1), torch.ones(metrics["unlabeled"]))
+    else:
+        assert all(t is None for t in teachers)

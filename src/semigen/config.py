@@ -81,6 +81,9 @@ class LabelConfig:
     threshold: float = 0.95  # the fixed confidence threshold (thresholds: fixed)
     threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
     dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
+    # semi: the features' labels stay a second teacher in fine-tuning (each unlabeled image's
+    # target is the mean of the classifier's guess and its label from the features)
+    second_teacher: bool = True
     eval_every: int = 250  # steps between test and pseudo-label figures in stats.jsonl
     # self-supervised representation stage (semi mode), before any label is used
     pretrain_steps: int = 2500  # SimCLR steps on every training image; 0: none

@@ -18,6 +18,7 @@ import logging
 import pickle
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -246,13 +247,22 @@ def recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 
 @torch.no_grad()
-def image_metrics(generator: nn.Module, features: nn.Module, classifier: nn.Module | None,
-                  real_images: np.ndarray, real_labels: np.ndarray, classes: list[str],
-                  per_class: int, seed: int = 0, train_images: np.ndarray | None = None) -> dict:
-    """FID and KID of `generator` against real held-out images in the space of `features`, and
-    class consistency by `classifier` (none: not measured), overall and per class; with the
-    generator's `train_images`, how much it copies them (`memorisation`).
-    Images are uint8 N x H x W x C."""
+@dataclass
+class Judge:
+    """What judges generated images, having taken no part in training: a feature network (FID,
+    KID) and a classifier (class consistency; None: not measured)."""
+    features: nn.Module
+    classifier: nn.Module | None
+
+
+def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], per_class: int,
+                  seed: int = 0, train_images: np.ndarray | None = None) -> dict:
+    """FID and KID of `generator` against the `real` held-out images (``.images``, uint8 N x H
+    x W x C, and ``.labels``) in the space of the judge's features, and class consistency by
+    its classifier, overall and per class; with the generator's `train_images`, how much it
+    copies them (`memorisation`)."""
+    features, classifier = judge.features, judge.classifier
+    real_images, real_labels = real.images, real.labels
     generator = generator.eval()
     fake, fake_labels = generate_per_class(generator, len(classes), per_class, seed)
     real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()

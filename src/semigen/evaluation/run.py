@@ -105,7 +105,7 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
     pseudo-labels). Features: Inception-v3 when ``evaluate.inception_weights`` is set, else the
     built-in data set's evaluator network, which also judges class consistency (built-ins
     only)."""
-    from .images import EvaluatorFeatures, InceptionFeatures, image_metrics, load_evaluator
+    from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
     classifier, about = None, None
     if cfg.data.source in BUILTINS:
         classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
@@ -120,8 +120,8 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
                                 sample_steps=cfg.generate.sample_steps)
     return {"feature_network": about, "checkpoint": str(generator_checkpoint),
             "generator": generator.settings(), **image_metrics(
-                generator, features, classifier, data.test.images, data.test.labels,
-                data.classes, per_class, cfg.evaluate.seed,
+                generator, Judge(features, classifier), data.test, data.classes, per_class,
+                cfg.evaluate.seed,
                 generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
 
 

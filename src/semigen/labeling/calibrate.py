@@ -129,7 +129,8 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
                                         np.full(len(data.unlabeled), -1)])
                 spread = represent.propagate(features.links, known, classes)
                 represent.fit_head(copy.head, features.values, spread)
-                teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
+                if lab.second_teacher:
+                    teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
             batches["unlabeled"] = endless_batches(
                 rt.fabric, unlabeled, np.full(len(unlabeled), -1),
                 [weak(data.shape, data.hflip), strong(data.shape, data.hflip)],

@@ -127,6 +127,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         batches = fine_tuning_batches(stage, data, (images, labels), synthetic, streams,
                                       start_step)
         temperature = calibration["temperature"] if calibration else 1.0
+        teacher = feature_labels if lab.second_teacher else None
         nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
@@ -135,7 +136,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
 
         def step(t: int) -> dict:
             nonlocal levels
-            loss, parts, levels = step_loss(model, lab, rt, batches, feature_labels, levels,
+            loss, parts, levels = step_loss(model, lab, rt, batches, teacher, levels,
                                             nuisances, mix_seed(nuisance_seed, t))
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
