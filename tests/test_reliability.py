@@ -503,3 +503,22 @@ def test_enospc_errno_is_what_the_message_keys_on():
     from semigen.cli import describe_os_error
     message = describe_os_error(OSError(errno.ENOSPC, "No space left on device", "x.pt"))
     assert message.startswith("no space left on the device writing x.pt")
+
+
+def test_a_new_semi_supervised_setting_keeps_the_cached_evaluator():
+    """The evaluator trains on every label: fields of the semi-supervised recipe (the second
+    teacher, thresholds, the representation stage) do not change its weights, nor its key."""
+    from semigen.evaluation import images as evaluation
+
+    cfg = resolve(preset="tiny")
+    recipe = evaluation.evaluator_config(cfg, (8, 8, 1), 5)
+    key = evaluation.evaluator_key(recipe, (8, 8, 1))
+    for field, value in (("label.second_teacher", False), ("label.lambda_u", 3.0),
+                         ("label.pretrain_lr", 0.5), ("generate.width", 64)):
+        changed = resolve(preset="tiny", overrides={field: value})
+        assert evaluation.evaluator_key(
+            evaluation.evaluator_config(changed, (8, 8, 1), 5), (8, 8, 1)) == key, field
+    lr = resolve(preset="tiny", overrides={"label.lr": 0.5})
+    other = evaluation.evaluator_config(lr, (8, 8, 1), 5)
+    other.label.lr = 0.5  # the recipe's own training settings do count
+    assert evaluation.evaluator_key(other, (8, 8, 1)) != key

@@ -252,11 +252,13 @@ def _coerce(value, hint, where: str):
 
 
 def resolve(preset: str | None = None, config_file: str | None = None,
-            overrides: dict | None = None, base_file: str | None = None) -> Config:
-    """Defaults, then `base_file` (a run's saved config.yaml), then the preset, then a YAML
-    file, then ``{"section.key": value}`` overrides."""
+            overrides: dict | None = None, base_file: str | Config | None = None) -> Config:
+    """Defaults, then `base_file` (a run's saved config.yaml, or a Config), then the preset,
+    then a YAML file, then ``{"section.key": value}`` overrides."""
     cfg = Config()
-    if base_file:
+    if isinstance(base_file, Config):
+        merge(cfg, base_file.to_dict(), "base config")
+    elif base_file:
         merge(cfg, load_yaml(base_file), str(base_file))
     if preset:
         if preset not in presets():
@@ -279,10 +281,11 @@ FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
 
 
 def make_config(data: str | None = None, out: str | None = None, preset: str | None = None,
-                config: str | Path | None = None, base: str | Path | None = None,
+                config: str | Path | None = None, base: str | Path | Config | None = None,
                 **fields) -> Config:
     """The one way a run's config is assembled (command line, Python API, the evaluator's
-    recipe, the baselines): defaults, then `base` (a run's saved config.yaml), the `preset`,
+    recipe, the baselines): defaults, then `base` (a run's saved config.yaml, or the Config of
+    the run a part belongs to), the `preset`,
     the YAML file `config`, `data` and `out`, then `fields`: ``section__field`` or
     ``section.field`` keywords, or the command line's flags (`FLAG_FIELDS`). Validated: a bad
     config is refused here, naming every bad field."""
@@ -296,19 +299,10 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
             raise ConfigError(f"unknown option {key!r}: use section__field, e.g. label__lr")
     cfg = resolve(preset, str(config) if config else None,
                   {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
-                   if v is not None}, base_file=str(base) if base else None)
+                   if v is not None},
+                  base_file=base if isinstance(base, Config) or not base else str(base))
     validate(cfg)
     return cfg
-
-
-def derive(cfg: Config, **fields) -> Config:
-    """A copy of `cfg` with `fields` (``section__field`` keywords) changed, validated: a run's
-    config for one of its parts (a baseline classifier, say)."""
-    copy = from_dict(cfg.to_dict())
-    for key, value in fields.items():
-        set_value(copy, key.replace("__", "."), value, "derived config")
-    validate(copy)
-    return copy
 
 
 def with_backend_budget(cfg: Config) -> Config:

@@ -22,7 +22,7 @@ import torch
 
 from . import checkpoint
 from . import generation as generate_stage
-from .config import BUILTINS, Config, derive, validate
+from .config import BUILTINS, Config, make_config, validate
 from .data import load_dataset
 from .labeling import nets as label_nets
 from .labeling import train as label_stage
@@ -50,7 +50,8 @@ def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: st
 def baseline_config(cfg: Config, mode: str) -> Config:
     """The run's config for its `mode` baseline classifier, a run of its own under
     ``RUN/baselines/<mode>``."""
-    return derive(cfg, label__mode=mode, run__out=str(Path(cfg.run.out) / "baselines" / mode))
+    return make_config(base=cfg, label__mode=mode,
+                       run__out=str(Path(cfg.run.out) / "baselines" / mode))
 
 
 def fit(cfg: Config) -> dict | None:

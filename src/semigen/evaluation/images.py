@@ -28,7 +28,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .. import checkpoint
-from ..config import BUILTINS, Config, resolve
+from ..config import BUILTINS, Config, make_config
 from ..data import to_float
 from ..generation import generate_per_class
 from ..labeling import nets
@@ -99,7 +99,7 @@ def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Co
     """The recipe of the built-in data set's evaluator: all its training labels, an architecture
     unlike the classifier's (`evaluator_net`), `steps` steps; it runs in a cache folder keyed by
     everything that determines it (`evaluator_run`)."""
-    recipe = resolve(overrides={
+    recipe = make_config(**{
         "label.net": evaluator_net(cfg.label.backbone or cfg.label.net),
         "data.source": cfg.data.source, "data.cache_dir": cfg.data.cache_dir,
         "data.fmnist_dir": cfg.data.fmnist_dir, "data.image_size": cfg.data.image_size,
@@ -112,23 +112,30 @@ def evaluator_config(cfg: Config, shape: tuple[int, int, int], steps: int) -> Co
 
 
 # The version of the evaluator's recipe: raise it with any change to how an evaluator is
-# trained (its architecture, losses, schedule, data pipeline) that the recipe's config does not
-# show. The cache key holds it instead of a digest of source files, so that a refactor that
-# changes no arithmetic keeps every user's cached evaluators (about 11 minutes on
-# Fashion-MNIST on 2 cores each).
+# trained (its architecture, losses, schedule, data pipeline, a new field it reads) that the
+# recipe's config does not show. The cache key holds it instead of a digest of source files,
+# so that a refactor that changes no arithmetic keeps every user's cached evaluators (about 11
+# minutes on Fashion-MNIST on 2 cores each).
 EVALUATOR_VERSION = 1
 
 
+# The fields an evaluator's training reads (all-labels mode: no representation stage, no
+# calibration, no unlabeled stream); the semi-supervised ones cannot change its weights, so a
+# new one of those keeps every cached evaluator. Data: every field but where files live.
+EVALUATOR_FIELDS = {"label": ("mode", "net", "backbone", "weights", "steps", "batch_size", "lr",
+                              "momentum", "weight_decay", "ema_decay", "width"),
+                    "runtime": ("seed", "devices", "precision")}
+
+
 def evaluator_key(recipe: Config, shape: tuple[int, int, int]) -> dict:
-    """Everything that determines an evaluator network's weights: its training config (the
-    data, label and runtime sections, less where files live, devices and threads; the
-    generator's and the fit's settings do not touch it), the image shape, the version of torch
-    and that of the evaluator's recipe (`EVALUATOR_VERSION`)."""
+    """Everything that determines an evaluator network's weights: the recipe's data (less where
+    files live), the label and runtime fields its training reads (`EVALUATOR_FIELDS`), the image
+    shape, the version of torch and that of the evaluator's recipe (`EVALUATOR_VERSION`)."""
     whole = recipe.to_dict()
-    fields = {section: whole[section] for section in ("data", "label", "runtime")}
-    for section, name in (("data", "cache_dir"), ("data", "fmnist_dir"), ("runtime", "device"),
-                          ("runtime", "threads"), ("runtime", "num_workers")):
-        fields[section].pop(name)
+    fields = {section: {name: whole[section][name] for name in names}
+              for section, names in EVALUATOR_FIELDS.items()}
+    fields["data"] = {k: v for k, v in whole["data"].items()
+                      if k not in ("cache_dir", "fmnist_dir", "download")}
     return {"config": fields, "shape": list(shape), "recipe_version": EVALUATOR_VERSION,
             "torch": torch.__version__.split("+")[0]}
 
@@ -246,7 +253,6 @@ def recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return (predicted == labels).float()
 
 
-@torch.no_grad()
 @dataclass
 class Judge:
     """What judges generated images, having taken no part in training: a feature network (FID,
@@ -255,6 +261,7 @@ class Judge:
     classifier: nn.Module | None
 
 
+@torch.no_grad()
 def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], per_class: int,
                   seed: int = 0, train_images: np.ndarray | None = None) -> dict:
     """FID and KID of `generator` against the `real` held-out images (``.images``, uint8 N x H
