@@ -29,7 +29,7 @@ from .labeling import train as label_stage
 from .labeling.predict import predict
 from .rundir import RunDir, check_continuation
 from .rundir import read_metrics as finished
-from .runtime import is_main_process, mix_seed, pick_accelerator
+from .runtime import is_main_process, leave_process_group, mix_seed, pick_accelerator
 
 log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
@@ -97,6 +97,7 @@ def fit(cfg: Config) -> dict | None:
         stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
             cfg, r, init=checkpoint.stage_path(run_path, p[1])))
     if not is_main_process():  # DDP: the other ranks trained beside rank 0, which evaluates
+        leave_process_group()
         return None
     for r in range(cfg.fit.rounds + 1):
         stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run_path, r))

@@ -90,6 +90,14 @@ def is_main_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK"))
 
 
+def leave_process_group() -> None:
+    """Close this rank's DDP process group. A rank that is done while rank 0 still works (a
+    fit's other ranks, once training ends) would otherwise tear its communication threads down
+    at interpreter exit, which can abort the process and, with it, the whole launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def mix_seed(*parts: int) -> int:
     """One well-spread 63-bit seed from several integers (seed, rank, step, ...)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
