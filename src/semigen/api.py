@@ -50,14 +50,14 @@ def evaluate(run: str | Path, test: str | None = None, **options) -> dict:
 def report(run: str | Path) -> Path:
     """Write ``run/report.html``; return its path."""
     from .evaluation.report import write_report
-    return write_report(as_run_path(run))
+    return write_report(run)  # it refuses a folder that is not a run
 
 
 def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0
             ) -> list[dict]:
     """The `n` unlabeled images most worth labeling next, written to `out` as CSV."""
     from .labeling.suggest import suggest as run_suggest
-    return run_suggest(as_run_path(run), n, out, seed)
+    return run_suggest(run, n, out, seed)  # it refuses a folder that is not a run
 
 
 def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",

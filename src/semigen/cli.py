@@ -161,7 +161,6 @@ def config_from_args(args: argparse.Namespace, extra: list[str]):
     if args.data and (Path(args.data) / "config.yaml").is_file():
         base = Path(args.data) / "config.yaml"
         flags.setdefault("out", flags.pop("data"))
-        flags.pop("data", None)
     if args.labels and not args.data:
         flags["data"] = str(Path(args.labels).parent)
     return make_config(preset=args.preset, config=args.config, base=base,

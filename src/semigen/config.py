@@ -285,10 +285,9 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
                 **fields) -> Config:
     """The one way a run's config is assembled (command line, Python API, the evaluator's
     recipe, the baselines): defaults, then `base` (a run's saved config.yaml, or the Config of
-    the run a part belongs to), the `preset`,
-    the YAML file `config`, `data` and `out`, then `fields`: ``section__field`` or
-    ``section.field`` keywords, or the command line's flags (`FLAG_FIELDS`). Validated: a bad
-    config is refused here, naming every bad field."""
+    the run a part belongs to), the `preset`, the YAML file `config`, `data` and `out`, then
+    `fields`: ``section__field`` or ``section.field`` keywords, or the command line's flags
+    (`FLAG_FIELDS`). Validated: a bad config is refused here, naming every bad field."""
     overrides = {"data.source": data, "run.out": out}
     for key, value in fields.items():
         if "." in key or "__" in key:

@@ -100,8 +100,8 @@ def open_training_set(stage: Stage, round_index: int
     if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
         raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")
     counts = np.bincount(labels, minlength=len(data.classes)).tolist()
-    run_dir.info(f"{stage.name} ({gen.backend}, {gen.mode}): {len(labels)} training images, per "
-             f"class {counts}")
+    run_dir.info(f"{stage.name} ({gen.backend}, {gen.mode}): {len(labels)} training images, "
+                 f"per class {counts}")
     if round_index == 0:
         run_dir.write_config(cfg)
         if not (run_dir.path / "split.json").exists():  # a generator trained on DATA alone

@@ -151,8 +151,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                 sync_buffers(rt.fabric, net)
                 sync_buffers(rt.fabric, ema.module)
             if evaluating:  # test figures are logged, never used to choose anything
-                run_dir.stats(name, done, **evaluate(nets.tempered(ema.module, temperature), data,
-                                                 rt.device, probe))
+                found = evaluate(nets.tempered(ema.module, temperature), data, rt.device, probe)
+                run_dir.stats(name, done, **found)
 
         def checkpoint_state() -> dict:
             # Every rank's RNG is kept, so that each resumes its own stream.
@@ -235,7 +235,7 @@ def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: i
     """Pseudo-labels for every unlabeled image from the final (tempered) EMA classifier, the
     final metrics with the stage's `facts`, and the stage recorded as done."""
     rt, run_dir = stage.rt, stage.run_dir
-    prints = facts.pop("weight_fingerprints")
+    prints = facts["weight_fingerprints"]
     probs = predict(classifier, data.unlabeled.images, rt.device)
     final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs)
     if classifier is not uncalibrated and data.test is not None:  # what the temperature changed
