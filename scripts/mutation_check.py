@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (what is broken, file under src/semigen, text, its broken form, the test that must fail)
 MUTATIONS = [
-    ("a round's generated images left out of the labeled batch", "labeling/fixmatch.py",
-     "x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])", "pass",
-     "tests/test_label.py::test_generated_images_join_every_labeled_batch"),
+    ("the generated images' term ignores its weight", "labeling/fixmatch.py",
+     "            loss = loss + generated_weight * parts[\"loss_g\"]\n        return loss, parts",
+     "            loss = loss + parts[\"loss_g\"]\n        return loss, parts",
+     "tests/test_label.py::test_generated_images_are_a_weighted_term_of_their_own_in_every_step"),
     ("a round streams no generated images", "labeling/train.py",
      "    if synthetic is not None:\n        batches[", "    if False:\n        batches[",
      "tests/test_label.py::test_a_round_streams_its_generated_images_beside_the_labeled_ones"),

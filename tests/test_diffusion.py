@@ -241,7 +241,7 @@ def test_every_backend_offers_the_same_names_and_has_a_quick_budget():
     assert set(BACKENDS) == set(BACKEND_BUDGET)
     for name, module in BACKENDS.items():
         for attribute in ("MODEL_FIELDS", "SAMPLING_FIELDS", "build", "trainer", "sync",
-                          "from_checkpoint", "describe"):
+                          "from_checkpoint", "describe", "VARIES_REAL_IMAGES"):
             assert hasattr(module, attribute), f"{name} lacks {attribute}"
         assert isinstance(module.describe({"backend": name, "guidance": 1.0,
                                            "sample_steps": 20}), str)

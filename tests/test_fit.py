@@ -56,8 +56,22 @@ def test_fit_runs_every_stage_and_records_each_round(fitted):
         assert found["n_fake"] == 10 * 10  # evaluate.round_per_class in the tiny preset
     assert set(summary["baselines"]) == {"labels-only", "all-labels"}
     assert set(summary["seconds"]) >= {"label", "generate", "label-r1", "generate-r1"}
-    # Round 1's classifier saw generated images of every class beside the real labels.
+    # Round 1's classifier saw generated images of every class beside the real labels,
+    # chosen by what they teach (the GAN: one candidate set, its samples).
     assert metrics["label-r1"]["synthetic"] == 5 * 10 and metrics["label"]["synthetic"] == 0
+    chosen = metrics["images-r1"]
+    assert [c["images"] for c in chosen["candidates"]] == ["samples"]
+    assert 0 <= chosen["cas_labeled"] <= 1
+    assert summary["rounds"][1]["cas_labeled"] == chosen["cas_labeled"]
+    assert "round 1: the classifier is given samples" in (run / "log.txt").read_text()
+    teaching = metrics["evaluate"]["teaching"]
+    assert 0 <= teaching["cas_test"] <= 1 and 0 <= teaching["labels_probe_test"] <= 1
+    # No self-consuming loop: round 1's generator learns from real images alone, the labeled
+    # ones and those whose round-1 pseudo-label is confident enough.
+    with open(run / "pseudo_labels.csv", newline="") as f:
+        confident = sum(float(r["confidence"]) >= 0.9 for r in csv.DictReader(f))
+    assert (metrics["generate-r1"]["training_images"]
+            == metrics["label"]["labeled"] + confident)
     rounds = [r for r in read_stats(run) if r["stage"] == "fit"]
     assert [r["step"] for r in rounds] == [0, 1]
     assert rounds[1]["test_accuracy"] == summary["rounds"][1]["test_accuracy"]

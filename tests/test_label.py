@@ -136,9 +136,10 @@ def test_a_folder_with_every_image_labeled_trains_without_unlabeled_images(tmp_p
     assert rows(run / "pseudo_labels.csv") == []  # the header alone: nothing to label
 
 
-def test_generated_images_join_every_labeled_batch():
-    """A joint round's step sees the labeled batch and the generated one as one supervised
-    batch, each image with its own class."""
+def test_generated_images_are_a_weighted_term_of_their_own_in_every_step():
+    """A joint round's step passes the labeled and the generated images through the network
+    together, and the loss is the labeled cross-entropy plus `generated_weight` times the
+    generated images' own cross-entropy, each image with its own class."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -159,15 +160,18 @@ def test_generated_images_join_every_labeled_batch():
     torch.manual_seed(0)
     model = Recorder()
     x, y = torch.zeros(2, 1, 2, 2), torch.tensor([0, 1])
-    x_generated, y_generated = torch.ones(3, 1, 2, 2), torch.tensor([2, 2, 2])
-    batches = {"labeled": iter([(x, y, None)]),
-               "synthetic": iter([(x_generated, y_generated, None)])}
+    x_generated, y_generated = torch.ones(3, 1, 2, 2), torch.tensor([2, 2, 0])
     lab = resolve(preset="tiny", overrides={"label.mode": "labels-only"}).label
-    loss, parts, _ = step_loss(model, lab, None, batches, None, {})
-    assert torch.equal(seen[0], torch.cat([x, x_generated]))
-    expected = F.cross_entropy(model.linear(torch.cat([x, x_generated]).flatten(1)),
-                               torch.cat([y, y_generated]))
-    torch.testing.assert_close(loss, expected)
+    for weight in (1.0, 0.1):
+        batches = {"labeled": iter([(x, y, None)]),
+                   "synthetic": iter([(x_generated, y_generated, None)])}
+        loss, parts, _ = step_loss(model, lab, None, batches, None, {},
+                                   generated_weight=weight)
+        assert torch.equal(seen[-1], torch.cat([x, x_generated]))
+        expected_x = F.cross_entropy(model.linear(x.flatten(1)), y)
+        expected_g = F.cross_entropy(model.linear(x_generated.flatten(1)), y_generated)
+        torch.testing.assert_close(parts["loss_g"], expected_g)
+        torch.testing.assert_close(loss, expected_x + weight * expected_g)
 
 
 def test_a_round_streams_its_generated_images_beside_the_labeled_ones():

@@ -126,11 +126,22 @@ class GenerateConfig:
 @dataclass
 class FitConfig:
     rounds: int = 1  # joint rounds after label and generate; 0 stops after them
-    synthetic_per_class: int = 500  # generated images per class given to the classifier
+    synthetic_per_class: int = 128  # generated images per class a round gives the classifier
     synthetic_ratio: float = 0.5  # generated per real labeled image in a batch; 0: none (control)
+    synthetic_weight: float = 1.0  # weight of the generated images' own loss term in fine-tuning
+    # the round's generated images are also labeled points among the representation's
+    # features, and the features' labels (fine-tuning's second teacher) are spread again
+    feature_step: bool = True
+    # score candidate image sets (guidance; diffusion: variations of the labeled images) by
+    # what they teach (CAS on the labeled images) and keep the best; false: the backend's
+    # samples at its own settings
+    choose_images: bool = True
+    # diffusion: instead of samples, variations of the true labeled images noised this far
+    # (0.3-0.7) and denoised towards their class (SDEdit); 0: samples
+    variation_strength: float = 0.0
     # keep a generated image only if the last classifier gives it its class at this confidence
     # (0: keep all); 4x as many are generated to choose from
-    synthetic_min_confidence: float = 0.9
+    synthetic_min_confidence: float = 0.0
     label_steps: int = 500  # classifier fine-tuning steps per round
     label_lr: float = 0.006  # where round 0's cosine schedule ended (0.2 x label.lr)
     generate_steps: int = 1000  # generator refinement steps per round
@@ -397,6 +408,13 @@ def validate(cfg: Config) -> None:
           "state dict, or download)")
     check(fit.synthetic_ratio >= 0, f"fit.synthetic_ratio must be >= 0 (got {fit.synthetic_ratio})")
     check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
+    check(0 <= fit.variation_strength < 1,
+          f"fit.variation_strength must be in [0, 1) (got {fit.variation_strength})")
+    check(fit.variation_strength == 0 or gen.backend == "diffusion",
+          "fit.variation_strength needs generate.backend diffusion (a GAN cannot vary a real "
+          f"image; the backend is {gen.backend!r})")
+    check(fit.synthetic_weight >= 0,
+          f"fit.synthetic_weight must be >= 0 (got {fit.synthetic_weight})")
     check(0 <= fit.synthetic_min_confidence < 1,
           f"fit.synthetic_min_confidence must be in [0, 1) (got {fit.synthetic_min_confidence})")
     check(run.checkpoint_every >= 1,

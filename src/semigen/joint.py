@@ -25,6 +25,7 @@ from . import generation as generate_stage
 from .config import BUILTINS, Config, make_config, validate
 from .data import load_dataset
 from .labeling import nets as label_nets
+from .labeling import represent
 from .labeling import train as label_stage
 from .labeling.predict import predict
 from .rundir import RunDir, check_continuation
@@ -33,18 +34,6 @@ from .runtime import is_main_process, leave_process_group, mix_seed, pick_accele
 
 log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
-
-
-@torch.no_grad()
-def synthesize(generator_checkpoint: Path, per_class: int, seed: int, device: str
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """`per_class` generated images of every class (uint8 N x H x W x C) and their classes; each
-    image from its own seed, so a resumed round sees the very same images."""
-    state = checkpoint.load(generator_checkpoint)
-    generator = generate_stage.from_checkpoint(state).to(device)
-    images, labels = generate_stage.generate_per_class(generator, len(state["classes"]),
-                                                       per_class, seed)
-    return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
 
 
 def baseline_config(cfg: Config, mode: str) -> Config:
@@ -115,33 +104,102 @@ def fit(cfg: Config) -> dict | None:
     return summary
 
 
+# The candidate sets of generated images a round scores by what they teach, and chooses
+# among (``fit.choose_images``): the backend's samples at each classifier-free guidance (a
+# GAN has none; DPT found mild guidance best for this use). Variations of the labeled images
+# (``fit.variation_strength``) are not among them: a probe scored on the images the variations
+# were made from would favour near-copies.
+GUIDANCES = (0.0, 0.4, 1.0, 2.0)
+
+
+def candidates(cfg: Config, backend: str) -> list[tuple[str, float | None]]:
+    """("sample", guidance or None) for `backend`, or the one ("vary", strength) set."""
+    if cfg.fit.variation_strength > 0:  # validate() allows it for a backend that varies
+        return [("vary", cfg.fit.variation_strength)]
+    guided = "guidance" in generate_stage.BACKENDS[backend].SAMPLING_FIELDS
+    if not cfg.fit.choose_images or not guided:
+        return [("sample", None)]
+    return [("sample", g) for g in GUIDANCES]
+
+
+def describe_candidate(how: str, value: float | None) -> str:
+    if how == "vary":
+        return f"variations of the labeled images at strength {value:g}"
+    return "samples" + ("" if value is None else f" at guidance {value:g}")
+
+
+def make_images(state: dict, data, how: str, value: float | None, per_class: int, seed: int,
+                device: str) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` images of every class (uint8 N x H x W x C) from the generator checkpoint
+    `state`, as candidate (`how`, `value`) asks, and their classes; image i from its own seed,
+    so a resumed round sees the very same images."""
+    generator = generate_stage.from_checkpoint(
+        state, guidance=value if how == "sample" else None).to(device)
+    num_classes = len(state["classes"])
+    if how == "vary":
+        images, labels = generate_stage.variations_per_class(
+            generator, torch.from_numpy(data.labeled.images).permute(0, 3, 1, 2),
+            torch.from_numpy(data.labeled.labels), num_classes, per_class, value, seed)
+    else:
+        images, labels = generate_stage.generate_per_class(generator, num_classes, per_class,
+                                                           seed)
+    return np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
+
+
 def _round_images(cfg: Config, run_path: Path, r: int, device: str):
-    """Round r's generated training images, from round r-1's generator; none with
-    ``fit.synthetic_ratio`` 0, the control that tells what the rounds' extra training steps give
-    without them. With ``fit.synthetic_min_confidence`` > 0 only images that round r-1's
-    classifier recognises as their class are kept: a weak generator's unrecognisable images
-    would teach the classifier wrong labels."""
+    """Round r's generated training images, from round r-1's generator, and what they teach;
+    none with ``fit.synthetic_ratio`` 0, the control that tells what the rounds' extra training
+    steps give without them. With ``fit.choose_images`` each candidate set (`candidates`) is
+    scored by its classification accuracy score on the labeled images, in the features of the
+    run's representation (else round r-1's classifier), and the best one is kept. With
+    ``fit.synthetic_min_confidence`` > 0 only images that round r-1's classifier recognises as
+    their class are kept."""
     if cfg.fit.synthetic_ratio == 0:
         return None
+    from .evaluation.teaching import classification_accuracy_score, ranking
     per_class, gate = cfg.fit.synthetic_per_class, cfg.fit.synthetic_min_confidence
-    images, labels = synthesize(
-        checkpoint.stage_path(run_path, checkpoint.stage_name("generate", r - 1)),
-        per_class * (OVERSAMPLE if gate > 0 else 1), mix_seed(cfg.runtime.seed, 100 + r), device)
-    if gate > 0:
-        classifier = label_nets.from_checkpoint(checkpoint.load(
-            checkpoint.stage_path(run_path, checkpoint.stage_name("label", r - 1))))
-        num_classes = int(labels.max()) + 1
-        images, labels = keep_recognised(images, labels, classifier, gate, per_class)
-        counts = np.bincount(labels, minlength=num_classes)
-        with RunDir(run_path, writer=is_main_process()) as run_dir:  # into log.txt as well
-            run_dir.info(f"round {r}: {len(labels)} generated images kept (per class "
-                        f"{counts.tolist()}) of {per_class * OVERSAMPLE} candidates per class "
-                        f"that the classifier recognises at confidence >= {gate}")
-            if not len(labels):
-                log.warning(f"round {r}: no generated image passed; the round trains without "
-                            "them")
-                return None
+    state = checkpoint.load(checkpoint.stage_path(run_path,
+                                                  checkpoint.stage_name("generate", r - 1)))
+    classifier = label_nets.from_checkpoint(checkpoint.load(
+        checkpoint.stage_path(run_path, checkpoint.stage_name("label", r - 1))))
+    data = load_dataset(cfg.data)
+    features = (represent.load_representation(run_path, cfg, data, device)
+                or classifier.features.to(device))
+    labeled = label_nets.embed(features, data.labeled.images, device)
+    options = candidates(cfg, generate_stage.backend_of(state))
+    scored, best = [], None
+    for how, value in options:
+        images, labels = make_images(state, data, how, value,
+                                     per_class * (OVERSAMPLE if gate > 0 else 1),
+                                     mix_seed(cfg.runtime.seed, 100 + r), device)
+        if gate > 0:
+            images, labels = keep_recognised(images, labels, classifier, gate, per_class)
+        found = classification_accuracy_score(label_nets.embed(features, images, device),
+                                              labels, labeled, data.labeled.labels)
+        if how == "vary":  # scored on their own sources: not a measure of what they teach
+            found = {"cas": None, "cas_nll": None}
+        scored.append({"images": describe_candidate(how, value), "how": how, "value": value,
+                       "kept": len(labels), **found})
+        if best is None or ranking(found) > ranking(best[3]):
+            best = images, labels, found["cas"], scored[-1]
+    images, labels, cas, chosen = best
+    counts = np.bincount(labels, minlength=len(data.classes))
+    with RunDir(run_path, writer=is_main_process()) as run_dir:  # into log.txt as well
+        for row in scored:
+            run_dir.info(f"round {r}: {row['images']}: {row['kept']} images, classification "
+                         f"accuracy score {_percent(row['cas'])} on the labeled images")
+        run_dir.info(f"round {r}: the classifier is given {chosen['images']} "
+                     f"({len(labels)} images, per class {counts.tolist()})")
+        run_dir.update_metrics(f"images-r{r}", {"candidates": scored, "chosen": chosen["images"],
+                                                "cas_labeled": cas})
+    if not len(labels):
+        log.warning(f"round {r}: no generated image passed; the round trains without them")
+        return None
     return images, labels
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 @torch.no_grad()
@@ -171,6 +229,7 @@ def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
     found = {"round": r, **{k: label_metrics.get(k) for k in (
         "test_accuracy", "test_ece", "pseudo_label_accuracy", "pseudo_label_ece",
         "mean_confidence")}}
+    found["cas_labeled"] = done.get(f"images-r{r}", {}).get("cas_labeled")
     data = load_dataset(cfg.data)
     if data.test is not None and (cfg.data.source in BUILTINS or cfg.evaluate.inception_weights):
         from .evaluation.run import generator_metrics

@@ -80,7 +80,7 @@ def metrics_section(metrics: dict) -> str:
                  if k.startswith("baseline-")}
     if "labels-only" in baselines:
         rows.append(["labels-only baseline", baselines["labels-only"].get("test_accuracy"),
-                     None, None, None, None])
+                     None, None, None, None, None])
     rounds = sorted((int(k.split("-")[1]), v) for k, v in metrics.items()
                     if re.fullmatch(r"round-\d+", k))
     if not rounds and "label" in metrics:  # a label (and generate) run without `fit`
@@ -89,15 +89,26 @@ def metrics_section(metrics: dict) -> str:
         name = "semi-supervised (module 1)" if r == 0 else f"joint round {r}"
         rows.append([name, found.get("test_accuracy"), found.get("pseudo_label_accuracy"),
                      found.get("fid"), found.get("class_consistency"),
-                     found.get("worst_class_consistency")])
+                     found.get("worst_class_consistency"), found.get("cas_labeled")])
     if "all-labels" in baselines:
         rows.append(["all-labels baseline", baselines["all-labels"].get("test_accuracy"),
-                     None, None, None, None])
+                     None, None, None, None, None])
     parts = ["<h2>Results</h2>",
              "<p>Held-out real images only. Image columns: the round's generator scored by the "
-             "evaluator network (built-in data sets).</p>",
+             "evaluator network (built-in data sets). CAS: the classification accuracy score "
+             "of the generated images the round's classifier was given (a linear probe "
+             "trained on them alone, scored on the labeled images): whether they teach.</p>",
              _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
-                     "class consistency", "worst class"], rows)]
+                     "class consistency", "worst class", "CAS"], rows)]
+    teaching = metrics.get("evaluate", {}).get("teaching", {})
+    if "cas_labeled" in teaching:
+        on_test = (f", the test images' {teaching['cas_test']:.1%} (the same probe trained on "
+                   f"the labeled images instead: {teaching['labels_probe_test']:.1%})"
+                   if teaching.get("cas_test") is not None else "")
+        parts.append(f"<p>What the final generator's images teach (classification accuracy "
+                     f"score): a linear probe trained on {teaching['per_class']} of them per "
+                     f"class, in {html.escape(teaching['features'])}, gives the labeled images' "
+                     f"class {_fmt(teaching['cas_labeled'])}{on_test}.</p>")
     images = metrics.get("evaluate", {}).get("images", {})
     if "fid" in images:
         about = images["feature_network"]

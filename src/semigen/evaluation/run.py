@@ -4,7 +4,8 @@ The classifier (the last round's final EMA weights) on the test set (the data se
 class folders of ``--test DATA``): accuracy overall and per
 class, the confusion matrix, calibration; the pseudo-labels against the held-out truth where it is
 known. With a generator in the run and a built-in data set: FID, KID and class consistency,
-overall and per class. Results go to metrics.json (``evaluate``) and are returned."""
+overall and per class; with a generator, in every run, the classification accuracy score
+of its images (`teaching`). Results go to metrics.json (``evaluate``) and are returned."""
 
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
                                                  data) | {"checkpoint": str(label_ckpt)}
     found["pseudo_labels"] = pseudo_label_metrics(run_path, data)
     gen_ckpt = latest_checkpoint(run_path, "generate")
-    if gen_ckpt is not None:
+    if gen_ckpt is not None:  # what the images teach: every run, its own folders too
+        from .teaching import teaching_metrics
+        found["teaching"] = teaching_metrics(cfg, data, run_path, gen_ckpt, label_ckpt)
         if data.test is None:
             found["images"] = {"skipped": "no held-out real images (DATA/test/<class>/ or "
                                           "--test DATA) to compare the generated ones with"}

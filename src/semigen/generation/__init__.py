@@ -9,7 +9,9 @@ guidance). The rest of semigen (joint rounds, export, evaluation, the report) us
 - `sample(generator, labels, seeds)`: images in [-1, 1], image i from ``seeds[i]`` alone,
   whatever the batch it is drawn in;
 - `save_grid`: the per-class grid of fixed seeds that training writes to ``RUN/samples/``;
-- `generate_per_class`: images of every class in order, each from its own seed.
+- `generate_per_class`: images of every class in order, each from its own seed;
+- `variations_per_class`: variations of given real images of every class (backends with
+  ``VARIES_REAL_IMAGES``: diffusion).
 
 Every generator is an `nn.Module` with ``sample(labels, seeds)`` and ``settings()``, and every
 generator checkpoint names its ``backend``."""
@@ -20,12 +22,19 @@ import torch
 
 from ..checkpoint import CheckpointError
 from .backends import BACKENDS
-from .sampling import generate_per_class, grid_seeds, noise_from_seeds, sample, save_grid
+from .sampling import (
+    generate_per_class,
+    grid_seeds,
+    noise_from_seeds,
+    sample,
+    save_grid,
+    variations_per_class,
+)
 from .train import STAGE, backend_of, check_backend, model_fields, train
 
 __all__ = ["BACKENDS", "STAGE", "backend_of", "check_backend", "from_checkpoint",
            "generate_per_class", "grid_seeds", "model_fields", "noise_from_seeds", "sample",
-           "save_grid", "train"]
+           "save_grid", "train", "variations_per_class"]
 
 
 def from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = None,

@@ -11,7 +11,10 @@ Every backend module offers the same few names:
 - ``sync(model, fabric)``: what DDP ranks average before grids and checkpoints;
 - ``from_checkpoint(state, use_ema, guidance, sample_steps)``: its generator rebuilt from a
   checkpoint alone, an ``nn.Module`` with ``sample(labels, seeds)`` and ``settings()``;
-- ``describe(settings) -> str``: how the report names it.
+- ``describe(settings) -> str``: how the report names it;
+- ``VARIES_REAL_IMAGES``: whether its generator's ``sample`` also takes ``start`` images and a
+  ``strength`` and makes variations of them (a joint round can then start from the true
+  labeled images).
 
 Adding a backend is one module with these names and one entry here (and its quick budget in
 ``config.BACKEND_BUDGET``, the home of defaults)."""

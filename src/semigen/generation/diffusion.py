@@ -34,6 +34,8 @@ CPU_SAMPLE_BATCH = 100
 MODEL_FIELDS = ("width",)
 # what besides the weights and the seed decides an image (for the manifest of `sample`)
 SAMPLING_FIELDS = ("guidance", "sample_steps")
+# `Diffusion.sample` noises given images part of the way and denoises them (SDEdit)
+VARIES_REAL_IMAGES = True
 
 
 def describe(settings: dict) -> str:
@@ -103,19 +105,32 @@ class Diffusion(nn.Module):
         return conditional + self.guidance * (conditional - unconditional)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Images of `labels` in [-1, 1], image i from the noise of seeds[i] alone."""
+    def sample(self, labels: torch.Tensor, seeds: list[int], start: torch.Tensor | None = None,
+               strength: float = 1.0) -> torch.Tensor:
+        """Images of `labels` in [-1, 1], image i from the noise of seeds[i] alone. With `start`
+        (images in [-1, 1]), each is noised to `strength` of the way (0: untouched, 1: pure
+        noise) and denoised again towards its label (SDEdit, Meng et al. 2022): a variation of
+        a real image whose class is the one it was given."""
         device = next(self.parameters()).device
         if device.type == "cpu" and len(labels) > CPU_SAMPLE_BATCH:
-            return torch.cat([self.sample(labels[i:i + CPU_SAMPLE_BATCH],
-                                          seeds[i:i + CPU_SAMPLE_BATCH])
-                              for i in range(0, len(labels), CPU_SAMPLE_BATCH)])
+            return torch.cat([self.sample(
+                labels[i:i + CPU_SAMPLE_BATCH], seeds[i:i + CPU_SAMPLE_BATCH],
+                None if start is None else start[i:i + CPU_SAMPLE_BATCH], strength)
+                for i in range(0, len(labels), CPU_SAMPLE_BATCH)])
         solver = sampler(self.prediction)
         solver.set_timesteps(self.sample_steps, device=device)
         h, w, c = self.image_shape
-        x = noise_from_seeds(seeds, c, h, w).to(device) * solver.init_noise_sigma
+        noise = noise_from_seeds(seeds, c, h, w).to(device)
+        timesteps = solver.timesteps
+        if start is None:
+            x = noise * solver.init_noise_sigma
+        else:
+            begin = min(len(timesteps) - 1, round(len(timesteps) * (1 - strength)))
+            timesteps = timesteps[begin:]
+            solver.set_begin_index(begin)
+            x = solver.add_noise(start.to(device), noise, timesteps[:1])
         labels = labels.to(device)
-        for t in solver.timesteps:
+        for t in timesteps:
             x = solver.step(self.guided(x, t, labels), t, x).prev_sample
         return x.clamp(-1, 1)
 

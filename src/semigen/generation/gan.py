@@ -19,6 +19,8 @@ from .nets import Discriminator, Generator
 MODEL_FIELDS = ("z_dim", "width")
 # what besides the weights and the seed decides an image (for the manifest of `sample`)
 SAMPLING_FIELDS = ()
+# a GAN draws from noise alone: no variations of a given image
+VARIES_REAL_IMAGES = False
 
 
 def describe(settings: dict) -> str:

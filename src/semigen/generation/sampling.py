@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ..data import to_uint8
+from ..data import to_float, to_uint8
 from ..runtime import mix_seed
 
 
@@ -53,3 +53,25 @@ def generate_per_class(generator: torch.nn.Module, num_classes: int, per_class: 
     chunks = [to_uint8(sample(generator, labels[i:i + batch_size], seeds[i:i + batch_size]))
               for i in range(0, len(labels), batch_size)]
     return torch.cat(chunks).cpu(), labels
+
+
+@torch.no_grad()
+def variations_per_class(generator: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                         num_classes: int, per_class: int, strength: float, seed: int,
+                         batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 variations of real `images` (uint8 N x C x H x W) of known `labels`, `per_class` of
+    each class, its images taken in turn, each noised to `strength` and denoised towards its
+    class from its own seed: new images whose class comes from a true label, not from a
+    pseudo-label (backends whose `sample` takes a `start`: diffusion)."""
+    pick = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members):  # its labeled images in turn
+            pick.append(members[torch.arange(per_class) % len(members)])
+    pick = torch.cat(pick)
+    starts, classes = to_float(images[pick]), labels[pick]
+    seeds = [mix_seed(seed, int(c), i) for i, c in enumerate(classes.tolist())]
+    chunks = [to_uint8(generator.sample(classes[i:i + batch_size], seeds[i:i + batch_size],
+                                        start=starts[i:i + batch_size], strength=strength))
+              for i in range(0, len(classes), batch_size)]
+    return torch.cat(chunks).cpu(), classes

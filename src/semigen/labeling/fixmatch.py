@@ -37,24 +37,33 @@ def initial_levels(num_classes: int) -> dict:
 
 
 def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, levels: dict,
-              nuisances=None, nuisance_seed: int = 0) -> tuple[torch.Tensor, dict, dict]:
-    """One training step's loss from the next batches: the labeled cross-entropy, and in
-    semi mode (an "unlabeled" stream) FixMatch's consistency term. Returns the loss, its
+              nuisances=None, nuisance_seed: int = 0, generated_weight: float = 1.0
+              ) -> tuple[torch.Tensor, dict, dict]:
+    """One training step's loss from the next batches: the labeled cross-entropy, in a joint
+    round the generated images' cross-entropy as a term of its own (their own batch, weighted
+    by `generated_weight`: a generator's mistakes should not weigh as much as a true label),
+    and in semi mode (an "unlabeled" stream) FixMatch's consistency term. Returns the loss, its
     parts for the log, and FreeMatch's updated confidence levels. `teacher`: the features'
     label distribution of each unlabeled image, or None."""
     x, y, _ = next(batches["labeled"])
-    if "synthetic" in batches:  # generated images count as labeled ones
-        x_synthetic, y_synthetic, _ = next(batches["synthetic"])
-        x, y = torch.cat([x, x_synthetic]), torch.cat([y, y_synthetic])
+    x_gen, y_gen = next(batches["synthetic"])[:2] if "synthetic" in batches else (x[:0], y[:0])
     if "unlabeled" not in batches:
-        loss = losses.supervised_loss(model(x), y)
-        return loss, {"loss_x": loss}, levels
+        logits_x, logits_gen = model(torch.cat([x, x_gen])).split([len(x), len(x_gen)])
+        loss_x = losses.supervised_loss(logits_x, y)
+        parts = {"loss_x": loss_x}
+        loss = loss_x
+        if len(x_gen):
+            parts["loss_g"] = losses.supervised_loss(logits_gen, y_gen)
+            loss = loss + generated_weight * parts["loss_g"]
+        return loss, parts, levels
     x_weak, x_strong, _, index = next(batches["unlabeled"])
     if nuisances is not None:
         with seeded_cpu_rng(nuisance_seed):
-            x, x_strong = (nuisances((v + 1) / 2) * 2 - 1 for v in (x, x_strong))
-    logits = model(torch.cat([x, x_weak, x_strong]))  # one pass: shared BN stats
-    logits_x, logits_weak, logits_strong = logits.split([len(x), len(x_weak), len(x_strong)])
+            x, x_gen, x_strong = (nuisances((v + 1) / 2) * 2 - 1 if len(v) else v
+                                  for v in (x, x_gen, x_strong))
+    sizes = [len(x), len(x_gen), len(x_weak), len(x_strong)]
+    logits = model(torch.cat([x, x_gen, x_weak, x_strong]))  # one pass: shared BN stats
+    logits_x, logits_gen, logits_weak, logits_strong = logits.split(sizes)
     probs = logits_weak.detach().float().softmax(dim=1)
     if teacher is not None:
         # The features' labels stay a second teacher: the classifier's own guesses alone
@@ -74,6 +83,10 @@ def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, level
     pseudo, mask = losses.pseudo_label_mask(probs, threshold)
     loss_x = losses.supervised_loss(logits_x, y)
     loss_u = losses.consistency_loss(logits_strong, pseudo, mask)
-    return loss_x + lab.lambda_u * loss_u, {"loss_x": loss_x, "loss_u": loss_u,
-                                            "mask": mask.float().mean(),
-                                            "threshold": threshold.float().mean()}, levels
+    loss = loss_x + lab.lambda_u * loss_u
+    parts = {"loss_x": loss_x, "loss_u": loss_u, "mask": mask.float().mean(),
+             "threshold": threshold.float().mean()}
+    if len(x_gen):
+        parts["loss_g"] = losses.supervised_loss(logits_gen, y_gen)
+        loss = loss + generated_weight * parts["loss_g"]
+    return loss, parts, levels

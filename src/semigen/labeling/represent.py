@@ -26,11 +26,12 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.semi_supervised import LabelSpreading
 from torch import nn
 
+from .. import checkpoint
 from ..data import Dataset, to_float
 from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..runtime import mix_seed
 from ..stage import Stage, resume_or_start, run_steps
-from . import losses
+from . import losses, nets
 from .nets import embed
 from .predict import predict, scores
 
@@ -258,3 +259,34 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device
         found |= scores(predict(net, data.test.images, device), data.test.labels,
                         "features_test")
     return found, unlabeled_probs, features
+
+
+def load_representation(run_path, cfg, data: Dataset, device) -> nn.Module | None:
+    """The feature extractor the run's representation stage learned (``RUN/checkpoints/
+    represent/``), its BatchNorm measured on the training images, in eval mode; None where the
+    run learned none (labels-only, or no representation steps)."""
+    path = checkpoint.stage_path(run_path, STAGE)
+    if not path.exists():
+        return None
+    lab = cfg.label
+    net = nets.build(lab.backbone or lab.net, data.shape[2], len(data.classes), lab.width)
+    encoder = nn.Sequential(net.features, projector(net.head.in_features))
+    with checkpoint.reading(state := checkpoint.load(path), "representation"):
+        encoder.load_state_dict(state["model"])
+    net.features.to(device)
+    recalibrate_batch_norm(net.features, np.concatenate([data.labeled.images,
+                                                         data.unlabeled.images]), device)
+    return net.features.eval()
+
+
+def labels_with_generated(features: torch.Tensor, generated: torch.Tensor,
+                          data: Dataset, generated_labels: np.ndarray) -> torch.Tensor:
+    """The unlabeled images' label distributions, spread from the true labels and from
+    generated images placed in the same feature space as labeled points (Dual Pseudo
+    Training's place for them: they stand where the real labeled images are too few).
+    `features`: every training image's (labeled first); `generated`: the generated images'."""
+    links = neighbour_graph(torch.cat([features, generated]))
+    known = np.concatenate([data.labeled.labels, np.full(len(data.unlabeled), -1),
+                            generated_labels])
+    spread = propagate(links, known, len(data.classes))
+    return spread[len(data.labeled.labels):len(features)]

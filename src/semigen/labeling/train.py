@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import checkpoint
 from ..config import Config, ConfigError
@@ -112,13 +113,16 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         start_step, state = resume_or_start(
             stage, {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule},
             init, init_objects=("model", "ema"))
-        if state is not None:  # the levels and round 0's calibration go on
+        if state is not None:  # the levels, the features' labels and round 0's calibration go on
             with checkpoint.reading(state, "classifier"):
                 levels = {k: state["levels"][k] for k in levels}
                 calibration = state.get("calibration")
+                feature_labels = state.get("feature_labels")
                 if stage.resume_from is not None:
-                    feature_labels = state.get("feature_labels")
                     checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
+        if (round_index > 0 and stage.resume_from is None and synthetic is not None
+                and cfg.fit.feature_step and feature_labels is not None):
+            feature_labels = labels_with_generated(stage, data, synthetic)
         levels = {k: v.to(rt.device) for k, v in levels.items()}
         model, optimizer = rt.fabric.setup(net, optimizer)
         ema.to(rt.device)
@@ -137,7 +141,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         def step(t: int) -> dict:
             nonlocal levels
             loss, parts, levels = step_loss(model, lab, rt, batches, teacher, levels,
-                                            nuisances, mix_seed(nuisance_seed, t))
+                                            nuisances, mix_seed(nuisance_seed, t),
+                                            cfg.fit.synthetic_weight)
             optimizer.zero_grad(set_to_none=True)
             rt.fabric.backward(loss)
             optimizer.step()
@@ -195,6 +200,29 @@ def fine_tuning_batches(stage: Stage, data: Dataset, labeled: tuple, synthetic: 
             max(1, round(lab.batch_size * stage.cfg.fit.synthetic_ratio)),
             rt.data_seed(stream + 2), start_step, workers)
     return batches
+
+
+def labels_with_generated(stage: Stage, data: Dataset, synthetic: tuple) -> torch.Tensor | None:
+    """A joint round's feature step: the unlabeled images' labels spread again over the
+    representation's features, from the true labels and the round's generated images as
+    labeled points; None (the previous round's labels stay) where the run has no
+    representation."""
+    rt, run_dir = stage.rt, stage.run_dir
+    features = represent.load_representation(run_dir.path, stage.cfg, data, rt.device)
+    if features is None:
+        return None
+    real = nets.embed(features, np.concatenate([data.labeled.images, data.unlabeled.images]),
+                      rt.device)
+    spread = represent.labels_with_generated(real, nets.embed(features, synthetic[0], rt.device),
+                                             data, synthetic[1])
+    found = {"feature_step_generated": len(synthetic[1]),
+             "features_mean_confidence": spread.max(1).values.mean().item()}
+    if data.unlabeled_truth is not None:  # logged, never used to choose anything
+        found |= scores(spread, data.unlabeled_truth, "features_pseudo_label")
+    run_dir.stats(stage.name, 0, event="feature_step", **found)
+    run_dir.info(f"{stage.name}: the features' labels spread again with {len(synthetic[1])} "
+                 "generated images as labeled points")
+    return spread
 
 
 def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
