@@ -119,7 +119,7 @@ def table(rows: list[dict], names: list[str]) -> str:
             return "–"
         spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.2%}{spread}"
-    lines = [f"| labels per class | seeds | labels-only | round 0 | "
+    lines = ["| labels per class | seeds | labels-only | round 0 | "
              + " | ".join(f"{n} (round 1) | {n} − round 0" for n in names) + " | all-labels |",
              "| " + " | ".join(["---"] * (4 + 2 * len(names) + 1)) + " |"]
     for lpc in sorted({r["labels_per_class"] for r in rows}):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from semigen.config import ConfigError, make_config
 from semigen.evaluation.teaching import classification_accuracy_score, ranking
-from semigen.joint import candidates
+from semigen.joint import ROUNDS_PAY_UP_TO, candidates, planned_rounds
 from semigen.labeling.represent import labels_with_generated
 
 
@@ -119,3 +119,15 @@ def test_variations_per_class_take_each_class_labeled_images_in_turn(diffusion_m
     means = made.float().mean(dim=(1, 2, 3))
     assert means[0] < 60 and means[1] > 200 and means[2] < 60  # 0, 255, 0: in turn
     assert ((means[3:] - 128).abs() < 40).all()
+
+
+def test_fit_runs_rounds_by_default_only_where_labels_are_few_and_says_so_elsewhere():
+    auto = make_config(data="digits", fit__rounds=-1)
+    assert planned_rounds(auto, 1) == (1, None)
+    assert planned_rounds(auto, ROUNDS_PAY_UP_TO) == (1, None)
+    rounds, why = planned_rounds(auto, 10)
+    assert rounds == 0 and "10 labeled images" in why and "--rounds N" in why
+    asked = make_config(data="digits", fit__rounds=2)
+    rounds, why = planned_rounds(asked, 10)
+    assert rounds == 2 and "may not pay" in why
+    assert planned_rounds(asked, 1) == (2, None)

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(fit)
     _add_run_options(fit)
     fit.add_argument("--rounds", type=int, metavar="R",
-                     help="joint rounds after label and generate (default 1)")
+                     help="joint rounds after label and generate (default -1: one where "
+                     "classes have at most 2 labeled images, where rounds pay; else none)")
 
     report = commands.add_parser("report", help="write RUN/report.html from a run's files")
     report.add_argument("run", metavar="RUN")

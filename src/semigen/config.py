@@ -125,7 +125,9 @@ class GenerateConfig:
 
 @dataclass
 class FitConfig:
-    rounds: int = 1  # joint rounds after label and generate; 0 stops after them
+    # joint rounds after label and generate; 0 stops after them; -1: one where a class has at
+    # most `joint.ROUNDS_PAY_UP_TO` labeled images (where rounds were measured to pay), else 0
+    rounds: int = -1
     synthetic_per_class: int = 128  # generated images per class a round gives the classifier
     synthetic_ratio: float = 0.5  # generated per real labeled image in a batch; 0: none (control)
     synthetic_weight: float = 1.0  # weight of the generated images' own loss term in fine-tuning
@@ -401,7 +403,7 @@ def validate(cfg: Config) -> None:
     for name in ("per_class", "round_per_class", "evaluator_steps"):
         value = getattr(cfg.evaluate, name)
         check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
-    check(fit.rounds >= 0, f"fit.rounds must be >= 0 (got {fit.rounds})")
+    check(fit.rounds >= -1, f"fit.rounds must be >= 0, or -1 for auto (got {fit.rounds})")
     weights = cfg.evaluate.inception_weights
     check(weights in (None, "download") or Path(weights).expanduser().is_file(),
           f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "

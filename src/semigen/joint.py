@@ -34,6 +34,25 @@ from .runtime import is_main_process, leave_process_group, mix_seed, pick_accele
 
 log = logging.getLogger("semigen")
 OVERSAMPLE = 4  # candidates generated per kept image when generated images are filtered
+# Labels per class up to which a joint round measurably raised the classifier over the control
+# without generated images (Fashion-MNIST, BENCHMARKS.md "Joint rounds"); with more, the
+# generated images added nothing there.
+ROUNDS_PAY_UP_TO = 2
+
+
+def planned_rounds(cfg: Config, fewest_labels: int) -> tuple[int, str | None]:
+    """How many rounds a fit runs (``fit.rounds``, or for -1 one where the class with the
+    fewest labeled images has at most ROUNDS_PAY_UP_TO), and a sentence for the log where the
+    rounds are not expected to pay."""
+    pays = fewest_labels <= ROUNDS_PAY_UP_TO
+    rounds = cfg.fit.rounds if cfg.fit.rounds >= 0 else int(pays)
+    if pays:
+        return rounds, None
+    why = (f"the class with the fewest labels has {fewest_labels} labeled images; joint rounds "
+           f"were measured to raise the classifier only up to {ROUNDS_PAY_UP_TO} per class "
+           "(BENCHMARKS.md, \"Joint rounds\")")
+    return rounds, (f"{why}: no round is run (--rounds N runs them anyway)" if rounds == 0
+                    else f"{why}: the {rounds} round(s) asked for may not pay")
 
 
 def baseline_config(cfg: Config, mode: str) -> Config:
@@ -48,6 +67,9 @@ def fit(cfg: Config) -> dict | None:
     (None on the ranks other than 0 of a DDP fit: they only train)."""
     validate(cfg)
     label_stage.check_backbone(cfg)
+    labels = load_dataset(cfg.data).labeled.labels
+    rounds, caution = planned_rounds(cfg, int(np.bincount(labels).min()) if len(labels) else 0)
+    cfg = make_config(base=cfg, fit__rounds=rounds)
     # refuse another data set's run, or another model's, before writing
     changed = check_continuation(cfg, label_stage.MODEL_FIELDS
                                  | generate_stage.model_fields(cfg.generate.backend))
@@ -72,6 +94,9 @@ def fit(cfg: Config) -> dict | None:
                 name: round(time.perf_counter() - start, 1)})
 
     stage("label", lambda: label_stage.train(cfg))
+    if caution and is_main_process():
+        with RunDir(run_path) as run_dir:
+            run_dir.info(f"fit: {caution}")
     if cfg.fit.baselines:
         modes = ["labels-only"] + (["all-labels"] if cfg.data.source in BUILTINS else [])
         for mode in modes:
@@ -95,7 +120,7 @@ def fit(cfg: Config) -> dict | None:
     evaluated = len(finished(run_path).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
     stage("evaluate", lambda: evaluate_run(cfg),
           done=evaluated and "evaluate" in finished(run_path))
-    summary = _summary(cfg, run_path)
+    summary = _summary(cfg, run_path) | ({"rounds_note": caution} if caution else {})
     with RunDir(run_path) as run_dir:
         run_dir.update_metrics("fit", summary)
         from .evaluation.report import write_report

@@ -100,6 +100,9 @@ def metrics_section(metrics: dict) -> str:
              "trained on them alone, scored on the labeled images): whether they teach.</p>",
              _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
                      "class consistency", "worst class", "CAS"], rows)]
+    if metrics.get("fit", {}).get("rounds_note"):
+        parts.append(f'<p class="warn">Joint rounds: {html.escape(metrics["fit"]["rounds_note"])}'
+                     '.</p>')
     teaching = metrics.get("evaluate", {}).get("teaching", {})
     if "cas_labeled" in teaching:
         on_test = (f", the test images' {teaching['cas_test']:.1%} (the same probe trained on "
