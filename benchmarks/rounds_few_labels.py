@@ -4,7 +4,8 @@ round's training without generated images), with both baselines, at N labels per
     python benchmarks/rounds_few_labels.py --labels-per-class 1 --seeds 0 1 2 \
         --reuse-representation 'runs/bench-label/semi-seed{seed}' --out runs/bench-rounds
     python benchmarks/rounds_few_labels.py --labels-per-class 1 --seeds 0 \
-        --variant weight-0.1:fit.synthetic_weight=0.1 --variant no-feature-step:fit.feature_step=false
+        --variant weight-0.1:fit.synthetic_weight=0.1 \
+        --variant no-feature-step:fit.feature_step=false
 
 Per seed, one base run (split seed = model seed): `semigen label` (module 1) and `semigen
 generate` on its pseudo-labels, and the labels-only and all-labels baselines on the same

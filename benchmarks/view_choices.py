@@ -70,13 +70,16 @@ def main() -> None:
             print(rows[-1], flush=True)
     lines = ["| variant | held-out estimate (chooses) | features' test accuracy (shown) |",
              "| --- | ---: | ---: |"]
+    def mean(got: list[dict], key: str) -> str:
+        values = [r[key] for r in got if r[key] is not None]
+        if not values:
+            return "–"
+        spread = f" ± {statistics.stdev(values):.1%}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.1%}{spread}"
     for name in args.variants:
         got = [r for r in rows if r["variant"] == name]
-        def mean(key):
-            values = [r[key] for r in got if r[key] is not None]
-            return (f"{statistics.mean(values):.1%}" + (f" ± {statistics.stdev(values):.1%}"
-                    if len(values) > 1 else "")) if values else "–"
-        lines.append(f"| {name} | {mean('estimate')} | {mean('features_test_accuracy')} |")
+        lines.append(f"| {name} | {mean(got, 'estimate')} | "
+                     f"{mean(got, 'features_test_accuracy')} |")
     common.save(args.out, rows, "\n".join(lines))
 
 
