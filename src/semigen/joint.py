@@ -181,7 +181,7 @@ def _round_images(cfg: Config, run_path: Path, r: int, device: str):
     their class are kept."""
     if cfg.fit.synthetic_ratio == 0:
         return None
-    from .evaluation.teaching import classification_accuracy_score, ranking
+    from .evaluation.teaching import classification_accuracy_score, contradicted_classes, ranking
     per_class, gate = cfg.fit.synthetic_per_class, cfg.fit.synthetic_min_confidence
     state = checkpoint.load(checkpoint.stage_path(run_path,
                                                   checkpoint.stage_name("generate", r - 1)))
@@ -208,15 +208,26 @@ def _round_images(cfg: Config, run_path: Path, r: int, device: str):
         if best is None or ranking(found) > ranking(best[3]):
             best = images, labels, found["cas"], scored[-1]
     images, labels, cas, chosen = best
+    dropped = [] if chosen["how"] == "vary" else contradicted_classes(
+        label_nets.embed(features, images, device), labels, labeled, data.labeled.labels)
+    if dropped:  # classes the generator learned confused: their images would teach the confusion
+        keep = ~np.isin(labels, dropped)
+        images, labels = images[keep], labels[keep]
     counts = np.bincount(labels, minlength=len(data.classes))
     with RunDir(run_path, writer=is_main_process()) as run_dir:  # into log.txt as well
         for row in scored:
             run_dir.info(f"round {r}: {row['images']}: {row['kept']} images, classification "
                          f"accuracy score {_percent(row['cas'])} on the labeled images")
+        if dropped:
+            run_dir.info(f"round {r}: no generated images of "
+                         f"{', '.join(data.classes[c] for c in dropped)}: the labeled images "
+                         "contradict them (a probe trained on the generated images gives a "
+                         "labeled image of one of these classes another of them)")
         run_dir.info(f"round {r}: the classifier is given {chosen['images']} "
                      f"({len(labels)} images, per class {counts.tolist()})")
-        run_dir.update_metrics(f"images-r{r}", {"candidates": scored, "chosen": chosen["images"],
-                                                "cas_labeled": cas})
+        run_dir.update_metrics(f"images-r{r}", {
+            "candidates": scored, "chosen": chosen["images"], "cas_labeled": cas,
+            "dropped_classes": [data.classes[c] for c in dropped]})
     if not len(labels):
         log.warning(f"round {r}: no generated image passed; the round trains without them")
         return None

@@ -45,6 +45,21 @@ def classification_accuracy_score(generated: torch.Tensor, generated_labels: np.
             "cas_nll": float(-np.log(np.clip(truth, 1e-12, None)).mean())}
 
 
+def contradicted_classes(generated: torch.Tensor, generated_labels: np.ndarray,
+                         real: torch.Tensor, real_labels: np.ndarray) -> list[int]:
+    """The classes whose generated images the labeled images contradict: a linear probe
+    trained on the generated images gives a labeled image of class c another class k; then
+    neither c's images (they do not look like c) nor k's (they look like c) teach. A
+    generator learns its classes from pseudo-labels, and where module 1 confused two classes,
+    so does it."""
+    if len(np.unique(generated_labels)) < 2 or not len(real_labels):
+        return []
+    guess = linear_probe(generated, generated_labels).predict(
+        F.normalize(real.float(), dim=1).numpy())
+    wrong = guess != real_labels
+    return sorted({int(c) for c in real_labels[wrong]} | {int(k) for k in guess[wrong]})
+
+
 def ranking(scores: dict) -> tuple[float, float]:
     """Sort key of a candidate image set: higher CAS first, then lower NLL."""
     if scores["cas"] is None:
