@@ -70,7 +70,7 @@ def test_dry_run_prints_config_and_data_report(tmp_path, capsys):
 
 def test_fit_refuses_a_bad_config_before_training(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["fit", "digits", "--rounds", "-1", "--out", str(out),
+    assert main(["fit", "digits", "--rounds", "-2", "--out", str(out),
                  "--fit.synthetic_ratio", "-1"]) == 2
     err = capsys.readouterr().err
     assert "fit.rounds must be >= 0" in err and "fit.synthetic_ratio must be >= 0" in err

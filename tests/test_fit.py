@@ -156,7 +156,7 @@ def test_more_rounds_continue_a_finished_fit(fitted, tmp_path, cache):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluate"]["classifier"]["checkpoint"].endswith("label-r2/latest.pt")
     # round 2 filtered its generated images by the classifier, and the run's log says how many
-    kept = re.search(r"round 2: (\d+) generated images kept", (run / "log.txt").read_text())
+    kept = re.search(r"round 2: samples: (\d+) images", (run / "log.txt").read_text())
     assert kept and 0 < int(kept.group(1)) == metrics["label-r2"]["synthetic"] <= 5 * 10
 
 
@@ -266,7 +266,7 @@ def test_api_options_map_to_config_fields():
     with pytest.raises(ConfigError, match="colour"):
         make_config("digits", colour="red")
     with pytest.raises(ConfigError, match="fit.rounds"):
-        make_config("digits", rounds=-1)
+        make_config("digits", rounds=-2)
 
 
 def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted, tmp_path,

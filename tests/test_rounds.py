@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semigen.config import ConfigError, make_config
-from semigen.evaluation.teaching import classification_accuracy_score, ranking
+from semigen.evaluation.teaching import (classification_accuracy_score, contradicted_classes,
+                                        ranking)
 from semigen.joint import ROUNDS_PAY_UP_TO, candidates, planned_rounds
 from semigen.labeling.represent import labels_with_generated
 
@@ -131,3 +132,13 @@ def test_fit_runs_rounds_by_default_only_where_labels_are_few_and_says_so_elsewh
     rounds, why = planned_rounds(asked, 10)
     assert rounds == 2 and "may not pay" in why
     assert planned_rounds(asked, 1) == (2, None)
+
+
+def test_classes_the_labeled_images_contradict_are_found_both_ways():
+    """A generator that learned classes 1 and 2 swapped: the labeled images of each are taken
+    for the other, so neither class's images teach; class 0's do."""
+    real, real_labels = clusters(3, CENTRES, seed=0)
+    generated, generated_labels = clusters(20, [CENTRES[0], CENTRES[2], CENTRES[1]], seed=1)
+    assert contradicted_classes(generated, generated_labels, real, real_labels) == [1, 2]
+    honest, honest_labels = clusters(20, CENTRES, seed=2)
+    assert contradicted_classes(honest, honest_labels, real, real_labels) == []

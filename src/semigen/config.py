@@ -141,6 +141,9 @@ class FitConfig:
     # diffusion: instead of samples, variations of the true labeled images noised this far
     # (0.3-0.7) and denoised towards their class (SDEdit); 0: samples
     variation_strength: float = 0.0
+    # give no generated images of classes the labeled images contradict (a probe trained on
+    # the generated images gives a labeled image of one of them another of them)
+    drop_contradicted: bool = True
     # keep a generated image only if the last classifier gives it its class at this confidence
     # (0: keep all); 4x as many are generated to choose from
     synthetic_min_confidence: float = 0.0

@@ -208,8 +208,9 @@ def _round_images(cfg: Config, run_path: Path, r: int, device: str):
         if best is None or ranking(found) > ranking(best[3]):
             best = images, labels, found["cas"], scored[-1]
     images, labels, cas, chosen = best
-    dropped = [] if chosen["how"] == "vary" else contradicted_classes(
-        label_nets.embed(features, images, device), labels, labeled, data.labeled.labels)
+    judged = chosen["how"] != "vary" and cfg.fit.drop_contradicted
+    dropped = contradicted_classes(label_nets.embed(features, images, device), labels,
+                                   labeled, data.labeled.labels) if judged else []
     if dropped:  # classes the generator learned confused: their images would teach the confusion
         keep = ~np.isin(labels, dropped)
         images, labels = images[keep], labels[keep]
