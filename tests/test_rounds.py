@@ -141,3 +141,7 @@ def test_classes_the_labeled_images_contradict_are_found_both_ways():
     assert contradicted_classes(generated, generated_labels, real, real_labels) == [1, 2]
     honest, honest_labels = clusters(20, CENTRES, seed=2)
     assert contradicted_classes(honest, honest_labels, real, real_labels) == []
+    # one mistake among three labeled images of a class leaves every class
+    one_wrong = real_labels.copy()
+    one_wrong[0] = 1
+    assert contradicted_classes(honest, honest_labels, real, one_wrong) == []
