@@ -199,18 +199,17 @@ def _round_images(cfg: Config, run_path: Path, r: int, device: str):
                                      mix_seed(cfg.runtime.seed, 100 + r), device)
         if gate > 0:
             images, labels = keep_recognised(images, labels, classifier, gate, per_class)
-        found = classification_accuracy_score(label_nets.embed(features, images, device),
-                                              labels, labeled, data.labeled.labels)
+        made = label_nets.embed(features, images, device)
+        found = classification_accuracy_score(made, labels, labeled, data.labeled.labels)
         if how == "vary":  # scored on their own sources: not a measure of what they teach
             found = {"cas": None, "cas_nll": None}
         scored.append({"images": describe_candidate(how, value), "how": how, "value": value,
                        "kept": len(labels), **found})
         if best is None or ranking(found) > ranking(best[3]):
-            best = images, labels, found["cas"], scored[-1]
-    images, labels, cas, chosen = best
+            best = images, labels, found["cas"], scored[-1], made
+    images, labels, cas, chosen, made = best
     judged = chosen["how"] != "vary" and cfg.fit.drop_contradicted
-    dropped = contradicted_classes(label_nets.embed(features, images, device), labels,
-                                   labeled, data.labeled.labels) if judged else []
+    dropped = contradicted_classes(made, labels, labeled, data.labeled.labels) if judged else []
     if dropped:  # classes the generator learned confused: their images would teach the confusion
         keep = ~np.isin(labels, dropped)
         images, labels = images[keep], labels[keep]
