@@ -50,6 +50,16 @@ def save_merged(out: str, rows: list[dict], key: tuple[str, ...], table: str | N
     return merged
 
 
+def mean_and_spread(values: list, decimals: int = 2) -> str:
+    """'m% ± sd%' of the values that are not None (no spread for one value; '–' for none)."""
+    import statistics
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    spread = f" ± {statistics.stdev(values):.{decimals}%}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{decimals}%}{spread}"
+
+
 def grids_side_by_side(path: Path, grids: dict[str, Path], classes: list[str]) -> Path:
     """One PNG of per-class sample grids (one row per class) side by side, titled by the keys
     of `grids`, the class names on the left."""

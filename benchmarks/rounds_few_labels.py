@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -115,11 +114,7 @@ def run_variant(args, base: Path, seed: int, name: str, fields: dict) -> dict:
 
 def table(rows: list[dict], names: list[str]) -> str:
     def cell(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else ""
-        return f"{statistics.mean(values):.2%}{spread}"
+        return common.mean_and_spread(values, 2)
     lines = ["| labels per class | seeds | labels-only | round 0 | "
              + " | ".join(f"{n} (round 1) | {n} − round 0" for n in names) + " | all-labels |",
              "| " + " | ".join(["---"] * (4 + 2 * len(names) + 1)) + " |"]

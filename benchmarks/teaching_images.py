@@ -16,7 +16,6 @@ labeled images alone. Writes OUT/results.json and prints Markdown."""
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import common
@@ -64,11 +63,7 @@ def measure(run: str, per_class: list[int], strengths: list[float]) -> list[dict
 
 def table(rows: list[dict]) -> str:
     def cell(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        spread = f" ± {statistics.stdev(values):.1%}" if len(values) > 1 else ""
-        return f"{statistics.mean(values):.1%}{spread}"
+        return common.mean_and_spread(values, 1)
     keys = sorted({(r["backend"], r["images"], r["per_class"]) for r in rows},
                   key=lambda k: (k[0], k[1] != "the labeled images themselves", k[1], k[2]))
     lines = ["| backend | images | per class | seeds | CAS on the labeled images | "
