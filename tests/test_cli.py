@@ -73,7 +73,7 @@ def test_fit_refuses_a_bad_config_before_training(tmp_path, capsys):
     assert main(["fit", "digits", "--rounds", "-2", "--out", str(out),
                  "--fit.synthetic_ratio", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "fit.rounds must be >= 0" in err and "fit.synthetic_ratio must be >= 0" in err
+    assert "fit.rounds must be >= 0" in err and "fit.synthetic_ratio must be in [0, 64]" in err
     assert not out.exists()
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
 from .config import FLAG_FIELDS, ConfigError, make_config, presets, to_yaml
+from .rundir import is_run_directory
 
 
 def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -159,9 +162,13 @@ def config_from_args(args: argparse.Namespace, extra: list[str]):
     flags = {flag: getattr(args, flag) for flag in FLAG_FIELDS
              if getattr(args, flag, None) is not None}
     base = None
-    if args.data and (Path(args.data) / "config.yaml").is_file():
+    if args.data and is_run_directory(args.data):
         base = Path(args.data) / "config.yaml"
         flags.setdefault("out", flags.pop("data"))
+    elif args.data and (Path(args.data) / "config.yaml").is_file():
+        logging.getLogger("semigen").warning(
+            f"{Path(args.data) / 'config.yaml'}: ignored; {args.data} is read as images (give "
+            "the file with --config to use its settings)")
     if args.labels and not args.data:
         flags["data"] = str(Path(args.labels).parent)
     return make_config(preset=args.preset, config=args.config, base=base,
@@ -173,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     # A log line that cannot be written (a full disk) must not print a traceback; the next
     # file write fails too and is reported as one line.
     logging.raiseExceptions = False
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: a message and a resume hint, and
+        # inside a stage after the step in progress, with a checkpoint (stage.run_steps)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     from .checkpoint import CheckpointError
@@ -207,9 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the machine's side: disk full, permissions, a path in the way
         print(f"semigen: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("semigen: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        name = getattr(e, "signal_name", "SIGINT")
+        print(f"semigen: stopped by {name}{'' if name == 'SIGINT' else ' (like Ctrl-C)'}; run "
+              "the same command again to resume", file=sys.stderr)
+        return 128 + signal.Signals[name].value
+
+
+def _stop_on_sigterm(signum, frame):
+    from .stage import StopRequested
+    raise StopRequested("SIGTERM")
 
 
 def describe_os_error(e: OSError) -> str:

@@ -9,6 +9,7 @@ field, before any data is read or any training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -244,6 +245,10 @@ def _coerce(value, hint, where: str):
         if optional:
             return None
         raise ConfigError(f"{where} cannot be empty")
+    if isinstance(value, (list, dict, tuple, set)):
+        raise ConfigError(f"{where} expects one {base.__name__}, got a "
+                          f"{'list' if isinstance(value, (list, tuple, set)) else 'mapping'}: "
+                          f"{_shorten(value)}")
     try:
         if base is bool:
             if isinstance(value, bool):
@@ -263,8 +268,13 @@ def _coerce(value, hint, where: str):
                 raise ValueError
             return float(value)
         return str(value)
-    except ValueError:
-        raise ConfigError(f"{where} expects {base.__name__}, got {value!r}") from None
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(f"{where} expects {base.__name__}, got {_shorten(value)}") from None
+
+
+def _shorten(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def resolve(preset: str | None = None, config_file: str | None = None,
@@ -316,6 +326,10 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
                   {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
                    if v is not None},
                   base_file=base if isinstance(base, Config) or not base else str(base))
+    for name in ("source", "labels_csv"):  # a run finds its data from any working directory
+        value = getattr(cfg.data, name)
+        if value and Path(value).expanduser().exists():
+            setattr(cfg.data, name, str(Path(value).expanduser().resolve()))
     validate(cfg)
     return cfg
 
@@ -330,6 +344,10 @@ def with_backend_budget(cfg: Config) -> Config:
     return cfg
 
 
+MAX_LR = 10.0
+MAX_SYNTHETIC_RATIO = 64  # generated images per real labeled image in a round's batches
+
+
 def validate(cfg: Config) -> None:
     """Refuse a config that cannot run, before any data is read; every problem is listed."""
     problems = []
@@ -339,9 +357,25 @@ def validate(cfg: Config) -> None:
             problems.append(message)
 
     d, r, lab, run = cfg.data, cfg.runtime, cfg.label, cfg.run
+    for section in dataclasses.fields(cfg):  # inf or nan where a number goes trains nothing
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            check(not isinstance(value, float) or math.isfinite(value),
+                  f"{section.name}.{f.name} must be a finite number (got {value})")
+            check(not isinstance(value, int) or abs(value) < 2**32,  # steps, sizes, counts
+                  f"{section.name}.{f.name} is too large (got {_shorten(value)})")
+    for name, value in (("runtime.seed", r.seed), ("data.split_seed", d.split_seed),
+                        ("evaluate.seed", cfg.evaluate.seed)):
+        check(0 <= value < 2**32, f"{name} must be between 0 and 2**32 - 1 (got {value})")
+    # a learning rate this large diverges at once: refused rather than trained into NaN
+    for name, value in (("label.lr", lab.lr), ("label.pretrain_lr", lab.pretrain_lr),
+                        ("generate.lr", cfg.generate.lr), ("fit.label_lr", cfg.fit.label_lr)):
+        check(value <= MAX_LR, f"{name} must be at most {MAX_LR} (got {value})")
     check(d.labels_per_class >= 1, f"data.labels_per_class must be >= 1 (got {d.labels_per_class})")
     check(d.image_size is None or 8 <= d.image_size <= 512,
           f"data.image_size must be between 8 and 512 (got {d.image_size})")
+    check(not _inside(run.out, d.source), f"run.out {run.out} lies inside the data folder "
+          f"{d.source}: the run's own files would be read as images; choose an --out outside it")
     check(d.channels in CHANNELS, f"data.channels must be one of {CHANNELS} (got {d.channels!r})")
     check(r.device in DEVICES, f"runtime.device must be one of {DEVICES} (got {r.device!r})")
     check(r.devices >= 1, f"runtime.devices must be >= 1 (got {r.devices})")
@@ -411,7 +445,8 @@ def validate(cfg: Config) -> None:
     check(weights in (None, "download") or Path(weights).expanduser().is_file(),
           f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "
           "state dict, or download)")
-    check(fit.synthetic_ratio >= 0, f"fit.synthetic_ratio must be >= 0 (got {fit.synthetic_ratio})")
+    check(0 <= fit.synthetic_ratio <= MAX_SYNTHETIC_RATIO,
+          f"fit.synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO}] (got {fit.synthetic_ratio})")
     check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
     check(0 <= fit.variation_strength < 1,
           f"fit.variation_strength must be in [0, 1) (got {fit.variation_strength})")
@@ -428,6 +463,13 @@ def validate(cfg: Config) -> None:
     check(run.keep_last >= 0, f"run.keep_last must be >= 0 (got {run.keep_last})")
     if problems:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
+
+
+def _inside(path: str | None, folder: str | None) -> bool:
+    """Whether `path` is `folder` or lies inside it (a folder that exists; not a built-in)."""
+    if not path or not folder or not Path(folder).expanduser().is_dir():
+        return False
+    return Path(path).expanduser().resolve().is_relative_to(Path(folder).expanduser().resolve())
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -28,7 +28,7 @@ from .labeling import nets as label_nets
 from .labeling import represent
 from .labeling import train as label_stage
 from .labeling.predict import predict
-from .rundir import RunDir, check_continuation
+from .rundir import RunDir, check_continuation, writing
 from .rundir import read_metrics as finished
 from .runtime import is_main_process, leave_process_group, mix_seed, pick_accelerator
 
@@ -74,59 +74,61 @@ def fit(cfg: Config) -> dict | None:
     changed = check_continuation(cfg, label_stage.MODEL_FIELDS
                                  | generate_stage.model_fields(cfg.generate.backend))
     run_path = Path(cfg.run.out)
-    if changed and is_main_process():
-        with RunDir(run_path) as run_dir:
-            run_dir.note_continuation(changed)
+    with writing(run_path, is_main_process()):  # one writer across the fit's stages
+        if changed and is_main_process():
+            with RunDir(run_path) as run_dir:
+                run_dir.note_continuation(changed)
 
-    def stage(name: str, work, done: bool | None = None) -> None:
-        """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""
-        if done is None:
-            done = name in finished(run_path)
-        if done:
-            return
-        if not is_main_process():  # a DDP rank other than 0 trains; rank 0 keeps the records
-            return work()
-        log.info(f"fit: stage {name}")
-        start = time.perf_counter()
-        work()
-        with RunDir(run_path) as run_dir:  # wall time per stage, kept across resumes
-            run_dir.update_metrics("seconds", finished(run_path).get("seconds", {}) | {
-                name: round(time.perf_counter() - start, 1)})
+        def stage(name: str, work, done: bool | None = None) -> None:
+            """Run `work` unless the stage is done (by default: its entry is in metrics.json)."""
+            if done is None:
+                done = name in finished(run_path)
+            if done:
+                return
+            if not is_main_process():  # a DDP rank other than 0 trains; rank 0 keeps the records
+                return work()
+            log.info(f"fit: stage {name}")
+            start = time.perf_counter()
+            work()
+            with RunDir(run_path) as run_dir:  # wall time per stage, kept across resumes
+                run_dir.update_metrics("seconds", finished(run_path).get("seconds", {}) | {
+                    name: round(time.perf_counter() - start, 1)})
 
-    stage("label", lambda: label_stage.train(cfg))
-    if caution and is_main_process():
+        stage("label", lambda: label_stage.train(cfg))
+        if caution and is_main_process():
+            with RunDir(run_path) as run_dir:
+                run_dir.info(f"fit: {caution}")
+        if cfg.fit.baselines:
+            modes = ["labels-only"] + (["all-labels"] if cfg.data.source in BUILTINS else [])
+            for mode in modes:
+                stage(f"baseline-{mode}", lambda m=mode: _baseline(cfg, run_path, m))
+        stage("generate", lambda: generate_stage.train(cfg))
+        device = pick_accelerator(cfg.runtime.device)
+        for r in range(1, cfg.fit.rounds + 1):
+            previous = (checkpoint.stage_name("label", r - 1),
+                        checkpoint.stage_name("generate", r - 1))
+            stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
+                cfg, r, init=checkpoint.stage_path(run_path, p[0]),
+                synthetic=_round_images(cfg, run_path, r, device)))
+            stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
+                cfg, r, init=checkpoint.stage_path(run_path, p[1])))
+        if not is_main_process():  # DDP: the other ranks trained beside rank 0, which evaluates
+            leave_process_group()
+            return None
+        for r in range(cfg.fit.rounds + 1):
+            stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run_path, r))
+        from .evaluation.run import evaluate_run
+        # A fit continued with more rounds evaluates its new last round again.
+        evaluated = len(finished(run_path).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
+        stage("evaluate", lambda: evaluate_run(cfg),
+              done=evaluated and "evaluate" in finished(run_path))
+        summary = _summary(cfg, run_path) | ({"rounds_note": caution} if caution else {})
         with RunDir(run_path) as run_dir:
-            run_dir.info(f"fit: {caution}")
-    if cfg.fit.baselines:
-        modes = ["labels-only"] + (["all-labels"] if cfg.data.source in BUILTINS else [])
-        for mode in modes:
-            stage(f"baseline-{mode}", lambda m=mode: _baseline(cfg, run_path, m))
-    stage("generate", lambda: generate_stage.train(cfg))
-    device = pick_accelerator(cfg.runtime.device)
-    for r in range(1, cfg.fit.rounds + 1):
-        previous = checkpoint.stage_name("label", r - 1), checkpoint.stage_name("generate", r - 1)
-        stage(f"label-r{r}", lambda r=r, p=previous: label_stage.train(
-            cfg, r, init=checkpoint.stage_path(run_path, p[0]),
-            synthetic=_round_images(cfg, run_path, r, device)))
-        stage(f"generate-r{r}", lambda r=r, p=previous: generate_stage.train(
-            cfg, r, init=checkpoint.stage_path(run_path, p[1])))
-    if not is_main_process():  # DDP: the other ranks trained beside rank 0, which evaluates
-        leave_process_group()
-        return None
-    for r in range(cfg.fit.rounds + 1):
-        stage(f"round-{r}", lambda r=r: _round_metrics(cfg, run_path, r))
-    from .evaluation.run import evaluate_run
-    # A fit continued with more rounds evaluates its new last round again.
-    evaluated = len(finished(run_path).get("fit", {}).get("rounds", [])) == cfg.fit.rounds + 1
-    stage("evaluate", lambda: evaluate_run(cfg),
-          done=evaluated and "evaluate" in finished(run_path))
-    summary = _summary(cfg, run_path) | ({"rounds_note": caution} if caution else {})
-    with RunDir(run_path) as run_dir:
-        run_dir.update_metrics("fit", summary)
-        from .evaluation.report import write_report
-        path = write_report(run_path)
-        run_dir.info(f"fit done: report in {path}")
-    return summary
+            run_dir.update_metrics("fit", summary)
+            from .evaluation.report import write_report
+            path = write_report(run_path)
+            run_dir.info(f"fit done: report in {path}")
+        return summary
 
 
 # The candidate sets of generated images a round scores by what they teach, and chooses

@@ -3,7 +3,12 @@ records, written by rank 0 only (other ranks get a `RunDir` that writes nothing)
 
 A run's records equal an uninterrupted run's after any crash and rerun: each stage rewinds its
 stats (and its TensorBoard events, rebuilt from them) to the checkpoint it continues from,
-temporary files a crash left behind are removed, and a torn last line is dropped."""
+temporary files a crash left behind are removed, and a torn last line is dropped.
+
+One process writes a run at a time: a writing `RunDir` holds an exclusive lock on
+``run.lock``, which names the holder (process, host, since when, command). The operating system
+releases the lock when its process dies, so a lock left by a dead process is taken over (and
+the log says so); a second live writer is refused at once, naming the holder."""
 
 from __future__ import annotations
 
@@ -11,8 +16,17 @@ import json
 import logging
 import os
 import shutil
+import socket
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are then not guarded
+    fcntl = None
 
 from .config import BUILTINS, Config, ConfigError, differences, from_dict, load_yaml, to_yaml
 
@@ -21,7 +35,96 @@ log = logging.getLogger("semigen")
 # What a run directory may hold; anything else means --out points at a folder of the user's.
 OWN_ENTRIES = {"config.yaml", "log.txt", "stats.jsonl", "split.json", "data_report.json",
                "metrics.json", "pseudo_labels.csv", "report.html", "checkpoints", "samples",
-               "tensorboard", "baselines", "evaluator.json"}
+               "tensorboard", "baselines", "evaluator.json", "run.lock"}
+LOCK_FILE = "run.lock"
+
+
+class RunInUse(ConfigError):
+    """Another live process writes this run."""
+
+
+_held: dict[Path, list[int]] = {}  # run directory -> [lock file descriptor, depth]
+_taken_over: dict[Path, str] = {}  # run directory -> the dead holder, until the log says so
+
+
+def lock_run(path: str | Path) -> None:
+    """Become the one writer of the run in `path` (created if need be). Re-entrant within a
+    process (a fit holds it across its stages, each of which takes it again). Refuses with
+    `RunInUse` while another live process holds it; a holder that died is taken over (the
+    next writing `RunDir` logs it)."""
+    key = Path(path).resolve()
+    if key in _held:
+        _held[key][1] += 1
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise RunInUse(
+                f"{path} is being written by {holder}. Wait for it to finish (or stop it), or "
+                "choose another --out; report, sample, predict and evaluate (which then "
+                "prints without storing) can read the run meanwhile") from None
+    left = os.pread(fd, 4096, 0)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                              "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "command": " ".join(["semigen", *sys.argv[1:]])}).encode(), 0)
+    _held[key] = [fd, 1]
+    if left.strip():
+        _taken_over[key] = _describe_holder(left)
+
+
+@contextmanager
+def writing(path: str | Path, writer: bool = True) -> Iterator[None]:
+    """Hold the run in `path` for a sequence of stages (a fit); `writer` False: a DDP rank
+    other than 0, which writes nothing."""
+    if writer:
+        lock_run(path)
+    try:
+        yield
+    finally:
+        if writer:
+            unlock_run(path)
+
+
+def unlock_run(path: str | Path) -> None:
+    """Leave the run (the outermost holder in this process empties run.lock and unlocks)."""
+    key = Path(path).resolve()
+    if key not in _held:
+        return
+    _held[key][1] -= 1
+    if _held[key][1] == 0:
+        fd = _held.pop(key)[0]
+        os.ftruncate(fd, 0)  # an empty run.lock: nobody was writing when the holder left
+        os.close(fd)  # closing releases the lock
+
+
+def writer_of(path: str | Path) -> str | None:
+    """Who writes the run in `path` now, if another live process does (else None)."""
+    lock = Path(path) / LOCK_FILE
+    if fcntl is None or not lock.is_file() or Path(path).resolve() in _held:
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _describe_holder(os.pread(fd, 4096, 0))
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(raw: bytes) -> str:
+    try:
+        who = json.loads(raw)
+        return (f"process {who['pid']} on {who['host']} since {who['since']} "
+                f"({who['command']})")
+    except (ValueError, TypeError, KeyError):
+        return "another process"
 
 
 class RunDir:
@@ -34,7 +137,7 @@ class RunDir:
             if self.path.exists() and not self.path.is_dir():
                 raise ConfigError(f"--out {self.path}: is a file, not a run directory; choose "
                                   "another --out")
-            self.path.mkdir(parents=True, exist_ok=True)
+            lock_run(self.path)  # before touching a file: refuses a second writer
             for leftover in self.path.glob("*.tmp"):  # a crash mid-write; the real file stands
                 leftover.unlink(missing_ok=True)
             self._file_handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
@@ -43,6 +146,10 @@ class RunDir:
             log.addHandler(self._file_handler)
             if log.level == logging.NOTSET:  # log.txt gets info lines even when no CLI set levels
                 log.setLevel(logging.INFO)
+            left_by = _taken_over.pop(self.path.resolve(), None)
+            if left_by:
+                log.warning(f"{self.path}: took over the run from {left_by}, which ended "
+                            "without finishing; it continues from its last checkpoint")
 
     def __enter__(self) -> RunDir:
         return self
@@ -135,24 +242,35 @@ class RunDir:
             log.removeHandler(self._file_handler)
             self._file_handler.close()
             self._file_handler = None
+            unlock_run(self.path)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Besides config.yaml, a run directory holds at least one of these; a data folder that
+# happens to hold a config.yaml holds none of them.
+RUN_MARKERS = ("split.json", "log.txt", "metrics.json", "checkpoints", "stats.jsonl")
+
+
+def is_run_directory(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.yaml").is_file() and any((path / m).exists() for m in RUN_MARKERS)
+
+
 def as_run_path(run: str | Path) -> Path:
-    """`run` as a Path, if it is a run directory (every run holds its resolved config.yaml);
-    else a clear refusal."""
-    if not (Path(run) / "config.yaml").is_file():
-        raise ConfigError(f"{run}: not a run directory (no config.yaml)")
+    """`run` as a Path, if it is a run directory (its resolved config.yaml and the records of a
+    run); else a clear refusal."""
+    if not is_run_directory(run):
+        raise ConfigError(f"{run}: not a run directory (no config.yaml and records of a "
+                          "semigen run)")
     return Path(run)
 
 
 def read_metrics(run_path: str | Path) -> dict:
     """metrics.json: an entry per finished stage ({} before the first)."""
-    path = Path(run_path) / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return read_run_json(run_path, "metrics.json") or {}
 
 
 def read_stats(path: str | Path) -> list[dict]:
@@ -240,18 +358,41 @@ def _same_data_value(name: str, old, new) -> bool:
     return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
 
 
-def check_split(run_path: str | Path, record: dict) -> None:
-    """Refuse to continue a run whose data now gives another split than its split.json
-    (classes, which images are labeled, their labels): the folder's files changed."""
-    path = Path(run_path) / "split.json"
+def read_run_json(run_path: str | Path, name: str) -> dict | None:
+    """A run's JSON record (split.json, metrics.json, ...), None when absent; a damaged one is
+    refused with its name and what to do, never a traceback."""
+    path = Path(run_path) / name
     if not path.is_file():
-        return
-    saved = json.loads(path.read_text(encoding="utf-8"))
+        return None
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        found = None
+    if not isinstance(found, dict):
+        raise ConfigError(f"{path}: damaged (not a JSON record semigen wrote); restore it from "
+                          "a copy, or start a new run with another --out")
+    return found
+
+
+def check_split(run_path: str | Path, record: dict) -> str | None:
+    """Refuse to continue a run whose data now gives another split than its split.json
+    (classes, which images are labeled, their labels): the folder's files changed. A grown or
+    shrunk unlabeled pool is allowed (per-image state is found by path); returns a sentence
+    saying so for the log, else None."""
+    saved = read_run_json(run_path, "split.json")
+    if saved is None:
+        return None
     problems = []
     if saved.get("classes") != record["classes"]:
-        problems.append(f"classes: {', '.join(saved.get('classes') or [])} -> "
+        problems.append(f"classes: {', '.join(map(str, saved.get('classes') or []))} -> "
                         f"{', '.join(record['classes'])}")
-    before = dict(zip(saved.get("labeled", []), saved.get("labeled_labels", []), strict=False))
+    try:
+        before = dict(zip(saved.get("labeled", []), saved.get("labeled_labels", []),
+                          strict=True))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{Path(run_path) / 'split.json'}: damaged (its labeled images and "
+                          "labels do not pair up); restore it from a copy, or start a new run "
+                          "with another --out") from None
     now = dict(zip(record["labeled"], record["labeled_labels"], strict=True))
     if before != now:
         added, removed = now.keys() - before.keys(), before.keys() - now.keys()
@@ -264,3 +405,11 @@ def check_split(run_path: str | Path, record: dict) -> None:
             f"{run_path} was trained on another split of this data (its split.json):\n  "
             + "\n  ".join(problems) + "\nStart a new run with another --out (or delete "
             f"{run_path}) to train on the data as it is now")
+    count = saved.get("unlabeled_count", record["unlabeled_count"])
+    if (count != record["unlabeled_count"] or saved.get(
+            "unlabeled_fingerprint", record["unlabeled_fingerprint"]) != record[
+            "unlabeled_fingerprint"]):
+        return (f"the unlabeled images changed since this run read them ({count} then, "
+                f"{record['unlabeled_count']} now): what the run keeps per image is matched by "
+                "path, and images that are new to it are labeled afresh")
+    return None

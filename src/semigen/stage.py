@@ -12,6 +12,9 @@ Labeling and generation both stand on this module; neither imports the other."""
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, runtime
-from .config import Config, validate
+from .config import Config, ConfigError, validate
 from .rundir import RunDir, check_continuation, note_resume
 
 
@@ -99,6 +102,73 @@ def due(done: int, every: int, total: int) -> bool:
     return done % every == 0 or done == total
 
 
+# The setting to lower when a stage's training diverges, by stage (a round's label-rN trains
+# at fit.label_lr; its generate-rN at generate.lr).
+LEARNING_RATE_OF = {"represent": "label.pretrain_lr", "calibrate": "label.lr",
+                    "label": "label.lr", "generate": "generate.lr"}
+
+
+class TrainingDiverged(ConfigError):
+    """A loss or a weight became inf or NaN: the stage stops, its last good checkpoint kept."""
+
+
+def diverged(stage: Stage, done: int, what: str) -> TrainingDiverged:
+    base = stage.name.split("-r")[0]
+    setting = "fit.label_lr" if stage.name.startswith("label-r") else LEARNING_RATE_OF.get(
+        base, f"{base}'s learning rate")
+    section, _, name = setting.partition(".")
+    now = getattr(getattr(stage.cfg, section), name, None) if name else None
+    return TrainingDiverged(
+        f"{stage.name}: training diverged at step {done} ({what}); its last good checkpoint is "
+        f"kept. Lower {setting}{f' (now {now})' if now is not None else ''} and run the same "
+        "command again")
+
+
+def first_non_finite(state, where: str = "") -> str | None:
+    """The first entry of a checkpoint state (nested dicts and lists of tensors) holding inf
+    or NaN, as ``path.to.entry``; None when all are finite."""
+    if isinstance(state, torch.Tensor):
+        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
+    items = state.items() if isinstance(state, dict) else (
+        enumerate(state) if isinstance(state, (list, tuple)) else ())
+    for key, value in items:
+        found = first_non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+class StopRequested(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a stage: it stopped after a whole step, with a checkpoint."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextmanager
+def stop_between_steps() -> Iterator[list[str]]:
+    """While a stage steps, Ctrl-C (SIGINT) and SIGTERM ask it to stop after the step in
+    progress, so that its checkpoint holds whole steps; a second signal stops at once. Yields
+    the list the signals' names are put in."""
+    asked: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield asked  # signal handlers can only be set from the main thread
+        return
+
+    def ask(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield asked
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_steps(stage: Stage, start_step: int, total_steps: int,
               step: Callable[[int], dict], desc: str, *, log: bool = True,
               after_step: Callable[[int, bool], None] | None = None,
@@ -110,19 +180,33 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
     at the end, rank 0 saves ``checkpoint_state()`` (called on every rank: it may gather) and
     every rank waits for it."""
     run = stage.cfg.run
-    for t in runtime.progress(range(start_step, total_steps), initial=start_step,
-                              total=total_steps, desc=desc, unit="step",
-                              disable=not stage.show_progress):
-        values = step(t)
-        done = t + 1
-        if log and due(done, run.log_every, total_steps):
-            stage.run_dir.stats(stage.name, done, **{
-                k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()})
-        saving = checkpoint_state is not None and due(done, run.checkpoint_every, total_steps)
-        if after_step is not None:
-            after_step(done, saving)
-        if saving:
-            state = checkpoint_state()
-            if stage.rt.is_writer:
-                stage.ckpts.save(state, done)
-            stage.rt.fabric.barrier()
+    with stop_between_steps() as asked:
+        for t in runtime.progress(range(start_step, total_steps), initial=start_step,
+                                  total=total_steps, desc=desc, unit="step",
+                                  disable=not stage.show_progress):
+            values = step(t)
+            done = t + 1
+            if log and due(done, run.log_every, total_steps):
+                logged = {k: v.item() if isinstance(v, torch.Tensor) else v
+                          for k, v in values.items()}
+                bad = [k for k, v in logged.items()
+                       if isinstance(v, float) and not math.isfinite(v)]
+                if bad:
+                    raise diverged(stage, done, f"{bad[0]} is {logged[bad[0]]}")
+                stage.run_dir.stats(stage.name, done, **logged)
+            saving = checkpoint_state is not None and (
+                due(done, run.checkpoint_every, total_steps) or bool(asked))
+            if after_step is not None:
+                after_step(done, saving)
+            if saving:
+                state = checkpoint_state()
+                bad = first_non_finite(state)
+                if bad:  # never saved over the last good checkpoint
+                    raise diverged(stage, done, f"{bad} holds inf or NaN")
+                if stage.rt.is_writer:
+                    stage.ckpts.save(state, done)
+                stage.rt.fabric.barrier()
+            if asked:
+                stage.run_dir.info(f"{stage.name}: stopped by {asked[0]} after step {done} of "
+                                   f"{total_steps}" + (", checkpoint saved" if saving else ""))
+                raise StopRequested(asked[0])

@@ -8,6 +8,7 @@ becomes unlabeled, with its true labels kept aside for evaluation only."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from collections import Counter
@@ -55,10 +56,16 @@ class Dataset:
         """What `split.json` holds: which images were labeled, and how the split was made."""
         record = {"source": self.name, "classes": self.classes,
                   "labeled": self.labeled.ids, "labeled_labels": self.labeled.labels.tolist(),
-                  "unlabeled_count": len(self.unlabeled)}
+                  "unlabeled_count": len(self.unlabeled),
+                  "unlabeled_fingerprint": fingerprint(self.unlabeled.ids)}
         if self.name in BUILTINS:
             record |= {"labels_per_class": cfg.labels_per_class, "split_seed": cfg.split_seed}
         return record
+
+
+def fingerprint(ids: list[str]) -> str:
+    """A short hash of a list of image ids: equal lists, equal fingerprints."""
+    return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:

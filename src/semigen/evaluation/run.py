@@ -23,7 +23,7 @@ from ..generation import from_checkpoint
 from ..generation.data import read_pseudo_labels, training_set
 from ..labeling import nets
 from ..labeling.predict import predict, scores
-from ..rundir import RunDir, check_split
+from ..rundir import RunDir, check_split, writer_of
 from ..runtime import use_threads
 
 log = logging.getLogger("semigen")
@@ -68,6 +68,10 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
     """Every metric the run's checkpoints allow; `test` (a folder of class folders) replaces
     the data set's own held-out images for the classifier."""
     run_path = Path(cfg.run.out)
+    busy = writer_of(run_path)  # another process trains this run: read it, store nothing
+    if busy:
+        log.warning(f"{run_path} is being written by {busy}: the metrics are printed, not "
+                    "stored in its metrics.json (run evaluate again when it has finished)")
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
     check_split(run_path, data.split_record(cfg.data))
@@ -96,8 +100,9 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
         else:
             found["images"] = {"skipped": "image metrics on your own images need an Inception "
                                           "network: --inception-weights PATH (or download)"}
-    with RunDir(run_path) as run_dir:
-        run_dir.update_metrics("evaluate", found)
+    if not busy:
+        with RunDir(run_path) as run_dir:
+            run_dir.update_metrics("evaluate", found)
     return found
 
 

@@ -89,9 +89,11 @@ def open_training_set(stage: Stage, round_index: int
     gen = cfg.generate
     data = load_dataset(cfg.data, progress=stage.show_progress)
     data.report.raise_if_errors()
-    check_split(run_dir.path, data.split_record(cfg.data))
+    pool_changed = check_split(run_dir.path, data.split_record(cfg.data))
     if round_index == 0:
         run_dir.note_continuation(stage.changed)
+    if pool_changed:
+        run_dir.info(pool_changed)
     pseudo_path = run_dir.path / "pseudo_labels.csv"
     pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
     images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,

@@ -64,9 +64,11 @@ def open_data(stage: Stage, round_index: int) -> Dataset:
     cfg, run_dir = stage.cfg, stage.run_dir
     data = load_dataset(cfg.data, progress=stage.show_progress)
     run_split = data.split_record(cfg.data)
-    check_split(run_dir.path, run_split)
+    pool_changed = check_split(run_dir.path, run_split)
     if round_index == 0:
         run_dir.note_continuation(stage.changed)
+    if pool_changed:
+        run_dir.info(pool_changed)
     run_dir.write_json("data_report.json", data.report.to_dict())
     data.report.raise_if_errors()
     if cfg.label.mode == "semi" and not len(data.unlabeled):
@@ -77,6 +79,33 @@ def open_data(stage: Stage, round_index: int) -> Dataset:
         run_dir.write_config(cfg)
         run_dir.write_json("split.json", run_split)
     return data
+
+
+def rows_by_path(rows: torch.Tensor | None, ids_then: list[str] | None, ids_now: list[str],
+                 run_dir) -> torch.Tensor | None:
+    """A checkpoint's per-image rows (the features' class probabilities) for the unlabeled
+    images there now, matched by path, never by position: rows of images gone are dropped,
+    images new to the run get a uniform row (the features have not seen them); the log says
+    what changed. Without the paths (an older checkpoint) only an unchanged count is kept."""
+    if rows is None:
+        return None
+    if ids_then is None:
+        if len(rows) == len(ids_now):
+            return rows
+        run_dir.info(f"the unlabeled images changed ({len(rows)} then, {len(ids_now)} now) "
+                     "and this checkpoint does not say which: the features' labels are left out")
+        return None
+    if list(ids_then) == list(ids_now):
+        return rows
+    where = {image_id: i for i, image_id in enumerate(ids_then)}
+    uniform = torch.full((rows.shape[1],), 1.0 / rows.shape[1], dtype=rows.dtype)
+    rebuilt = torch.stack([rows[where[i]] if i in where else uniform for i in ids_now]) \
+        if ids_now else rows[:0]
+    added = sum(i not in where for i in ids_now)
+    run_dir.info(f"unlabeled images: {added} new, {len(where.keys() - set(ids_now))} gone, "
+                 f"{len(ids_now) - added} kept; the features' labels are matched by path (the "
+                 "new ones start uniform)")
+    return rebuilt
 
 
 def train(cfg: Config, round_index: int = 0, init: Path | None = None,
@@ -117,7 +146,9 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
             with checkpoint.reading(state, "classifier"):
                 levels = {k: state["levels"][k] for k in levels}
                 calibration = state.get("calibration")
-                feature_labels = state.get("feature_labels")
+                feature_labels = rows_by_path(state.get("feature_labels"),
+                                              state.get("feature_label_ids"), data.unlabeled.ids,
+                                              run_dir)
                 if stage.resume_from is not None:
                     checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
         if (round_index > 0 and stage.resume_from is None and synthetic is not None
@@ -167,7 +198,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
                            cfg.to_dict(), model=net.state_dict(), ema=ema.state_dict(),
                            optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                            levels={k: v.cpu() for k, v in levels.items()},
-                           feature_labels=feature_labels, calibration=calibration,
+                           feature_labels=feature_labels,
+                           feature_label_ids=list(data.unlabeled.ids), calibration=calibration,
                            temperature=temperature, rng=[{"torch": r} for r in rng])
 
         run_steps(stage, start_step, total_steps, step, f"{name} ({lab.mode})",
