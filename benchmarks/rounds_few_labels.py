@@ -5,7 +5,8 @@ round's training without generated images), with both baselines, at N labels per
         --reuse-representation 'runs/bench-label/semi-seed{seed}' --out runs/bench-rounds
     python benchmarks/rounds_few_labels.py --labels-per-class 1 --seeds 0 \
         --variant weight-0.1:fit.synthetic_weight=0.1 \
-        --variant no-feature-step:fit.feature_step=false
+        --variant no-feature-step:fit.feature_step=false \
+        --variant all-pseudo-labels:generate.min_confidence=0
 
 Per seed, one base run (split seed = model seed): `semigen label` (module 1) and `semigen
 generate` on its pseudo-labels, and the labels-only and all-labels baselines on the same
@@ -89,12 +90,20 @@ def base_run(args, seed: int) -> tuple[Path, dict]:
 
 
 def run_variant(args, base: Path, seed: int, name: str, fields: dict) -> dict:
-    """The round's label stage, in a copy of the base run."""
+    """The round's label stage, in a copy of the base run; a variant that sets generate.*
+    fields first trains its own round-0 generator in the copy."""
     run = base.parent / name
     if "label-r1" not in read_metrics(run):
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(base, run, ignore=shutil.ignore_patterns("baselines"))
         cfg = config(args, run, seed, **fields)
+        if "generate" not in read_metrics(run):
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(base, run, ignore=shutil.ignore_patterns("baselines"))
+            if any(key.startswith("generate.") for key in fields):
+                shutil.rmtree(run / "checkpoints" / "generate")
+                metrics = read_metrics(run)
+                metrics.pop("generate")
+                (run / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+                generation.train(cfg)
         start = time.perf_counter()
         synthetic = joint._round_images(cfg, run, 1, "cpu")
         images_seconds = time.perf_counter() - start

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import write_image
 
 from semigen import checkpoint
 from semigen.cli import main
@@ -253,3 +255,161 @@ def test_a_damaged_run_record_is_named_not_a_traceback(tmp_path, capsys, name, c
         if code != 0:
             assert code == 2 and f"{run / name}: damaged" in err, command
         assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- outputs never overwrite
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny label + generate run on a folder of images (its data folder matters here)."""
+    root = tmp_path_factory.mktemp("outputs")
+    data = root / "data"
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("a", "b")):
+        for i in range(4):
+            image = np.clip(rng.normal(40 + 170 * k, 20, (12, 12, 3)), 0, 255).astype(np.uint8)
+            write_image(data / "labeled" / name / f"{i}.png", image)
+            write_image(data / "unlabeled" / f"{name}{i}.png", image[::-1])
+    run = root / "run"
+    assert main(["label", str(data), "--out", str(run), *TINY, "--label.steps", "5"]) == 0
+    assert main(["generate", str(run), "--preset", "tiny", "--generate.steps", "2",
+                 "--generate.mode", "labels-only"]) == 0
+    return run
+
+
+def test_predict_never_overwrites_an_input_a_record_or_an_existing_file(trained_run, capsys):
+    data = trained_run.parent / "data"
+    image = data / "labeled" / "a" / "0.png"
+    before = image.read_bytes()
+    pseudo = (trained_run / "pseudo_labels.csv").read_bytes()
+    cases = [(["--out", str(image)], "already exists"),
+             (["--out", str(image), "--overwrite"], "is one of the images to label"),
+             (["--out", str(trained_run / "pseudo_labels.csv"), "--overwrite"],
+              "one of the run's own records")]
+    for extra, says in cases:
+        assert main(["predict", str(trained_run), str(data / "labeled"), *extra]) == 2
+        assert says in capsys.readouterr().err, extra
+    assert image.read_bytes() == before and (trained_run / "pseudo_labels.csv").read_bytes() \
+        == pseudo
+    out = trained_run.parent / "labels.csv"
+    assert main(["predict", str(trained_run), str(data / "labeled"), "--out", str(out)]) == 0
+    assert main(["predict", str(trained_run), str(data / "labeled"), "--out", str(out)]) == 2
+    assert main(["predict", str(trained_run), str(data / "labeled"), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert len(out.read_text().splitlines()) == 9 and not out.with_suffix(".csv.tmp").exists()
+
+
+def test_sample_refuses_a_folder_of_files_the_data_folder_and_absurd_counts(
+        trained_run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.csv").write_text("my own file\n")
+    assert main(["sample", str(trained_run), "--per-class", "2", "--out", str(mine)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (mine / "manifest.csv").read_text() == "my own file\n"
+    data = trained_run.parent / "data"
+    assert main(["sample", str(trained_run), "--per-class", "2", "--out",
+                 str(data / "unlabeled" / "more"), "--overwrite"]) == 2
+    assert "inside the run's data folder" in capsys.readouterr().err
+    assert main(["sample", str(trained_run), "--per-class", "1000000000", "--out",
+                 str(tmp_path / "huge")]) == 2
+    assert "at most 1,000,000 images per class" in capsys.readouterr().err
+    assert main(["sample", str(trained_run), "--per-class", "2", "--out", str(mine),
+                 "--overwrite"]) == 0
+    assert (mine / "manifest.csv").read_text().startswith("path,class,seed")
+    assert not (tmp_path / "huge").exists()
+
+
+def test_sample_refuses_what_the_disk_cannot_hold(trained_run, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    assert main(["sample", str(trained_run), "--per-class", "50", "--out",
+                 str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "sample would write 100 images" in err and "GB free" in err
+    assert not (tmp_path / "s").exists()
+
+
+# ---------------------------------------------------------------- nothing dropped silently
+
+
+def test_every_path_found_and_not_read_is_listed_with_its_reason(clean_folder, capsys):
+    unlabeled = clean_folder / "unlabeled"
+    (unlabeled / "dangling.png").symlink_to(clean_folder / "nowhere.png")
+    (unlabeled / "loop.png").symlink_to(unlabeled / "loop.png")
+    os.mkfifo(unlabeled / "pipe.png")
+    (unlabeled / "zero.png").symlink_to("/dev/zero")
+    (unlabeled / "folder.png").mkdir()
+    (unlabeled / ".hidden.png").write_bytes((unlabeled / "dark1.png").read_bytes())
+    (clean_folder / "labeled" / ".NET").mkdir()
+    (unlabeled / "again").symlink_to(unlabeled)  # a folder that links back: read once
+    assert main(["data", "check", str(clean_folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped"]}
+    assert "dangling" in reasons["unlabeled/dangling.png"]
+    assert "loop" in reasons["unlabeled/loop.png"]
+    assert "not a regular file" in reasons["unlabeled/pipe.png"]
+    assert "not a regular file" in reasons["unlabeled/zero.png"]
+    assert "folder named like an image" in reasons["unlabeled/folder.png"]
+    assert "hidden" in reasons["unlabeled/.hidden.png"] and "hidden" in reasons["labeled/.NET"]
+    assert "already read" in reasons["unlabeled/again"]
+    assert report["unlabeled"] == 12
+
+
+def test_class_names_are_one_unicode_form_and_look_alikes_are_refused(tmp_path, capsys):
+    import unicodedata
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for name in (nfd, "tea"):
+        for i in range(2):
+            write_image(root / "labeled" / name / f"{i}.png", rng.integers(0, 255, (8, 8, 3),
+                                                                            dtype=np.uint8))
+    (root / "labels.csv").write_text(f"path,label\nlabeled/tea/0.png,tea\nx.png,   \n"
+                                     f"labeled/{nfd}/1.png,{nfc}\n", encoding="utf-8")
+    (root / "x.png").write_bytes((root / "labeled" / "tea" / "1.png").read_bytes())
+    assert main(["data", "check", str(root), "--labels", str(root / "labels.csv"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["classes"] == [nfc, "tea"]  # the NFD folder is the NFC class; the CSV agrees
+    assert any("only spaces" in w for w in report["warnings"])
+    (root / "labeled" / nfc).mkdir()  # the same name in the other form: two folders
+    write_image(root / "labeled" / nfc / "2.png", rng.integers(0, 255, (8, 8, 3),
+                                                                dtype=np.uint8))
+    assert main(["data", "check", str(root)]) == 1
+    assert "one class name written in two Unicode forms" in capsys.readouterr().out
+
+
+def test_a_class_named_test_is_a_class_for_evaluate_test(tmp_path):
+    from semigen.data import read_class_folders
+    rng = np.random.default_rng(0)
+    for name in ("test", "other"):
+        write_image(tmp_path / "held" / name / "0.png", rng.integers(0, 255, (8, 8, 1),
+                                                                      dtype=np.uint8))
+    images, _ = read_class_folders(tmp_path / "held", ["other", "test"], (8, 8, 1))
+    assert sorted(images.ids) == ["other/0.png", "test/0.png"]
+
+
+def test_a_very_long_class_name_gets_a_folder_name_that_fits(tmp_path):
+    from semigen.data import class_folders
+    long = "é" * 127 + "x"  # 255 bytes in UTF-8
+    names = class_folders([long, long + "y"])
+    assert all(len((n + "-00000.png").encode()) <= 255 for n in names)
+    assert len(set(names)) == 2
+    (tmp_path / names[0]).mkdir()
+    (tmp_path / names[0] / f"{names[0]}-00000.png").write_bytes(b"")
+
+
+def test_an_empty_run_config_is_named_as_damaged(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["label", "digits", "--out", str(run), *TINY, "--label.steps", "3"]) == 0
+    (run / "config.yaml").write_text("")
+    capsys.readouterr()
+    for command in (["label", str(run)], ["report", str(run)],
+                    ["label", "digits", "--out", str(run), *TINY]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "config.yaml: empty or damaged" in err and "another split" not in err, command

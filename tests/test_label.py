@@ -80,9 +80,11 @@ def test_predict_labels_a_folder(tmp_path, clean_folder, caplog):
     right = sum(r["path"].split("/")[0] == r["label"] for r in table)
     assert right >= 11  # dark vs light
     assert "skipped dark/broken.png: unreadable" in caplog.text
-    # one file
-    assert main(["predict", str(run), str(clean_folder / "test" / "light" / "0.png"),
-                 "--out", str(out)]) == 0
+    # one file; an existing --out is replaced only when asked
+    one = ["predict", str(run), str(clean_folder / "test" / "light" / "0.png"), "--out",
+           str(out)]
+    assert main(one) == 2
+    assert main([*one, "--overwrite"]) == 0
     assert rows(out) == [{"path": "0.png", "label": "light",
                           "confidence": rows(out)[0]["confidence"]}]
 

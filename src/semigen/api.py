@@ -53,29 +53,33 @@ def report(run: str | Path) -> Path:
     return write_report(run)  # it refuses a folder that is not a run
 
 
-def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0
-            ) -> list[dict]:
-    """The `n` unlabeled images most worth labeling next, written to `out` as CSV."""
+def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed: int = 0,
+            overwrite: bool = False) -> list[dict]:
+    """The `n` unlabeled images most worth labeling next, written to `out` as CSV (a new file,
+    or any with `overwrite`)."""
     from .labeling.suggest import suggest as run_suggest
-    return run_suggest(run, n, out, seed)  # it refuses a folder that is not a run
+    return run_suggest(run, n, out, seed, overwrite)  # it refuses a folder that is not a run
 
 
 def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",
-            device: str = "auto") -> dict:
-    """Label new images with the run's classifier; writes path,label,confidence to `out`."""
+            device: str = "auto", overwrite: bool = False) -> dict:
+    """Label new images with the run's classifier; writes path,label,confidence to `out` (a
+    new file, or any but an input image with `overwrite`)."""
     from .labeling.predict import predict_images
-    return predict_images(as_run_path(run), images, out, checkpoint, device)
+    return predict_images(as_run_path(run), images, out, checkpoint, device, overwrite)
 
 
 def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
            batch_size: int = 256, checkpoint: str = "latest", device: str = "auto",
-           guidance: float | None = None, sample_steps: int | None = None) -> dict:
-    """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv; a
-    diffusion generator samples with `guidance` and `sample_steps` (None: the run's)."""
+           guidance: float | None = None, sample_steps: int | None = None,
+           overwrite: bool = False) -> dict:
+    """Write `per_class` generated images of each class to ``out/<class>/`` + manifest.csv (a
+    new or empty folder, or any with `overwrite`); a diffusion generator samples with
+    `guidance` and `sample_steps` (None: the run's)."""
     from .generation.export import check_sampling, sample_to_folder
     check_sampling(per_class, batch_size, guidance, sample_steps)
     return sample_to_folder(as_run_path(run), per_class, out, seed, batch_size, checkpoint, device,
-                            guidance, sample_steps)
+                            guidance, sample_steps, overwrite)
 
 
 def demo(out: str | Path = "runs/demo", device: str = "auto") -> Path:

@@ -12,7 +12,7 @@ import pickle
 import platform
 import re
 import shutil
-import zipfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -65,24 +65,38 @@ def save(payload: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_data_only(path: str | Path, what: str = "checkpoint",
+                   map_location: str | torch.device = "cpu"):
+    """A torch file read as data only (``weights_only=True``): tensors and plain values. A file
+    that holds pickled Python objects is refused (it could run code), and any file torch cannot
+    read as data gives one sentence naming it, never torch's own advice to unpickle it."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such {what}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found is None:  # not a pickled object, just bytes the unpickler cannot read
-            raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
-                                  "(unpickling failed)") from None
-        raise CheckpointError(
-            f"{path}: refused: it holds pickled Python objects ({found.group(1)}), which could "
-            "run code when loaded; semigen checkpoints are plain tensors and values") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                              ) from None
+        if found is not None:
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects ({found.group(1)}), which "
+                f"could run code when loaded; a {what} must hold plain tensors and values"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt "
+                              "(unpickling failed)") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a foreign file
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt "
+                              f"({type(e).__name__}{': ' + first if first else ''})") from None
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    payload = load_data_only(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a semigen checkpoint (no '{FORMAT}' marker)")
     return payload | {"loaded_from": str(path)}

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="latest (default: the weights pseudo_labels.csv came from), or "
                               "a checkpoint file")
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     generate = commands.add_parser(
         "generate", help="train the class-conditional generator on a label run's real and "
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=256)
     sample.add_argument("--checkpoint", default="latest", metavar="latest|PATH")
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds files (same names are replaced)")
     sample.add_argument("--generate.guidance", dest="guidance", type=float, metavar="W",
                         help="diffusion: classifier-free guidance (default: the run's)")
     sample.add_argument("--generate.sample_steps", dest="sample_steps", type=int, metavar="N",
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--n", type=int, default=50, metavar="K", help="how many (50)")
     suggest.add_argument("--out", required=True, metavar="F.csv")
     suggest.add_argument("--seed", type=int, default=0)
+    suggest.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     demo = commands.add_parser(
         "demo", help="the whole fit on the built-in digits set, a few minutes on a CPU")
@@ -251,14 +255,15 @@ def _run_tool(args) -> int:
     """The commands that work on a finished run (or, demo, make one) and take no config."""
     from . import api
     if args.command == "predict":
-        api.predict(args.run, args.images, args.out, args.checkpoint, args.device)
+        api.predict(args.run, args.images, args.out, args.checkpoint, args.device,
+                    args.overwrite)
     elif args.command == "sample":
         api.sample(args.run, args.per_class, args.out, args.seed, args.batch_size,
-                   args.checkpoint, args.device, args.guidance, args.sample_steps)
+                   args.checkpoint, args.device, args.guidance, args.sample_steps, args.overwrite)
     elif args.command == "report":
         print(f"report: {api.report(args.run)}")
     elif args.command == "suggest":
-        api.suggest(args.run, args.n, args.out, args.seed)
+        api.suggest(args.run, args.n, args.out, args.seed, args.overwrite)
     else:
         print(f"report: {api.demo(out=args.out, device=args.device)}")
     return 0

@@ -211,6 +211,20 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def load_run_yaml(path: str | Path) -> dict:
+    """A run's config.yaml: every section semigen wrote; an empty or cut one is refused."""
+    values = load_yaml(path)
+    if not isinstance(values.get("data"), dict) or not isinstance(values.get("run"), dict):
+        raise ConfigError(f"{path}: empty or damaged (a run's config.yaml holds its whole "
+                          "config); restore it from a copy, or start a new run with another "
+                          "--out")
+    return values
+
+
+def load_run_config(path: str | Path) -> Config:
+    return from_dict(load_run_yaml(path))
+
+
 def merge(cfg: Config, values: dict, origin: str) -> Config:
     """Apply nested ``{section: {key: value}}`` values; unknown keys are errors naming `origin`."""
     for section, entries in values.items():
@@ -285,7 +299,7 @@ def resolve(preset: str | None = None, config_file: str | None = None,
     if isinstance(base_file, Config):
         merge(cfg, base_file.to_dict(), "base config")
     elif base_file:
-        merge(cfg, load_yaml(base_file), str(base_file))
+        merge(cfg, load_run_yaml(base_file), str(base_file))
     if preset:
         if preset not in presets():
             raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(presets())})")

@@ -28,7 +28,7 @@ try:
 except ImportError:  # Windows: no advisory locks; runs are then not guarded
     fcntl = None
 
-from .config import BUILTINS, Config, ConfigError, differences, from_dict, load_yaml, to_yaml
+from .config import BUILTINS, Config, ConfigError, differences, load_run_config, to_yaml
 
 log = logging.getLogger("semigen")
 
@@ -268,6 +268,33 @@ def as_run_path(run: str | Path) -> Path:
     return Path(run)
 
 
+def check_output(out: str | Path, run_path: str | Path, overwrite: bool, folder: bool = False,
+                 data_source: str | None = None) -> Path:
+    """Refuse an output that would destroy something: one of the run's own records (always),
+    a place inside the run's data folder (always: it would be read as training data), an
+    existing file or, for `folder`, a folder that holds files, unless `overwrite`. Returns
+    `out` as a Path."""
+    out = Path(out).expanduser()
+    target, run = out.resolve(), Path(run_path).resolve()
+    if target.is_relative_to(run) and (target == run
+                                       or target.relative_to(run).parts[0] in OWN_ENTRIES):
+        what = "the run directory" if target == run else "one of the run's own records"
+        raise ConfigError(f"--out {out}: is {what} ({run_path}); choose an --out outside them")
+    if data_source and Path(data_source).expanduser().is_dir() and target.is_relative_to(
+            Path(data_source).expanduser().resolve()):
+        raise ConfigError(f"--out {out}: lies inside the run's data folder {data_source}, whose "
+                          "images it would add to or replace; choose an --out outside it")
+    if overwrite:
+        return out
+    if folder and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: a folder that already holds files; choose a new or "
+                          "empty folder (or give --overwrite to replace what has the same names)")
+    if not folder and out.exists():
+        raise ConfigError(f"--out {out}: already exists; choose another name (or give "
+                          "--overwrite to replace it)")
+    return out
+
+
 def read_metrics(run_path: str | Path) -> dict:
     """metrics.json: an entry per finished stage ({} before the first)."""
     return read_run_json(run_path, "metrics.json") or {}
@@ -328,7 +355,7 @@ def check_continuation(cfg: Config, model_fields: dict[str, tuple[str, ...]] | N
                               f"{', ...' if len(foreign) > 5 else ''}) and no semigen run; "
                               "choose a new or empty folder")
         return []
-    saved = from_dict(load_yaml(saved_file))
+    saved = load_run_config(saved_file)
     conflicts = [f"data.{name}: {getattr(saved.data, name)!r} -> {getattr(cfg.data, name)!r}"
                  for name in DATA_FIELDS
                  if not _same_data_value(name, getattr(saved.data, name),

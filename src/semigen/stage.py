@@ -194,8 +194,9 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                 if bad:
                     raise diverged(stage, done, f"{bad[0]} is {logged[bad[0]]}")
                 stage.run_dir.stats(stage.name, done, **logged)
+            stopping = bool(asked)  # a signal from here on stops after the next step
             saving = checkpoint_state is not None and (
-                due(done, run.checkpoint_every, total_steps) or bool(asked))
+                due(done, run.checkpoint_every, total_steps) or stopping)
             if after_step is not None:
                 after_step(done, saving)
             if saving:
@@ -206,7 +207,7 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                 if stage.rt.is_writer:
                     stage.ckpts.save(state, done)
                 stage.rt.fabric.barrier()
-            if asked:
+            if stopping:
                 stage.run_dir.info(f"{stage.name}: stopped by {asked[0]} after step {done} of "
                                    f"{total_steps}" + (", checkpoint saved" if saving else ""))
                 raise StopRequested(asked[0])

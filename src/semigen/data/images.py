@@ -28,9 +28,9 @@ _REDUCED_COLOR = {f: flag | cv2.IMREAD_IGNORE_ORIENTATION for f, flag in (
     (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
     (8, cv2.IMREAD_REDUCED_COLOR_8))}
 
-# Bad files are listed in the data report with their reason; OpenCV's own warnings would only
-# repeat them without the path.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# Bad files are listed in the data report with their reason; OpenCV's own messages (its
+# "[ERROR:...] imdecode_" lines too) would only repeat them without the path.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 # Pillow only reads headers here, and semigen checks the declared size itself (MAX_PIXELS).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 

@@ -8,9 +8,12 @@ becomes unlabeled, with its true labels kept aside for evaluation only."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
 import re
+import stat
+import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,43 +100,111 @@ def _natural_key(text: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
-def _files_under(folder: Path):
-    """Every file below `folder`, skipping hidden ones (.DS_Store, .git, ...)."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not any(part.startswith(".")
-                                      for part in path.relative_to(folder).parts):
+# Names that say "image" on a folder (a folder so named is read as a folder).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm"}
+
+
+def _not_read(path: Path) -> str | None:
+    """Why an entry of a data folder is not read (None: a folder or a regular file, which is).
+    Links count as what they point to."""
+    if path.name.startswith("."):
+        return "hidden (the name starts with a dot), not read"
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop, not read"
+        if path.is_symlink():
+            return "a symbolic link to nothing (dangling), not read"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return "not a regular file (a pipe, device or socket), not read"
+
+
+def _files_under(folder: Path, skipped: list | None = None, root: Path | None = None,
+                 _seen: set | None = None):
+    """Every regular file below `folder` (links followed, each folder once), in name order;
+    every entry found and not read goes to `skipped` as (path relative to `root`, reason)."""
+    root = root or folder
+    seen = _seen if _seen is not None else set()
+    where = folder.stat()
+    if (where.st_dev, where.st_ino) in seen:  # a linked folder already read: a cycle
+        if skipped is not None:
+            skipped.append((folder.relative_to(root).as_posix(),
+                            "a link back to a folder already read, not read again"))
+        return
+    seen.add((where.st_dev, where.st_ino))
+    for path in sorted(folder.iterdir()):
+        why = _not_read(path)
+        if why is not None:
+            if skipped is not None:
+                skipped.append((path.relative_to(root).as_posix(), why))
+            continue
+        if path.is_dir():
+            inner = list(_files_under(path, skipped, root, seen))
+            if not inner and path.suffix.lower() in IMAGE_SUFFIXES and skipped is not None:
+                skipped.append((path.relative_to(root).as_posix(),
+                                "a folder named like an image, with no file in it"))
+            yield from inner
+        else:
             yield path
 
 
-def _class_folders(folder: Path) -> list[Path]:
+def _class_folders(folder: Path, report: DataReport | None = None) -> list[Path]:
+    """The class folders of `folder` (labeled/ or test/), by natural name order; hidden or
+    unreadable entries are listed in `report`."""
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: _natural_key(p.name))
+    folders = []
+    for p in folder.iterdir():
+        why = _not_read(p)
+        if why is not None:
+            if report is not None:
+                report.skipped.append((f"{folder.name}/{p.name}", why))
+        elif p.is_dir():
+            folders.append(p)
+    return sorted(folders, key=lambda p: _natural_key(p.name))
+
+
+def class_name(text: str) -> str:
+    """A class name in one Unicode form (NFC): 'café' typed on Linux and read from a macOS
+    folder (NFD) is one class."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _scan_layout(root: Path, report: DataReport) -> tuple[list[_Entry], list[str]]:
     entries, classes = [], []
-    for class_dir in _class_folders(root / "labeled"):
-        classes.append(class_dir.name)
-        entries += [_Entry(p, p.relative_to(root).as_posix(), class_dir.name, "train")
-                    for p in _files_under(class_dir)]
+    folder_of: dict[str, str] = {}
+    for class_dir in _class_folders(root / "labeled", report):
+        name = class_name(class_dir.name)
+        if name in folder_of:
+            report.errors.append(
+                f"labeled/{folder_of[name]} and labeled/{class_dir.name}: one class name "
+                "written in two Unicode forms (they look alike); merge the two folders")
+            continue
+        folder_of[name] = class_dir.name
+        classes.append(name)
+        entries += [_Entry(p, p.relative_to(root).as_posix(), name, "train")
+                    for p in _files_under(class_dir, report.skipped, root)]
     if (root / "labeled").is_dir():
         loose = [p for p in (root / "labeled").iterdir()
-                 if p.is_file() and not p.name.startswith(".")]
+                 if _not_read(p) is None and not p.is_dir()]
         for p in loose:
             report.skipped.append((p.relative_to(root).as_posix(),
                                    "not inside a class folder (labeled/<class>/...)"))
     if (root / "unlabeled").is_dir():
         entries += [_Entry(p, p.relative_to(root).as_posix(), None, "train")
-                    for p in _files_under(root / "unlabeled")]
-    for class_dir in _class_folders(root / "test"):
-        if class_dir.name not in classes:
+                    for p in _files_under(root / "unlabeled", report.skipped, root)]
+    for class_dir in _class_folders(root / "test", report):
+        name = class_name(class_dir.name)
+        if name not in classes:
             report.errors.append(f"test/{class_dir.name}: class '{class_dir.name}' has no "
                                  "folder under labeled/, so the classifier cannot predict it")
             continue
-        entries += [_Entry(p, p.relative_to(root).as_posix(), class_dir.name, "test")
-                    for p in _files_under(class_dir)]
+        entries += [_Entry(p, p.relative_to(root).as_posix(), name, "test")
+                    for p in _files_under(class_dir, report.skipped, root)]
     return entries, classes
 
 
@@ -151,11 +222,13 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
     if rows and missing_columns:
         raise DataError(f"{csv_path}: needs the columns path,label; missing "
                         f"{', '.join(sorted(missing_columns))} (found: {', '.join(columns)})")
-    entries, unknown, outside = [], {}, []
+    entries, unknown, outside, blank = [], {}, [], []
     inside = os.path.abspath(root)
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         rel = (row["path"] or "").strip()
-        label = (row["label"] or "").strip() or None
+        label = class_name((row["label"] or "").strip()) or None
+        if label is None and (row["label"] or ""):
+            blank.append(line)  # only spaces: read as unlabeled, but said
         path = root / rel
         # '..' and absolute paths could make a run read any file; symlinks placed inside DATA
         # are its owner's choice, so the path is judged as written.
@@ -178,6 +251,10 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
                              f"{root} ({shown}); refused, since a labels CSV could otherwise "
                              "make a run read any file. Move the images under the data folder, "
                              "or pass --data.allow-outside-paths true")
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        report.warnings.append(f"{csv_path.name}: {len(blank)} row(s) whose label is only "
+                               f"spaces (line {shown}) are read as unlabeled")
     for label, lines in unknown.items():
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
         where = f"line {shown}" if len(lines) == 1 else f"lines {shown}"
@@ -199,14 +276,15 @@ def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool 
     """Every image in a folder (any depth) or one file, normalised to `shape` (a trained
     model's input); returns the images, labels unknown, and the skipped files with reasons."""
     source = Path(source).expanduser()
+    skipped = []
     if source.is_file():
         paths, root = [source], source.parent
     elif source.is_dir():
-        paths, root = list(_files_under(source)), source
+        paths, root = list(_files_under(source, skipped)), source
     else:
         raise DataError(f"{source}: no such file or folder")
     decoded = read_files(paths, max(MAX_AUTO_SIDE, *shape[:2]), progress)
-    ids, images, skipped = [], [], []
+    ids, images = [], []
     for path, (image, why) in zip(paths, decoded, strict=True):
         rel = path.relative_to(root).as_posix()
         if image is None:
@@ -218,11 +296,17 @@ def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool 
     return ImageSet(ids, array, np.full(len(ids), -1, np.int64)), skipped
 
 
-def folder_name(class_name: str) -> str:
+MAX_FOLDER_BYTES = 200
+
+
+def folder_name(label: str) -> str:
     """A class name as a folder name: path separators and other unsafe characters become '-'
     (Fashion-MNIST's 'T-shirt/top' -> 'T-shirt-top'); manifests keep the real name. Two classes
     can map to one name: `class_folders` makes them distinct."""
-    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "-", class_name).strip(" .") or "class"
+    name = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "-", label).strip(" .")
+    # a file name holds at most 255 bytes, and `sample` adds '-00000.png' to this one
+    name = name.encode("utf-8")[:MAX_FOLDER_BYTES].decode("utf-8", "ignore").strip(" .")
+    return name or "class"
 
 
 def class_folders(classes: list[str]) -> list[str]:
@@ -246,21 +330,22 @@ def read_class_folders(source: str | Path, classes: list[str], shape: tuple[int,
     """Labeled images from ``source/<class>/...`` (or ``source/test/<class>/...``) for classes
     a model knows; a folder named after no such class is an error naming it."""
     root = Path(source).expanduser()
-    if (root / "test").is_dir():
-        root = root / "test"
+    if (root / "test").is_dir() and ("test" not in classes or (root / "labeled").is_dir()):
+        root = root / "test"  # DATA's layout; a class named 'test' is a class folder
     if not root.is_dir():
         raise DataError(f"{source}: no such folder (expected {source}/<class>/...)")
     folders = _class_folders(root)
     known = dict(zip(class_folders(classes), classes, strict=True))  # 'T-shirt-top' too
     known |= {c: c for c in classes if c not in known and folder_name(c) == c}
-    unknown = [f.name for f in folders if f.name not in known]
+    known = {class_name(k): v for k, v in known.items()}
+    unknown = [f.name for f in folders if class_name(f.name) not in known]
     if unknown:
         raise DataError(f"{root}: class folder(s) {', '.join(unknown)} match no class of this "
                         f"run ({', '.join(classes)})")
     sets, skipped = [], []
     for folder in folders:
         images, missed = read_images(folder, shape)
-        images.labels[:] = classes.index(known[folder.name])
+        images.labels[:] = classes.index(known[class_name(folder.name)])
         images.ids = [f"{folder.name}/{i}" for i in images.ids]
         sets.append(images)
         skipped += [(f"{folder.name}/{path}", why) for path, why in missed]
@@ -291,6 +376,9 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
                              cfg.allow_outside_paths)
         if not classes:
             classes = sorted({e.label for e in entries if e.label}, key=_natural_key)
+            if len({name.casefold() for name in classes}) < len(classes):
+                report.warnings.append("some labels differ only in upper and lower case ("
+                                       + ", ".join(classes) + "): each is a class of its own")
     elif not (root / "labeled").is_dir():
         raise DataError(f"{root}: expected DATA/labeled/<class>/... and DATA/unlabeled/... "
                         "(optional DATA/test/<class>/...), or --labels labels.csv")

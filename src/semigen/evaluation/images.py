@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +61,11 @@ class InceptionFeatures(nn.Module):
             self.net = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
         else:
             self.net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            state = checkpoint.load_data_only(Path(weights).expanduser(),
+                                              "torchvision Inception-v3 state dict")
             try:
-                state = torch.load(Path(weights).expanduser(), map_location="cpu",
-                                   weights_only=True)
                 self.net.load_state_dict(state.get("state_dict", state))
-            except (OSError, RuntimeError, AttributeError, KeyError, TypeError, ValueError,
-                    EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+            except (RuntimeError, AttributeError, KeyError, TypeError, ValueError) as e:
                 raise checkpoint.CheckpointError(
                     f"--inception-weights {weights}: not a torchvision Inception-v3 state dict "
                     f"({type(e).__name__}: {(str(e) or 'empty').splitlines()[0][:200]})"

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
-from ..config import from_dict, load_yaml
+from ..config import load_run_config
 from ..data import load_dataset
 from ..generation import BACKENDS
+from ..generation.data import read_pseudo_labels
 from ..rundir import as_run_path, read_metrics, read_stats
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
@@ -283,9 +284,13 @@ def confusion_section(metrics: dict, classes: list[str]) -> str:
             f"{per_class}</div>")
 
 
-def read_pseudo_label_rows(path: Path) -> list[dict]:
+def read_pseudo_label_rows(path: Path, data) -> list[dict]:
+    """pseudo_labels.csv's rows of the unlabeled images the data holds now (a damaged file is
+    refused, naming it)."""
+    read_pseudo_labels(path, data.classes)  # the checks: header, classes, numbers
+    known = set(data.unlabeled.ids)
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [row for row in csv.DictReader(f) if row["path"] in known]
 
 
 def pseudo_label_section(run_path: Path, data, rows: list[dict]) -> str:
@@ -370,7 +375,7 @@ window.addEventListener("load", function () {
 def write_report(run_path: str | Path) -> Path:
     """Write ``RUN/report.html`` from what the run directory holds; return its path."""
     run_path = as_run_path(run_path)
-    cfg = from_dict(load_yaml(run_path / "config.yaml"))
+    cfg = load_run_config(run_path / "config.yaml")
     metrics = read_metrics(run_path)
     data = load_dataset(cfg.data)
     import matplotlib
@@ -381,8 +386,9 @@ def write_report(run_path: str | Path) -> Path:
                     sample_section(run_path, data.classes),
                     curves_section(run_path), confusion_section(metrics, data.classes)]
         pseudo = run_path / "pseudo_labels.csv"
-        if pseudo.exists():
-            sections.append(pseudo_label_section(run_path, data, read_pseudo_label_rows(pseudo)))
+        rows = read_pseudo_label_rows(pseudo, data) if pseudo.exists() else []
+        if rows:
+            sections.append(pseudo_label_section(run_path, data, rows))
         sections.append(data_section(data))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

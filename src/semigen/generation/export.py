@@ -10,14 +10,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import shutil
 from pathlib import Path
 
 import cv2
 import torch
 
 from .. import checkpoint
-from ..config import ConfigError
+from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
+from ..rundir import check_output
 from ..runtime import mix_seed, pick_accelerator, progress
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
@@ -32,23 +34,54 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+MAX_PER_CLASS = 1_000_000
+
+
 def check_sampling(per_class: int, batch_size: int, guidance: float | None,
                    sample_steps: int | None) -> None:
     """Refuse sampling settings that cannot work, naming the option."""
     if per_class < 1 or batch_size < 1:
         raise ConfigError("--per-class and --batch-size must be >= 1")
+    if per_class > MAX_PER_CLASS:
+        raise ConfigError(f"--per-class {per_class}: at most {MAX_PER_CLASS:,} images per class "
+                          "in one call (sample again with another --seed for more)")
+    if batch_size > 65536:
+        raise ConfigError(f"--batch-size {batch_size}: at most 65536")
     if guidance is not None and guidance < 0:
         raise ConfigError(f"--generate.guidance must be >= 0 (got {guidance})")
     if sample_steps is not None and not 1 <= sample_steps <= 1000:
         raise ConfigError(f"--generate.sample_steps must be in [1, 1000] (got {sample_steps})")
 
 
+def check_disk_space(out: Path, images: int, shape: tuple[int, int, int]) -> int:
+    """The bytes `images` PNG files of `shape` may take (uncompressed, a bound); refuse if the
+    disk under `out` has less free."""
+    need = images * (shape[0] * shape[1] * shape[2] + 200)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ConfigError(f"sample would write {images:,} images, up to {need / 1e9:.2f} GB, "
+                          f"and {existing} has {free / 1e9:.2f} GB free; ask for fewer "
+                          "(--per-class) or choose another --out")
+    return need
+
+
 def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed: int = 0,
                      batch_size: int = 256, which: str = "latest", device: str = "auto",
-                     guidance: float | None = None, sample_steps: int | None = None) -> dict:
+                     guidance: float | None = None, sample_steps: int | None = None,
+                     overwrite: bool = False) -> dict:
     """`per_class` images of every class from a run's generator (a diffusion model with
-    `guidance` and `sample_steps`, None: those it was trained with) into `out`."""
+    `guidance` and `sample_steps`, None: those it was trained with) into `out`, a new or empty
+    folder (or any, with `overwrite`). Streams: memory does not grow with `per_class`; the
+    manifest is written as the images are and renamed into place at the end."""
+    out = check_output(out, run_path, overwrite, folder=True,
+                       data_source=run_data_source(run_path))
     path, state = checkpoint.load_stage(run_path, STAGE, which, "generator")
+    classes = state["classes"]
+    total = per_class * len(classes)
+    need = check_disk_space(out, total, tuple(state["image_shape"]))
+    log.info(f"sampling {total:,} images ({per_class} per class) into {out}, up to "
+             f"{need / 1e6:,.1f} MB")
     accelerator = pick_accelerator(device)
     generator = from_checkpoint(state, guidance=guidance, sample_steps=sample_steps).to(
         accelerator)
@@ -56,28 +89,43 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
     # what besides the weights and the seed decides an image (a diffusion model's guidance)
     sampling = {k: v for k, v in generator.settings().items()
                 if k in BACKENDS[backend_of(state)].SAMPLING_FIELDS}
-    out = Path(out)
-    rows = []
-    jobs = [(c, i) for c in range(len(state["classes"])) for i in range(per_class)]
-    folders = class_folders(state["classes"])  # distinct even where class names map alike
-    for start in progress(range(0, len(jobs), batch_size), desc="sampling", unit="batch"):
-        batch = jobs[start:start + batch_size]
-        seeds = [mix_seed(seed, c, i) for c, i in batch]
-        images = to_uint8(sample(generator, torch.tensor([c for c, _ in batch]), seeds))
-        for (c, i), s, image in zip(batch, seeds, images.cpu(), strict=True):
-            name = state["classes"][c]
-            rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
-            (out / rel.parent).mkdir(parents=True, exist_ok=True)
-            pixels = image.permute(1, 2, 0).numpy()
-            if pixels.shape[2] == 3:
-                pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(out / rel), pixels):
-                raise OSError(f"could not write {out / rel}")
-            rows.append([rel.as_posix(), name, s, digest, *sampling.values()])
-    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+    folders = class_folders(classes)  # distinct even where class names map alike
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.csv"
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "class", "seed", "checkpoint_sha256", *sampling])
-        writer.writerows(rows)
-    log.info(f"wrote {len(rows)} images ({per_class} per class) and manifest.csv to {out}")
-    return {"images": len(rows), "checkpoint": str(path), "checkpoint_sha256": digest,
+        for start in progress(range(0, total, batch_size), desc="sampling", unit="batch"):
+            batch = [divmod(j, per_class) for j in range(start, min(start + batch_size, total))]
+            seeds = [mix_seed(seed, c, i) for c, i in batch]
+            images = to_uint8(sample(generator, torch.tensor([c for c, _ in batch]), seeds))
+            for (c, i), s, image in zip(batch, seeds, images.cpu(), strict=True):
+                rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
+                write_png(out / rel, image.permute(1, 2, 0).numpy())
+                writer.writerow([rel.as_posix(), classes[c], s, digest, *sampling.values()])
+    tmp.replace(manifest)
+    log.info(f"wrote {total} images ({per_class} per class) and manifest.csv to {out}")
+    return {"images": total, "checkpoint": str(path), "checkpoint_sha256": digest,
             **generator.settings()}
+
+
+def write_png(path: Path, pixels) -> None:
+    """An RGB or grey uint8 H x W x C array as a PNG, written beside and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(encoded.tobytes())
+    tmp.replace(path)
+
+
+def run_data_source(run_path: str | Path) -> str | None:
+    """The data folder a run was trained on (its config.yaml), if it names one."""
+    try:
+        return load_yaml(Path(run_path) / "config.yaml").get("data", {}).get("source")
+    except (ConfigError, AttributeError):
+        return None

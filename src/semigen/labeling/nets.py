@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import checkpoint
 from ..data import to_float
 
 # ImageNet's channel statistics: what torchvision's and timm's pretrained weights expect.
@@ -178,10 +179,18 @@ def read_state_dict(path: Path) -> dict:
     """A state dict from a file: safetensors, or a torch file read as data only. A training
     checkpoint's 'state_dict' or 'model' entry is taken, and DDP's 'module.' prefix dropped."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{path}: not a readable safetensors file ({e})"
+                                             ) from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint.load_data_only(path, "weights file")
+    if not isinstance(state, dict):
+        raise checkpoint.CheckpointError(f"{path}: not a state dict (it holds a "
+                                         f"{type(state).__name__})")
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]

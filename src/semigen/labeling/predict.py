@@ -13,7 +13,9 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from .. import checkpoint
+from ..config import ConfigError
 from ..data import Dataset, read_images
+from ..rundir import check_output
 from ..runtime import pick_accelerator
 from . import losses, nets
 
@@ -78,25 +80,33 @@ def format_metrics(metrics: dict) -> str:
 
 
 def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
-                   which: str = "latest", device: str = "auto") -> dict:
+                   which: str = "latest", device: str = "auto", overwrite: bool = False) -> dict:
     """Write ``path,label,confidence`` for every readable image under `images`; skipped files
-    are listed in the log. `which` is latest, best, or a checkpoint path. Returns counts."""
+    are listed in the log. `which` is latest, best, or a checkpoint path. `out` is never one
+    of the images read, nor an existing file unless `overwrite`. Returns counts."""
+    out = check_output(out, run_path, overwrite)
     path, state = checkpoint.load_stage(run_path, "label", which, "classifier")
     model = nets.from_checkpoint(state)
     found, skipped = read_images(images, tuple(state["image_shape"]), progress=True)
+    source = Path(images).expanduser()
+    read = {(source if source.is_file() else source / rel).resolve()
+            for rel in [*found.ids, *(rel for rel, _ in skipped)]}
+    if out.resolve() in read:
+        raise ConfigError(f"--out {out}: is one of the images to label; choose another name")
     for rel, why in skipped:
         log.warning(f"skipped {rel}: {why}")
     accelerator = pick_accelerator(device)
     probs = predict(model.to(accelerator), found.images, accelerator)
     confidence, labels = probs.max(dim=1) if len(found) else (probs, probs)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    tmp = out.with_name(out.name + ".tmp")  # renamed into place: never half a file
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence"])
         for rel, label, conf in zip(found.ids, labels.tolist(), confidence.tolist(),
                                     strict=True):
             writer.writerow([rel, state["classes"][label], f"{conf:.4f}"])
+    tmp.replace(out)
     log.info(f"predicted {len(found)} images with {path} into {out}"
              + (f"; skipped {len(skipped)} (listed above)" if skipped else ""))
     return {"predicted": len(found), "skipped": len(skipped), "checkpoint": str(path)}

@@ -16,9 +16,9 @@ import torch
 from sklearn.cluster import KMeans
 
 from .. import checkpoint
-from ..config import from_dict, load_yaml
+from ..config import load_run_config
 from ..data import DataError, load_dataset, to_float
-from ..rundir import as_run_path
+from ..rundir import as_run_path, check_output
 from . import nets
 
 log = logging.getLogger("semigen")
@@ -50,14 +50,17 @@ def choose(features: np.ndarray, probs: np.ndarray, k: int, seed: int = 0) -> li
     return sorted(picks, key=lambda i: margin[i])
 
 
-def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0) -> list[dict]:
-    """Write the `n` suggestions to `out` (path, predicted label, confidence, margin, rank)."""
+def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
+            overwrite: bool = False) -> list[dict]:
+    """Write the `n` suggestions to `out` (path, predicted label, confidence, margin, rank), a
+    new file (or any, with `overwrite`)."""
     run_path = as_run_path(run_path)
+    out = check_output(out, run_path, overwrite)
     if n < 1:
         raise DataError(f"--n must be >= 1 (got {n})")
     _, state = checkpoint.load_stage(run_path, "label", "latest", "classifier")
     model = nets.from_checkpoint(state)
-    data = load_dataset(from_dict(load_yaml(run_path / "config.yaml")).data)
+    data = load_dataset(load_run_config(run_path / "config.yaml").data)
     if not len(data.unlabeled):
         raise DataError(f"{run_path}: its data has no unlabeled images to suggest")
     features, probs = features_and_probs(model, data.unlabeled.images)
@@ -67,13 +70,14 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0) -> lis
              "confidence": round(float(top2[i, 1]), 4),
              "margin": round(float(top2[i, 1] - top2[i, 0]), 4), "rank": rank}
             for rank, i in enumerate(picks, start=1)]
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "predicted", "confidence", "margin",
                                                "rank"])
         writer.writeheader()
         writer.writerows(rows)
+    tmp.replace(out)
     log.info(f"suggested {len(rows)} of {len(data.unlabeled)} unlabeled images to label next: "
              f"{out} (add their labels, e.g. to a labels CSV, and run again)")
     return rows
