@@ -4,28 +4,34 @@ representation features, scored on the labeled images (what a round chooses by) 
 test images (shown, never used to choose).
 
     python benchmarks/teaching_images.py 'runs/bench-rounds/lpc1-seed{seed}/base' --seeds 0 1 2
-    python benchmarks/teaching_images.py 'runs/bench-rounds-diffusion/lpc1-seed{seed}/base' \
-        --seeds 0 --per-class 12 32 128 256 --strengths 0.3 0.5 0.7
+    python benchmarks/teaching_images.py 'runs/bench-rounds/lpc1-seed{seed}/base' \
+        --seeds 0 --per-class 12 32 128 --backend diffusion --strengths 0.3 0.5 0.7
 
-Each RUN is a finished label + generate run (e.g. rounds_few_labels.py's base runs). For the
-diffusion backend every guidance of `joint.GUIDANCES` is tried, and with --strengths the
-variations of the labeled images (their CAS on the labeled images is not a fair figure: they
-were made from them; only the test column counts). Beside them: the same probe trained on the
-labeled images alone. Writes OUT/results.json and prints Markdown."""
+Each RUN is a finished label + generate run (e.g. rounds_few_labels.py's base runs). With
+--backend, a copy of each RUN under OUT first trains that backend's generator (its quick
+budget) on the same pseudo-labels, and is measured instead. For the diffusion backend every
+guidance of `joint.GUIDANCES` is tried, and with --strengths the variations of the labeled
+images (their CAS on the labeled images is not a fair figure: they were made from them; only
+the test column counts). Beside them: the same probe trained on the labeled images alone.
+Writes OUT/results.json and prints Markdown."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import time
+from pathlib import Path
 
 import common
 import numpy as np
 
 from semigen import checkpoint, generation, joint
-from semigen.config import from_dict, load_yaml
+from semigen.config import from_dict, load_yaml, make_config
 from semigen.data import load_dataset
 from semigen.evaluation.teaching import classification_accuracy_score
 from semigen.labeling import nets, represent
+from semigen.rundir import read_metrics
 
 
 def measure(run: str, per_class: list[int], strengths: list[float]) -> list[dict]:
@@ -61,6 +67,22 @@ def measure(run: str, per_class: list[int], strengths: list[float]) -> list[dict
     return rows
 
 
+def with_backend(run: str, backend: str, out: str, seed: int) -> str:
+    """A copy of `run` under `out` whose generator is `backend`'s, trained on the same
+    pseudo-labels (once: a rerun continues or skips it)."""
+    copy = Path(out) / f"seed{seed}-{backend}"
+    if not (copy / "metrics.json").exists():
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("baselines", "generate*",
+                                                                 "samples", "run.lock"))
+        metrics = {k: v for k, v in read_metrics(copy).items() if not k.startswith("generate")}
+        (copy / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if "generate" not in read_metrics(copy):
+        generation.train(make_config(base=copy / "config.yaml", out=str(copy),
+                                     generate__backend=backend, generate__steps=0,
+                                     generate__batch_size=0, run__progress=False))
+    return str(copy)
+
+
 def table(rows: list[dict]) -> str:
     def cell(values):
         return common.mean_and_spread(values, 1)
@@ -83,12 +105,16 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per-class", type=int, nargs="+", default=[12, 32, 128, 256])
     p.add_argument("--strengths", type=float, nargs="*", default=[])
+    p.add_argument("--backend", help="train this backend's generator in a copy of each RUN")
     p.add_argument("--out", default="runs/bench-teaching")
     args = p.parse_args()
     rows = []
     for seed in args.seeds:
-        rows += [{"seed": seed, "run": args.runs.format(seed=seed), **r}
-                 for r in measure(args.runs.format(seed=seed), args.per_class, args.strengths)]
+        run = args.runs.format(seed=seed)
+        if args.backend:
+            run = with_backend(run, args.backend, args.out, seed)
+        rows += [{"seed": seed, "run": run, **r}
+                 for r in measure(run, args.per_class, args.strengths)]
     common.save_merged(args.out, rows, ("run", "images", "per_class"), table(rows))
 
 

@@ -242,14 +242,16 @@ def test_a_changed_unlabeled_pool_is_matched_by_path_on_continue(clean_folder, t
 
 @pytest.mark.parametrize("name, content", [
     ("split.json", ""), ("split.json", "[1, 2]"), ("metrics.json", "{not json"),
-    ("split.json", '{"classes": [], "labeled": ["a"], "labeled_labels": []}')])
+    ("split.json", '{"classes": [], "labeled": ["a"], "labeled_labels": []}'),
+    ("pseudo_labels.csv", "path,label\nx,1\n"), ("pseudo_labels.csv", "\x80\x81")])
 def test_a_damaged_run_record_is_named_not_a_traceback(tmp_path, capsys, name, content):
     run = tmp_path / "run"
     assert main(["label", "digits", "--out", str(run), *TINY, "--label.steps", "5"]) == 0
     (run / name).write_text(content)
     capsys.readouterr()
-    for command in (["label", "digits", "--out", str(run), *TINY, "--label.steps", "6"],
-                    ["report", str(run)]):
+    for command in (["report", str(run)],
+                    ["generate", str(run), "--preset", "tiny", "--generate.steps", "1"],
+                    ["label", "digits", "--out", str(run), *TINY, "--label.steps", "6"]):
         code = main(command)
         err = capsys.readouterr().err
         if code != 0:
@@ -413,3 +415,14 @@ def test_an_empty_run_config_is_named_as_damaged(tmp_path, capsys):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert "config.yaml: empty or damaged" in err and "another split" not in err, command
+
+
+def test_a_corrupt_image_prints_no_raw_opencv_line(tmp_path, capfd):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_image(tmp_path / "d" / "labeled" / name / "0.png",
+                    rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    (tmp_path / "d" / "labeled" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 50)
+    assert main(["data", "check", str(tmp_path / "d")]) == 0
+    out, err = capfd.readouterr()
+    assert "labeled/a/bad.png" in out and "[ERROR" not in err and "imdecode" not in err
