@@ -125,6 +125,7 @@ def test_fit_runs_rounds_by_default_only_where_labels_are_few_and_says_so_elsewh
     auto = make_config(data="digits", fit__rounds=-1)
     assert planned_rounds(auto, 1) == (1, None)
     assert planned_rounds(auto, ROUNDS_PAY_UP_TO) == (1, None)
+    assert planned_rounds(auto, ROUNDS_PAY_UP_TO + 1)[0] == 0
     rounds, why = planned_rounds(auto, 10)
     assert rounds == 0 and "10 labeled images" in why and "--rounds N" in why
     asked = make_config(data="digits", fit__rounds=2)

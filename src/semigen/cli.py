@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(fit)
     fit.add_argument("--rounds", type=int, metavar="R",
                      help="joint rounds after label and generate (default -1: one where "
-                     "classes have at most 2 labeled images, where rounds pay; else none)")
+                     "a class has 1 labeled image, where rounds pay; else none)")
 
     report = commands.add_parser("report", help="write RUN/report.html from a run's files")
     report.add_argument("run", metavar="RUN")
