@@ -127,6 +127,22 @@ def _describe_holder(raw: bytes) -> str:
         return "another process"
 
 
+@contextmanager
+def replacing(path: str | Path, mode: str = "w") -> Iterator:
+    """Open `path` for writing through a temporary file beside it, renamed into place when the
+    block ends: a reader, or a command after a crash, sees the old file or the new one, never
+    half of one (text modes: UTF-8, csv-ready newlines)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+    try:
+        with open(tmp, mode, **text) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class RunDir:
     def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path)
@@ -170,10 +186,8 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         if self.writer:
-            path = self.path / name
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            with replacing(self.path / name) as f:
+                f.write(text)
 
     def write_json(self, name: str, obj) -> None:
         self.write_text(name, json.dumps(obj, indent=1) + "\n")

@@ -22,7 +22,7 @@ from ..config import load_run_config
 from ..data import load_dataset
 from ..generation import BACKENDS
 from ..generation.data import read_pseudo_labels
-from ..rundir import as_run_path, read_metrics, read_stats
+from ..rundir import as_run_path, read_metrics, read_stats, replacing
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
 SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
@@ -401,7 +401,6 @@ seed {cfg.runtime.seed}. <span id="image-status"></span></p>
 <script>{CHECK}</script></body></html>
 """
     path = run_path / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    with replacing(path) as f:
+        f.write(page)
     return path

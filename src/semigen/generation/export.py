@@ -19,7 +19,7 @@ import torch
 from .. import checkpoint
 from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
-from ..rundir import check_output
+from ..rundir import check_output, replacing
 from ..runtime import mix_seed, pick_accelerator, progress
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
@@ -91,9 +91,7 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
                 if k in BACKENDS[backend_of(state)].SAMPLING_FIELDS}
     folders = class_folders(classes)  # distinct even where class names map alike
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.csv"
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(out / "manifest.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "class", "seed", "checkpoint_sha256", *sampling])
         for start in progress(range(0, total, batch_size), desc="sampling", unit="batch"):
@@ -104,7 +102,6 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
                 rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
                 write_png(out / rel, image.permute(1, 2, 0).numpy())
                 writer.writerow([rel.as_posix(), classes[c], s, digest, *sampling.values()])
-    tmp.replace(manifest)
     log.info(f"wrote {total} images ({per_class} per class) and manifest.csv to {out}")
     return {"images": total, "checkpoint": str(path), "checkpoint_sha256": digest,
             **generator.settings()}
@@ -118,9 +115,8 @@ def write_png(path: Path, pixels) -> None:
     ok, encoded = cv2.imencode(".png", pixels)
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encoded.tobytes())
-    tmp.replace(path)
+    with replacing(path, "wb") as f:
+        f.write(encoded.tobytes())
 
 
 def run_data_source(run_path: str | Path) -> str | None:

@@ -15,7 +15,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from .. import checkpoint
 from ..config import ConfigError
 from ..data import Dataset, read_images
-from ..rundir import check_output
+from ..rundir import check_output, replacing
 from ..runtime import pick_accelerator
 from . import losses, nets
 
@@ -65,13 +65,11 @@ def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
 def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: torch.Tensor,
                         round_index: int = 0) -> None:
     confidence, labels = probs.reshape(len(ids), len(classes)).max(dim=1)  # none: 0 x C
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(path) as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence", "round"])
         for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
             writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
-    tmp.replace(path)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -99,14 +97,12 @@ def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
     probs = predict(model.to(accelerator), found.images, accelerator)
     confidence, labels = probs.max(dim=1) if len(found) else (probs, probs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")  # renamed into place: never half a file
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(out) as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence"])
         for rel, label, conf in zip(found.ids, labels.tolist(), confidence.tolist(),
                                     strict=True):
             writer.writerow([rel, state["classes"][label], f"{conf:.4f}"])
-    tmp.replace(out)
     log.info(f"predicted {len(found)} images with {path} into {out}"
              + (f"; skipped {len(skipped)} (listed above)" if skipped else ""))
     return {"predicted": len(found), "skipped": len(skipped), "checkpoint": str(path)}

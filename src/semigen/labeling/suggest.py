@@ -18,7 +18,7 @@ from sklearn.cluster import KMeans
 from .. import checkpoint
 from ..config import load_run_config
 from ..data import DataError, load_dataset, to_float
-from ..rundir import as_run_path, check_output
+from ..rundir import as_run_path, check_output, replacing
 from . import nets
 
 log = logging.getLogger("semigen")
@@ -71,13 +71,11 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
              "margin": round(float(top2[i, 1] - top2[i, 0]), 4), "rank": rank}
             for rank, i in enumerate(picks, start=1)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with replacing(out) as f:
         writer = csv.DictWriter(f, fieldnames=["path", "predicted", "confidence", "margin",
                                                "rank"])
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(out)
     log.info(f"suggested {len(rows)} of {len(data.unlabeled)} unlabeled images to label next: "
              f"{out} (add their labels, e.g. to a labels CSV, and run again)")
     return rows
