@@ -193,3 +193,56 @@ def test_step_sampler_resumes_mid_stream():
     resumed = iter(late)
     assert [next(resumed), next(resumed)] == batches[3:5]
     assert next(iter(StepBatchSampler(50, 4, seed=8))) != batches[0]
+
+
+def test_large_images_report_the_size_found_and_the_size_used(tmp_path):
+    from conftest import write_image
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i in range(3):
+            write_image(tmp_path / "d" / "labeled" / c / f"{i}.png",
+                        rng.integers(0, 256, (200, 300), dtype=np.uint8))
+    write_image(tmp_path / "d" / "unlabeled" / "u.jpg", rng.integers(0, 256, (200, 300, 3),
+                                                                     dtype=np.uint8))
+    data = load_dataset(DataConfig(source=str(tmp_path / "d"), cache_dir=str(tmp_path / "c")))
+    assert data.report.sizes_found == {"200x300": 7}  # the files' own, not the scaled size
+    assert data.shape == (43, 64, 1)  # longest side data.max_side (64)
+    assert "sizes found: 200x300 (7)" in data.report.format()
+    wide = load_dataset(DataConfig(source=str(tmp_path / "d"), cache_dir=str(tmp_path / "c"),
+                                   max_side=128))
+    assert wide.shape == (85, 128, 1)
+
+
+def test_images_are_decoded_once_and_again_only_when_a_file_changes(clean_folder, tmp_path,
+                                                                     monkeypatch):
+    from conftest import write_image
+
+    from semigen.data import sources
+    cfg = DataConfig(source=str(clean_folder), cache_dir=str(tmp_path / "cache"))
+    first = load_dataset(cfg)
+    decoded = []
+    real_read_files = sources.read_files
+    monkeypatch.setattr(sources, "read_files",
+                        lambda paths, *a, **k: decoded.append(len(paths)) or
+                        real_read_files(paths, *a, **k))
+    again = load_dataset(cfg)
+    assert decoded == []  # read from the cache
+    for split in ("labeled", "unlabeled", "test"):
+        assert getattr(again, split).ids == getattr(first, split).ids
+        assert np.array_equal(getattr(again, split).images, getattr(first, split).images)
+    assert again.report.to_dict() == first.report.to_dict()
+    # a changed file, another setting: decoded anew
+    write_image(clean_folder / "unlabeled" / "dark0.png", np.zeros((12, 12, 3), np.uint8))
+    changed = load_dataset(cfg)
+    assert decoded == [36]
+    assert changed.unlabeled.images[changed.unlabeled.ids.index("dark0.png")].max() == 0
+    load_dataset(DataConfig(source=str(clean_folder), cache_dir=str(tmp_path / "cache"),
+                            channels="gray"))
+    assert decoded == [36, 36]
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(clean_folder, tmp_path, caplog):
+    blocked = tmp_path / "not a folder"
+    blocked.write_text("")
+    data = load_dataset(DataConfig(source=str(clean_folder), cache_dir=str(blocked)))
+    assert len(data.unlabeled) == 12 and "could not keep the decoded images" in caplog.text

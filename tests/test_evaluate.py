@@ -146,9 +146,13 @@ def test_image_metrics_on_a_user_folder_with_inception_weights(clean_folder, tmp
     for argv in (["label", str(clean_folder), "--preset", "tiny", "--out", str(run)],
                  ["generate", str(run), "--preset", "tiny"]):
         assert main(argv) == 0, argv
-    assert main(["evaluate", str(run)]) == 0  # no evaluator for a user's folder: said so
-    assert "--inception-weights" in json.loads(
-        (run / "metrics.json").read_text())["evaluate"]["images"]["skipped"]
+    assert main(["evaluate", str(run)]) == 0  # a user's folder: the self-supervised judge
+    images = json.loads((run / "metrics.json").read_text())["evaluate"]["images"]
+    assert images["feature_network"]["network"].startswith("semigen judge (self-supervised")
+    probe = images["feature_network"]["class_consistency_by"]
+    assert probe["labels"] == 12 and 0 <= probe["held_out_accuracy"] <= 1
+    assert images["fid"] >= 0 and 0 <= images["precision"] <= 1 and 0 <= images["recall"] <= 1
+    assert 0 <= images["class_consistency"] <= 1 and images["real"] == "the test images"
 
     # A file made here stands in for torchvision's downloaded Inception-v3 weights.
     weights = tmp_path / "inception_v3.pth"
@@ -160,7 +164,9 @@ def test_image_metrics_on_a_user_folder_with_inception_weights(clean_folder, tmp
     assert images["feature_network"]["network"].startswith("Inception-v3")
     assert images["n_fake"] == 2 * 4 and images["n_real"] == 12
     assert images["fid"] >= 0 and images["kid"] == images["kid"]  # a number, not NaN
-    assert "class_consistency" not in images and "class_consistency_skipped" in images
+    # class consistency stays the judge's probe's: Inception has no classes of the user's
+    assert images["feature_network"]["class_consistency_by"]["network"].startswith(
+        "semigen judge")
 
     capsys.readouterr()
     (tmp_path / "junk.pth").write_bytes(b"not weights")

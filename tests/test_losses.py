@@ -38,7 +38,8 @@ def test_consistency_loss_averages_over_the_whole_batch():
 
 
 def test_adaptive_thresholds_scale_by_class_level():
-    levels = losses.adaptive_thresholds(torch.tensor(0.9), torch.tensor([0.5, 0.25, 0.25]))
+    levels = losses.adaptive_thresholds(torch.tensor(0.9), torch.tensor([0.5, 0.25, 0.25]),
+                                        torch.full((3,), 1 / 3))
     assert levels.tolist() == pytest.approx([0.9, 0.45, 0.45])
 
 

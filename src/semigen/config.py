@@ -29,6 +29,7 @@ BACKEND_BUDGET = {"gan": {"steps": 4000, "batch_size": 128},
                   "diffusion": {"steps": 3400, "batch_size": 32}}
 GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the modules
 THRESHOLDS = ("adaptive", "fixed")
+CLASS_PRIORS = ("estimate", "uniform")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
 
@@ -44,7 +45,10 @@ class DataConfig:
     allow_outside_paths: bool = False  # let CSV paths point outside `source` ('..', absolute)
     labels_per_class: int = 10  # built-ins: labeled images per class, the rest become unlabeled
     split_seed: int = 0  # built-ins: which images are labeled
-    image_size: int | None = None  # square side; None: the most common size, longest side <= 64
+    image_size: int | None = None  # square side; None: the most common size, scaled to max_side
+    # the longest side when image_size is None: 64 suits a CPU (the networks then run at 32 px
+    # behind a strided stem); the full preset (GPU) uses 128
+    max_side: int = 64
     channels: str = "auto"  # auto: gray or RGB as the majority of the images is
     hflip: bool | None = None  # weak augmentation flips; None: per data set (off for digits)
     rotate: bool = False  # self-supervised views turn images by any angle (orientation no cue)
@@ -81,7 +85,10 @@ class LabelConfig:
     thresholds: str = "adaptive"  # adaptive: FreeMatch's per-class levels | fixed: `threshold`
     threshold: float = 0.95  # the fixed confidence threshold (thresholds: fixed)
     threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
-    dist_align: bool = True  # align weak predictions to a uniform class prior (ReMixMatch)
+    dist_align: bool = True  # align weak predictions to the class prior (ReMixMatch)
+    # the class prior of the unlabeled images: estimate (EM on the features' labels, Saerens
+    # et al. 2002) or uniform (every class equally common, FreeMatch's assumption)
+    class_prior: str = "estimate"
     # semi: the features' labels stay a second teacher in fine-tuning (each unlabeled image's
     # target is the mean of the classifier's guess and its label from the features)
     second_teacher: bool = True
@@ -163,6 +170,12 @@ class EvaluateConfig:
     # FID/KID features: a torchvision Inception-v3 state dict, or "download" (needs a network);
     # None: the built-in data set's evaluator network (user folders get no image metrics)
     inception_weights: str | None = None
+    # the judge of a user's own images: self-supervised features trained on the training
+    # images for this many steps (cached per data set; 0: none); on built-ins beside the
+    # evaluator, as a check of it
+    judge_steps: int = 2500
+    features: str | None = None  # your weights for the judge's features instead (a state dict)
+    features_net: str = "resnet50"  # their architecture: torchvision or timm:NAME (DINOv2: timm)
 
 
 @dataclass
@@ -388,6 +401,7 @@ def validate(cfg: Config) -> None:
     check(d.labels_per_class >= 1, f"data.labels_per_class must be >= 1 (got {d.labels_per_class})")
     check(d.image_size is None or 8 <= d.image_size <= 512,
           f"data.image_size must be between 8 and 512 (got {d.image_size})")
+    check(8 <= d.max_side <= 512, f"data.max_side must be between 8 and 512 (got {d.max_side})")
     check(not _inside(run.out, d.source), f"run.out {run.out} lies inside the data folder "
           f"{d.source}: the run's own files would be read as images; choose an --out outside it")
     check(d.channels in CHANNELS, f"data.channels must be one of {CHANNELS} (got {d.channels!r})")
@@ -405,6 +419,8 @@ def validate(cfg: Config) -> None:
     check(0 <= lab.ema_decay < 1, f"label.ema_decay must be in [0, 1) (got {lab.ema_decay})")
     check(lab.uratio >= 1, f"label.uratio must be >= 1 (got {lab.uratio})")
     check(lab.lambda_u >= 0, f"label.lambda_u must be >= 0 (got {lab.lambda_u})")
+    check(lab.class_prior in CLASS_PRIORS,
+          f"label.class_prior must be one of {CLASS_PRIORS} (got {lab.class_prior!r})")
     check(lab.thresholds in THRESHOLDS,
           f"label.thresholds must be one of {THRESHOLDS} (got {lab.thresholds!r})")
     check(0 < lab.threshold <= 1, f"label.threshold must be in (0, 1] (got {lab.threshold})")
@@ -455,6 +471,11 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg.evaluate, name)
         check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
     check(fit.rounds >= -1, f"fit.rounds must be >= 0, or -1 for auto (got {fit.rounds})")
+    ev = cfg.evaluate
+    check(ev.judge_steps >= 0, f"evaluate.judge_steps must be >= 0 (got {ev.judge_steps})")
+    check(ev.features is None or Path(ev.features).expanduser().is_file(),
+          f"evaluate.features: {ev.features}: no such file (a state dict of "
+          f"evaluate.features_net, {ev.features_net})")
     weights = cfg.evaluate.inception_weights
     check(weights in (None, "download") or Path(weights).expanduser().is_file(),
           f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "

@@ -262,7 +262,7 @@ def _baseline(cfg: Config, run_path: Path, mode: str) -> None:
 
 def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
     """Round r's figures: its classifier's and pseudo-labels' (from its label stage) and its
-    generator's image metrics at ``evaluate.round_per_class`` (built-ins, or Inception)."""
+    generator's image metrics at ``evaluate.round_per_class`` (where there are test images)."""
     done = finished(run_path)
     label_metrics = done[checkpoint.stage_name("label", r)]
     found = {"round": r, **{k: label_metrics.get(k) for k in (
@@ -270,7 +270,7 @@ def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
         "mean_confidence")}}
     found["cas_labeled"] = done.get(f"images-r{r}", {}).get("cas_labeled")
     data = load_dataset(cfg.data)
-    if data.test is not None and (cfg.data.source in BUILTINS or cfg.evaluate.inception_weights):
+    if data.test is not None:
         from .evaluation.run import generator_metrics
         # No copying figure per round: later rounds overwrite the pseudo-labels that this
         # round's generator learned from, and the round table does not show it; `evaluate`
@@ -278,8 +278,9 @@ def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
         images = generator_metrics(cfg, data, checkpoint.stage_path(
             run_path, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class,
             copying=False)
-        found |= {k: images.get(k) for k in ("fid", "kid", "class_consistency",
-                                             "worst_class_consistency", "n_fake")}
+        found |= {k: images.get(k) for k in ("fid", "kid", "precision", "recall",
+                                             "class_consistency", "worst_class_consistency",
+                                             "n_fake")}
     with RunDir(run_path) as run_dir:
         run_dir.rewind("fit", r - 1)  # a line of this round that a crash left unrecorded
         run_dir.stats("fit", r, **{k: v for k, v in found.items() if v is not None})

@@ -345,7 +345,7 @@ def note_resume(run_dir: RunDir, stage: str, path, state: dict, cfg: Config) -> 
 # config.yaml on these, and on its model's fields (each stage names its own) once that stage has
 # checkpoints; step budgets, logging, devices and evaluation may change.
 DATA_FIELDS = ("source", "labels_csv", "labels_per_class", "split_seed", "image_size",
-               "channels")
+               "max_side", "channels")
 
 
 def check_continuation(cfg: Config, model_fields: dict[str, tuple[str, ...]] | None = None

@@ -15,7 +15,6 @@ from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm",
                   ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".sr", ".ras"}
-MAX_AUTO_SIDE = 64  # semigen's networks are for small images; larger ones are scaled down
 # Decoding limits that bound memory whatever the files (see `read_image`): about 400 MB for the
 # largest image (RGBA, 16-bit at worst), plus 7 more threads each on an image of <= 4 M pixels.
 MAX_PIXELS = 50_000_000  # e.g. 8660x5773; larger images are skipped (JPEGs decode reduced)
@@ -36,7 +35,8 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
-    """Decode one file to uint8 HxWx{1,3} RGB/gray, or return (None, why it was skipped).
+    """Decode one file to uint8 HxWx{1,3} RGB/gray, or return (None, why it was skipped); on
+    success the second item is the size found in the file, "HxW" (before any scaling).
 
     Memory stays bounded whatever the file: the header's size is read first (Pillow reads the
     header alone), and an image is decoded only if it has at most MAX_PIXELS (larger JPEGs are
@@ -53,6 +53,7 @@ def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
     flags, pixels, why = _decode_plan(path, size, keep_side)
     if why:
         return None, why
+    found = ""
     with _LARGE_DECODE if pixels > LARGE_PIXELS else contextlib.nullcontext():
         try:
             image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
@@ -63,6 +64,8 @@ def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
         if image is None or image.size == 0:
             return None, "unreadable (corrupt or truncated image)"
         h, w = image.shape[:2]
+        reduced = next((f for f in (2, 4, 8) if flags == _REDUCED_COLOR[f]), 1)
+        found = f"{h * reduced}x{w * reduced}"  # libjpeg's reduced decoding: about the file's
         if max(h, w) > keep_side:  # first, so that the conversions below work on a small copy
             scale = keep_side / max(h, w)
             image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -76,7 +79,7 @@ def read_image(path: Path, keep_side: int) -> tuple[np.ndarray | None, str]:
     image = _to_uint8(image)
     if _is_gray_in_rgb(image):
         image = image[:, :, 0]
-    return (image[:, :, None] if image.ndim == 2 else image), ""
+    return (image[:, :, None] if image.ndim == 2 else image), found
 
 
 def _decode_plan(path: Path, size: int, keep_side: int) -> tuple[int, int, str]:
@@ -132,15 +135,15 @@ def _is_gray_in_rgb(image: np.ndarray) -> bool:
 
 
 def target_shape(shapes: list[tuple[int, int, int]], image_size: int | None,
-                 channels: str) -> tuple[int, int, int]:
+                 channels: str, max_side: int) -> tuple[int, int, int]:
     """(H, W, C) every image becomes: the forced size, else the most common size scaled so its
-    longest side is at most MAX_AUTO_SIDE; gray or RGB as the majority is, unless forced."""
+    longest side is at most `max_side`; gray or RGB as the majority is, unless forced."""
     if image_size is not None:
         h = w = image_size
     else:
         (h, w), _ = Counter((s[0], s[1]) for s in shapes).most_common(1)[0]
-        if max(h, w) > MAX_AUTO_SIDE:
-            scale = MAX_AUTO_SIDE / max(h, w)
+        if max(h, w) > max_side:
+            scale = max_side / max(h, w)
             h, w = max(1, round(h * scale)), max(1, round(w * scale))
     if channels == "auto":
         gray = sum(s[2] == 1 for s in shapes)

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config import BUILTINS, DataConfig
 from ..runtime import progress as progress_bar
-from .images import MAX_AUTO_SIDE, normalise, read_image, target_shape
+from . import decoded
+from .images import normalise, read_image, target_shape
 from .report import DataError, DataReport
 
 NO_FLIP = {"digits", "mnist", "svhn"}  # a mirrored digit is another glyph
@@ -283,9 +284,9 @@ def read_images(source: str | Path, shape: tuple[int, int, int], progress: bool 
         paths, root = list(_files_under(source, skipped)), source
     else:
         raise DataError(f"{source}: no such file or folder")
-    decoded = read_files(paths, max(MAX_AUTO_SIDE, *shape[:2]), progress)
+    decoded_images = read_files(paths, max(shape[:2]), progress)
     ids, images = [], []
-    for path, (image, why) in zip(paths, decoded, strict=True):
+    for path, (image, why) in zip(paths, decoded_images, strict=True):
         rel = path.relative_to(root).as_posix()
         if image is None:
             skipped.append((rel, why))
@@ -385,17 +386,15 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
     entries = _merge_duplicates(entries, report)
     report.classes = classes
 
-    decoded = read_files([e.path for e in entries], max(MAX_AUTO_SIDE, cfg.image_size or 0),
-                         progress)
-    good = []
-    for entry, (image, why) in zip(entries, decoded, strict=True):
-        if image is None:
+    images, index = decode_once(entries, cfg, progress)
+    good = [(entry, row) for entry, row in zip(entries, index["rows"], strict=True)
+            if row is not None]
+    for entry, row, why in zip(entries, index["rows"], index["why"], strict=True):
+        if row is None:
             report.skipped.append((entry.rel, why))
         else:
-            good.append((entry, image))
-    for _, image in good:
-        report.sizes_found[f"{image.shape[0]}x{image.shape[1]}"] += 1
-        report.channels_found["gray" if image.shape[2] == 1 else "rgb"] += 1
+            report.sizes_found[why] += 1
+    report.channels_found.update(index["channels"])
     if report.skipped:
         report.warnings.append(f"{len(report.skipped)} file(s) skipped (listed above); "
                                "the run uses the rest")
@@ -414,18 +413,17 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
         report.errors.append("no readable images")
         return _empty_dataset(root.name, classes, report)
 
-    shape = target_shape([img.shape for _, img in good], cfg.image_size, cfg.channels)
+    shape = tuple(index["shape"])
     report.shape = shape
-    report.resized = sum(img.shape != shape for _, img in good)
-    index = {c: i for i, c in enumerate(classes)}
+    report.resized = index["converted"]
+    class_index = {c: i for i, c in enumerate(classes)}
 
     def image_set(keep) -> ImageSet:
-        chosen = [(e, img) for e, img in good if keep(e)]
-        images = np.stack([normalise(img, shape) for _, img in chosen]) if chosen \
-            else np.zeros((0, *shape), np.uint8)
-        labels = np.array([index.get(e.label, -1) if e.label else -1 for e, _ in chosen],
+        chosen = [(e, row) for e, row in good if keep(e)]
+        array = images[[row for _, row in chosen]] if chosen else np.zeros((0, *shape), np.uint8)
+        labels = np.array([class_index.get(e.label, -1) if e.label else -1 for e, _ in chosen],
                           dtype=np.int64)
-        return ImageSet([e.rel for e, _ in chosen], images, labels)
+        return ImageSet([e.rel for e, _ in chosen], np.ascontiguousarray(array), labels)
 
     labeled = image_set(lambda e: e.split == "train" and e.label is not None)
     unlabeled = image_set(lambda e: e.split == "train" and e.label is None)
@@ -439,6 +437,38 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
                                "to learn from beyond the labels")
     return Dataset(root.name, classes, labeled, unlabeled, test if len(test) else None, None,
                    cfg.hflip if cfg.hflip is not None else True, report, cfg.rotate)
+
+
+def decode_once(entries: list[_Entry], cfg: DataConfig, progress: bool
+                ) -> tuple[np.ndarray, dict]:
+    """Every entry's image at the size the run uses (one array, row by row) and an index: per
+    entry its row or None, and beside it the size found in the file ("HxW") or why it was
+    skipped; the channels found, the shape used and how many images it converted. Read from
+    the decoded-image cache where these very files were decoded with these settings before
+    (`decoded`), else decoded now and kept there."""
+    paths = [e.path for e in entries]
+    settings = {"image_size": cfg.image_size, "max_side": cfg.max_side, "channels": cfg.channels}
+    entry_key = decoded.key(paths, settings)
+    cached = decoded.read(cfg.cache_dir, entry_key)
+    if cached is not None:
+        return cached
+    found = read_files(paths, max(cfg.max_side, cfg.image_size or 0), progress)
+    rows, why, channels, kept = [], [], Counter(), []
+    for image, reason in found:
+        rows.append(None if image is None else len(kept))
+        why.append(reason)
+        if image is not None:
+            kept.append(image)
+            channels["gray" if image.shape[2] == 1 else "rgb"] += 1
+    shape = target_shape([img.shape for img in kept], cfg.image_size, cfg.channels,
+                         cfg.max_side) if kept else (1, 1, 1)
+    images = np.stack([normalise(img, shape) for img in kept]) if kept \
+        else np.zeros((0, *shape), np.uint8)
+    index = {"rows": rows, "why": why, "channels": dict(channels), "shape": list(shape),
+             "converted": sum(img.shape != shape for img in kept)}
+    if kept:
+        decoded.write(cfg.cache_dir, entry_key, images, index)
+    return images, index
 
 
 def _empty_dataset(name, classes, report) -> Dataset:
@@ -469,7 +499,7 @@ def _load_builtin(cfg: DataConfig) -> Dataset:
                          np.full(len(unlabeled_idx), -1, np.int64))
     test = ImageSet(ids("test", np.arange(len(test_y))), test_x, test_y)
     if cfg.image_size is not None or cfg.channels != "auto":
-        shape = target_shape([train_x.shape[1:]], cfg.image_size, cfg.channels)
+        shape = target_shape([train_x.shape[1:]], cfg.image_size, cfg.channels, cfg.max_side)
         labeled, unlabeled, test = (
             ImageSet(s.ids, np.stack([normalise(im, shape) for im in s.images]), s.labels)
             for s in (labeled, unlabeled, test))

@@ -260,22 +260,35 @@ class Judge:
 
 @torch.no_grad()
 def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], per_class: int,
-                  seed: int = 0, train_images: np.ndarray | None = None) -> dict:
-    """FID and KID of `generator` against the `real` held-out images (``.images``, uint8 N x H
-    x W x C, and ``.labels``) in the space of the judge's features, and class consistency by
-    its classifier, overall and per class; with the generator's `train_images`, how much it
-    copies them (`memorisation`)."""
-    features, classifier = judge.features, judge.classifier
-    real_images, real_labels = real.images, real.labels
+                  seed: int = 0, train_images: np.ndarray | None = None,
+                  second_judge: Judge | None = None) -> dict:
+    """FID, KID, precision and recall of `generator` against the `real` held-out images
+    (``.images``, uint8 N x H x W x C, and ``.labels``) in the space of the judge's features,
+    and class consistency by its classifier, overall and per class; with the generator's
+    `train_images`, how much it copies them (`memorisation`); with a `second_judge`, its
+    figures on the same images under ``judge``."""
     generator = generator.eval()
     fake, fake_labels = generate_per_class(generator, len(classes), per_class, seed)
-    real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
-    real_features, fake_features = embed_images(features, real), embed_images(features, fake)
-    found = {"n_real": len(real), "n_fake": len(fake),
-             **feature_distances(real_features, fake_features), "per_class": {}}
+    real_images = torch.from_numpy(real.images).permute(0, 3, 1, 2).contiguous()
+    found = judged(judge, real_images, real.labels, fake, fake_labels, classes, per_class)
     if train_images is not None and len(train_images):
         train = torch.from_numpy(train_images).permute(0, 3, 1, 2)
-        found["memorisation"] = memorisation(fake, real, train, seed=seed)
+        found["memorisation"] = memorisation(fake, real_images, train, seed=seed)
+    if second_judge is not None:
+        found["judge"] = judged(second_judge, real_images, real.labels, fake, fake_labels,
+                                classes, per_class)
+    return found
+
+
+def judged(judge: Judge, real: torch.Tensor, real_labels: np.ndarray, fake: torch.Tensor,
+           fake_labels: torch.Tensor, classes: list[str], per_class: int) -> dict:
+    """`image_metrics`' figures of generated images `fake` in one judge's features."""
+    from .judge import precision_recall
+    features, classifier = judge.features, judge.classifier
+    real_features, fake_features = embed_images(features, real), embed_images(features, fake)
+    found = {"n_real": len(real), "n_fake": len(fake),
+             **feature_distances(real_features, fake_features),
+             **precision_recall(real_features, fake_features), "per_class": {}}
     right = None
     if classifier is not None:
         right = recognised(classifier, fake, fake_labels)
@@ -295,8 +308,7 @@ def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], 
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "
                             "upwards; compare it only at equal N")
     if right is None:
-        found["class_consistency_skipped"] = ("needs a classifier that took no part in "
-                                              "training: built-in data sets only")
+        found["class_consistency_skipped"] = "no classifier that took no part in training"
     else:
         found["worst_class_consistency"] = min(v["class_consistency"]
                                                for v in found["per_class"].values())

@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -60,8 +61,25 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _accuracy_note(about: dict) -> str:
-    return (f" (test accuracy {about['test_accuracy']:.4f})"
+    note = (f" (test accuracy {about['test_accuracy']:.4f})"
             if about.get("test_accuracy") is not None else "")
+    probe = about.get("class_consistency_by") or {}
+    if "labels" in probe:  # the judge's probe: what its consistency stands on
+        held = probe.get("held_out_accuracy")
+        note += (f"; class consistency by {probe['by']} ({probe['labels']} labels, "
+                 + (f"{held:.0%} right on labels held out in turn)" if held is not None
+                    else "too few per class to hold any out)"))
+    return note
+
+
+def _judged(images: dict) -> str:
+    """FID, KID, precision and recall of one judge, as a phrase."""
+    diversity = (f", precision {images['precision']:.2f}, recall {images['recall']:.2f}"
+                 if "precision" in images else "")
+    consistency = (f", class consistency {images['class_consistency']:.3f}"
+                   if "class_consistency" in images else "")
+    return (f"FID {images['fid']:.2f}, KID {images['kid']:.4f} ± {images['kid_std']:.4f}"
+            f"{diversity}{consistency}")
 
 
 def _duration(seconds: float) -> str:
@@ -116,15 +134,21 @@ def metrics_section(metrics: dict) -> str:
     images = metrics.get("evaluate", {}).get("images", {})
     if "fid" in images:
         about = images["feature_network"]
-        consistency = (f", class consistency {images['class_consistency']:.3f}"
-                       if "class_consistency" in images else "")
         sampler = images.get("generator", {"backend": "gan"})
         how = BACKENDS[sampler["backend"]].describe(sampler)
+        against = html.escape(images.get("real", "the test images"))
         parts.append(f"<p>Final generator ({how}), N = {images['n_fake']} generated against "
-                     f"{images['n_real']} real: FID {images['fid']:.2f}, KID "
-                     f"{images['kid']:.4f} ± {images['kid_std']:.4f}{consistency}. Feature "
+                     f"{images['n_real']} real ({against}): {_judged(images)}. Feature "
                      f"network: {html.escape(about['network'])}"
-                     f"{_accuracy_note(about)}.</p>")
+                     f"{html.escape(_accuracy_note(about))}. Precision: the share of generated "
+                     "images that look like real ones; recall: the share of real images the "
+                     "generated ones cover (low: too little variety).</p>")
+        if "judge" in images:
+            judge = images["judge"]
+            parts.append(f"<p>The same images by the self-supervised judge a user's own data "
+                         f"gets ({html.escape(judge['feature_network']['network'])}"
+                         f"{html.escape(_accuracy_note(judge['feature_network']))}): "
+                         f"{_judged(judge)}.</p>")
         if "memorisation" in images:
             copied = images["memorisation"]
             parts.append(f"<p>Copying of the generator's {copied['n_train']} training images "
@@ -191,6 +215,38 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
     return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. {applied}</p>"
             + _table(["estimate", "accuracy", "95 % low", "95 % high"], rows)
             + _table(["expected calibration error", "before", "after"], ece))
+
+
+def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
+    """How common each class is: among the labeled images, as estimated among the unlabeled
+    ones (what alignment and thresholds aimed at), among the final pseudo-labels, and the truth
+    where known; and, plainly, confidence far above accuracy."""
+    from ..labeling.prior import overconfidence
+    found = metrics.get("represent", {})
+    label = metrics.get("label", {})
+    parts = []
+    if "class_prior" in found:
+        given = Counter(r["label"] for r in rows)
+        truth = (np.bincount(data.unlabeled_truth, minlength=len(data.classes))
+                 / max(1, len(data.unlabeled_truth)) if data.unlabeled_truth is not None
+                 else None)
+        table = [[name, found["labeled_prior"][c], found["class_prior"][c],
+                  given[name] / max(1, len(rows)), None if truth is None else truth[c]]
+                 for c, name in enumerate(data.classes)]
+        how = ("estimated by EM on the features' labels (Saerens et al. 2002)"
+               if found.get("class_prior_estimated") else "assumed equal (label.class_prior "
+                                                          "uniform)")
+        parts += ["<h2>How common each class is</h2>",
+                  f"<p>Among the unlabeled images, {how}; distribution alignment and the "
+                  "thresholds aim at it. The labeled shares say only how the images were "
+                  "labeled.</p>",
+                  _table(["class", "labeled", "estimated (unlabeled)", "pseudo-labels",
+                          "true (unlabeled)"], table)]
+    warning = overconfidence(label | metrics.get("calibrate", {})
+                             | {k: found[k] for k in ("estimated_accuracy",) if k in found})
+    if warning:
+        parts.append(f'<p class="warn">{html.escape(warning[0].upper() + warning[1:])}.</p>')
+    return "\n".join(parts)
 
 
 def sample_section(run_path: Path, classes: list[str]) -> str:
@@ -387,6 +443,7 @@ def write_report(run_path: str | Path) -> Path:
                     curves_section(run_path), confusion_section(metrics, data.classes)]
         pseudo = run_path / "pseudo_labels.csv"
         rows = read_pseudo_label_rows(pseudo, data) if pseudo.exists() else []
+        sections.insert(3, class_share_section(metrics, data, rows))
         if rows:
             sections.append(pseudo_label_section(run_path, data, rows))
         sections.append(data_section(data))

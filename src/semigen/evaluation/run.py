@@ -18,7 +18,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .. import checkpoint
 from ..config import BUILTINS, Config
-from ..data import DataError, load_dataset, read_class_folders
+from ..data import DataError, ImageSet, load_dataset, read_class_folders
 from ..generation import from_checkpoint
 from ..generation.data import read_pseudo_labels, training_set
 from ..labeling import nets
@@ -92,14 +92,7 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
     if gen_ckpt is not None:  # what the images teach: every run, its own folders too
         from .teaching import teaching_metrics
         found["teaching"] = teaching_metrics(cfg, data, run_path, gen_ckpt, label_ckpt)
-        if data.test is None:
-            found["images"] = {"skipped": "no held-out real images (DATA/test/<class>/ or "
-                                          "--test DATA) to compare the generated ones with"}
-        elif cfg.data.source in BUILTINS or cfg.evaluate.inception_weights:
-            found["images"] = generator_metrics(cfg, data, gen_ckpt, cfg.evaluate.per_class)
-        else:
-            found["images"] = {"skipped": "image metrics on your own images need an Inception "
-                                          "network: --inception-weights PATH (or download)"}
+        found["images"] = generator_metrics(cfg, data, gen_ckpt, cfg.evaluate.per_class)
     if not busy:
         with RunDir(run_path) as run_dir:
             run_dir.update_metrics("evaluate", found)
@@ -108,29 +101,50 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
 
 def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int,
                       copying: bool = True) -> dict:
-    """FID, KID and class consistency of a generator checkpoint against the real test images,
-    and with `copying` how much it copies its training images (those of the run's latest
-    pseudo-labels). Features: Inception-v3 when ``evaluate.inception_weights`` is set, else the
-    built-in data set's evaluator network, which also judges class consistency (built-ins
-    only)."""
+    """FID, KID, precision, recall and class consistency of a generator checkpoint against
+    the real test images (without a test folder: the training images), and with `copying` how
+    much it copies its training images (those of the run's latest pseudo-labels). The judge:
+    a built-in data set's evaluator network (with the self-supervised judge beside it, as its
+    check, under ``judge``); a user's own images get the self-supervised judge (`judge`), or
+    Inception-v3's features with ``evaluate.inception_weights``."""
     from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
-    classifier, about = None, None
+    from .judge import judge_features, probe_classifier
+    classifier = about = features = second = None
     if cfg.data.source in BUILTINS:
         classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+        features = EvaluatorFeatures(classifier)
+    if cfg.evaluate.judge_steps or cfg.evaluate.features:
+        judge_net, judge_about = judge_features(cfg, data)
+        probe, probe_about = probe_classifier(judge_net, data)
+        judge_about["class_consistency_by"] = probe_about
+        if features is None:
+            features, classifier, about = judge_net, probe, judge_about
+        else:
+            second = Judge(judge_net, probe)
     if cfg.evaluate.inception_weights:
         features = InceptionFeatures(cfg.evaluate.inception_weights)
         about = {"network": "Inception-v3 pool features (2048-d)",
                  "weights": cfg.evaluate.inception_weights, "class_consistency_by": about}
-    else:
-        features = EvaluatorFeatures(classifier)
+    if features is None:
+        return {"skipped": "no judge: evaluate.judge_steps is 0 and no evaluate.features or "
+                           "evaluate.inception_weights is given"}
+    real, against = data.test, "the test images"
+    if real is None:  # a user's folder without test/: the training images
+        real = ImageSet(data.labeled.ids + data.unlabeled.ids,
+                        np.concatenate([data.labeled.images, data.unlabeled.images]),
+                        np.concatenate([data.labeled.labels, np.full(len(data.unlabeled), -1)]))
+        against = "the training images (no test folder)"
     state = checkpoint.load(generator_checkpoint)
     generator = from_checkpoint(state, guidance=cfg.generate.guidance,
                                 sample_steps=cfg.generate.sample_steps)
-    return {"feature_network": about, "checkpoint": str(generator_checkpoint),
-            "generator": generator.settings(), **image_metrics(
-                generator, Judge(features, classifier), data.test, data.classes, per_class,
-                cfg.evaluate.seed,
-                generator_training_images(state, Path(cfg.run.out), data) if copying else None)}
+    found = image_metrics(generator, Judge(features, classifier), real, data.classes, per_class,
+                          cfg.evaluate.seed,
+                          generator_training_images(state, Path(cfg.run.out), data)
+                          if copying else None, second)
+    if "judge" in found:
+        found["judge"]["feature_network"] = judge_about
+    return {"feature_network": about, "real": against, "checkpoint": str(generator_checkpoint),
+            "generator": generator.settings(), **found}
 
 
 def generator_training_images(state: dict, run_path: Path, data) -> np.ndarray:

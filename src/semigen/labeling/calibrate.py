@@ -23,7 +23,7 @@ from ..data import Dataset, endless_batches, strong, weak
 from ..runtime import mix_seed
 from ..stage import Stage, run_steps
 from ..training import sync_buffers
-from . import represent
+from . import prior, represent
 from .fixmatch import fine_tuning, initial_levels, step_loss
 from .losses import expected_calibration_error
 from .predict import format_metrics
@@ -104,7 +104,8 @@ def describe(found: dict, num_classes: int) -> tuple[str, bool]:
 
 
 def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
-              features: represent.Features | None, nuisances) -> dict | None:
+              features: represent.Features | None, nuisances,
+              class_prior: torch.Tensor | None = None) -> dict | None:
     """Two-fold cross-fitting: a copy of `net` fine-tuned for ``label.calibration_steps`` on
     each half of the labeled images predicts the other half. Returns the estimate and the
     temperature (also logged and in metrics.json), or None where no class has two labeled
@@ -128,6 +129,9 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
                 known = np.concatenate([np.where(held, -1, data.labeled.labels),
                                         np.full(len(data.unlabeled), -1)])
                 spread = represent.propagate(features.links, known, classes)
+                if class_prior is not None:  # as the main labels are (`prior`)
+                    spread = prior.reweighted(spread, prior.labeled_prior(
+                        data.labeled.labels[~held], classes), class_prior)
                 represent.fit_head(copy.head, features.values, spread)
                 if lab.second_teacher:
                     teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
@@ -139,7 +143,7 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
             rt.fabric, data.labeled.images[~held], data.labeled.labels[~held],
             [weak(data.shape, data.hflip)], lab.batch_size, rt.data_seed(201 + 2 * f), 0)
         averaged = fine_tune_fold(stage, copy, batches, teacher, nuisances,
-                                  rt.data_seed(300 + f), f"{STAGE} (fold {f})")
+                                  rt.data_seed(300 + f), f"{STAGE} (fold {f})", class_prior)
         logits[held] = represent.embed(averaged, data.labeled.images[held], rt.device)
     used = fold >= 0
     found = summarise(logits[used], data.labeled.labels[used], fold[used])
@@ -148,15 +152,16 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
 
 
 def fine_tune_fold(stage: Stage, net: torch.nn.Module, batches: dict,
-                   teacher: torch.Tensor | None, nuisances, nuisance_seed: int, desc: str
-                   ) -> torch.nn.Module:
+                   teacher: torch.Tensor | None, nuisances, nuisance_seed: int, desc: str,
+                   class_prior: torch.Tensor | None = None) -> torch.nn.Module:
     """Fine-tune `net` in place for ``label.calibration_steps`` steps of the main recipe;
     return its EMA network."""
     lab, rt = stage.cfg.label, stage.rt
     ema, optimizer, schedule = fine_tuning(net, lab, lab.lr, lab.calibration_steps)
     model, optimizer = rt.fabric.setup(net, optimizer)
     ema.to(rt.device)
-    levels = {k: v.to(rt.device) for k, v in initial_levels(net.head.out_features).items()}
+    levels = {k: v.to(rt.device) for k, v in initial_levels(net.head.out_features,
+                                                                  class_prior).items()}
 
     def step(t: int) -> dict:
         nonlocal levels

@@ -29,11 +29,14 @@ def fine_tuning(net: torch.nn.Module, lab, lr: float, total_steps: int):
     return ema, optimizer, schedule
 
 
-def initial_levels(num_classes: int) -> dict:
+def initial_levels(num_classes: int, class_prior: torch.Tensor | None = None) -> dict:
     """FreeMatch's confidence levels before any batch: global, and the mean prediction per
-    class, both at chance."""
-    return {"global": torch.tensor(1.0 / num_classes),
-            "per_class": torch.full((num_classes,), 1.0 / num_classes)}
+    class, at chance and at the class prior; and the class prior (uniform where none is
+    given), which distribution alignment aims at and the thresholds are measured against."""
+    if class_prior is None:
+        class_prior = torch.full((num_classes,), 1.0 / num_classes)
+    return {"global": torch.tensor(1.0 / num_classes), "per_class": class_prior.clone(),
+            "prior": class_prior.clone()}
 
 
 def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, levels: dict,
@@ -73,11 +76,12 @@ def step_loss(model, lab, rt, batches: dict, teacher: torch.Tensor | None, level
     batch_prior = rt.fabric.all_reduce(probs.mean(dim=0), reduce_op="mean")
     levels = {"global": losses.ema(levels["global"], batch_conf, lab.threshold_momentum),
               "per_class": losses.ema(levels["per_class"], batch_prior,
-                                      lab.threshold_momentum)}
+                                      lab.threshold_momentum),
+              "prior": levels["prior"]}
     if lab.dist_align:
-        uniform = torch.full_like(levels["per_class"], 1.0 / len(levels["per_class"]))
-        probs = losses.align_distribution(probs, levels["per_class"], uniform)
-    threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"])
+        probs = losses.align_distribution(probs, levels["per_class"], levels["prior"])
+    threshold = (losses.adaptive_thresholds(levels["global"], levels["per_class"],
+                                            levels["prior"])
                  if lab.thresholds == "adaptive"
                  else torch.tensor(lab.threshold, device=probs.device))
     pseudo, mask = losses.pseudo_label_mask(probs, threshold)

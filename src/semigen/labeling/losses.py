@@ -35,10 +35,15 @@ def ema(old: torch.Tensor, new: torch.Tensor, momentum: float) -> torch.Tensor:
     return old * momentum + new * (1 - momentum)
 
 
-def adaptive_thresholds(global_level: torch.Tensor, class_levels: torch.Tensor) -> torch.Tensor:
+def adaptive_thresholds(global_level: torch.Tensor, class_levels: torch.Tensor,
+                        class_prior: torch.Tensor) -> torch.Tensor:
     """FreeMatch's self-adaptive thresholds: the global confidence level, scaled per class by
-    that class's mean predicted probability relative to the largest one."""
-    return global_level * class_levels / class_levels.max()
+    that class's mean predicted probability relative to the largest one; both measured
+    against the class prior, so that a class that is rare among the images (predicted as
+    rarely as it occurs) keeps the full threshold instead of a low one that lets the common
+    class's images in. With equal classes this is FreeMatch's own rule."""
+    learned = class_levels / class_prior.clamp_min(1e-6)
+    return global_level * learned / learned.max()
 
 
 def pseudo_label_mask(probs: torch.Tensor, thresholds: torch.Tensor

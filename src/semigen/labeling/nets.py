@@ -3,6 +3,7 @@ checkpoint stores beside its weights."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,33 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
                          nn.LeakyReLU(0.1))
 
 
+def stem_halvings(shape: tuple[int, int, int]) -> int:
+    """How many times a built-in network's stem halves an image of `shape` (H, W, C): the
+    networks are sized for 32 px, and a 64 or 128 px image through them costs 4 or 16 times
+    the time for detail they cannot use. So one stride-2 convolution per doubling above 32 px
+    (64: one, 128: two; below 64: none) brings the rest of the network back to 32-63 px."""
+    return max(0, math.floor(math.log2(max(shape[:2]) / 32)))
+
+
+def strided_stem(cin: int, cout: int, halvings: int) -> list[nn.Module]:
+    """`halvings` 3x3 stride-2 convolutions (with BatchNorm and activation), `cin` -> `cout`."""
+    return [layer for i in range(halvings) for layer in (
+        nn.Conv2d(cin if i == 0 else cout, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.1))]
+
+
 class SmallCNN(nn.Module):
     """A small CNN for 8-32 px images on a CPU: three stages of two 3x3 convolutions, pooled
-    between stages, global average pooling at the end (so any input size works)."""
+    between stages, global average pooling at the end (so any input size works); larger
+    images pass a strided stem first (`stem_halvings`)."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, stem: int = 0):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            conv_block(in_channels, w), conv_block(w, w), nn.MaxPool2d(2, ceil_mode=True),
+            *strided_stem(in_channels, w, stem),
+            conv_block(w if stem else in_channels, w), conv_block(w, w),
+            nn.MaxPool2d(2, ceil_mode=True),
             conv_block(w, 2 * w), conv_block(2 * w, 2 * w), nn.MaxPool2d(2, ceil_mode=True),
             conv_block(2 * w, 4 * w), conv_block(4 * w, 4 * w),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -68,11 +87,13 @@ class WideResNet(nn.Module):
     """WRN-28-2, the backbone of FixMatch's CIFAR-10 results (1.5 M parameters); WRN-10-2, one
     block per stage, about as costly as the cnn at width 32 (the evaluator of image metrics)."""
 
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 28, widen: int = 2):
+    def __init__(self, in_channels: int, num_classes: int, depth: int = 28, widen: int = 2,
+                 stem: int = 0):
         super().__init__()
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
+        layers = [*strided_stem(in_channels, widths[0], stem),
+                  nn.Conv2d(widths[0] if stem else in_channels, widths[0], 3, 1, 1, bias=False)]
         for stage in range(3):
             for i in range(n):
                 cin = widths[stage] if i == 0 else widths[stage + 1]
@@ -157,22 +178,34 @@ class Backbone(nn.Module):
         return self.head(self.features(x))
 
 
-def build(name: str, in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
+BUILT_IN = ("cnn", "wrn10_2", "wrn28_2")
+
+
+def build(name: str, in_channels: int, num_classes: int, width: int = 32, stem: int = 0
+          ) -> nn.Module:
     """The network in channels-last layout: its convolutions run about a fifth faster on a CPU
     (and use the tensor cores' layout on a GPU), and inputs need no conversion. `name` is a
-    built-in (cnn, wrn10_2, wrn28_2) or a backbone (a torchvision architecture, or timm:NAME)."""
+    built-in (cnn, wrn10_2, wrn28_2), whose `stem` halves the image that many times first
+    (`stem_halvings`), or a backbone (a torchvision architecture, or timm:NAME: its own stem)."""
     if name == "cnn":
-        net = SmallCNN(in_channels, num_classes, width)
+        net = SmallCNN(in_channels, num_classes, width, stem)
     elif name == "wrn28_2":
-        net = WideResNet(in_channels, num_classes)
+        net = WideResNet(in_channels, num_classes, stem=stem)
     elif name == "wrn10_2":
-        net = WideResNet(in_channels, num_classes, depth=10)
+        net = WideResNet(in_channels, num_classes, depth=10, stem=stem)
     elif known_backbone(name):
         net = Backbone(name, num_classes)
     else:
         raise ValueError(f"unknown network '{name}' (networks: cnn, wrn10_2, wrn28_2, a "
                          "torchvision architecture, timm:NAME)")
     return net.to(memory_format=torch.channels_last)
+
+
+def arguments(name: str, shape: tuple[int, int, int], num_classes: int, width: int) -> dict:
+    """`build`'s arguments for images of `shape`: what a checkpoint stores to rebuild the net."""
+    stem = stem_halvings(shape) if name in BUILT_IN else 0
+    return {"name": name, "in_channels": shape[2], "num_classes": num_classes, "width": width,
+            "stem": stem}
 
 
 def read_state_dict(path: Path) -> dict:

@@ -31,7 +31,7 @@ from ..data import Dataset, to_float
 from ..data.transforms import contrastive_views, seeded_cpu_rng
 from ..runtime import mix_seed
 from ..stage import Stage, resume_or_start, run_steps
-from . import losses, nets
+from . import losses, nets, prior
 from .nets import embed
 from .predict import predict, scores
 
@@ -236,22 +236,32 @@ def describe_estimate(found: dict, num_classes: int, subject: str = "labels from
     return text, near
 
 
-def labels_from_features(net: torch.nn.Module, data: Dataset, device
+def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_prior: bool
                          ) -> tuple[dict, torch.Tensor, Features]:
-    """After the representation stage: spread the labels over the learned features, fit the
-    classifier's head to the spread labels (fine-tuning starts from them), and return their
-    figures (accuracy held out from the labeled images, and against known truth), the
-    unlabeled images' label distributions, and the features (labeled images first), with
-    their graph."""
+    """After the representation stage: spread the labels over the learned features; with
+    `estimate_prior`, estimate how common each class is among the unlabeled images and
+    re-weight their labels by it (`prior`); fit the classifier's head to those labels
+    (fine-tuning starts from them), and return their figures (accuracy held out from the
+    labeled images, against known truth, the class prior as ``class_prior``), the unlabeled
+    images' label distributions, and the features (labeled images first), with their graph."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
     features = features_of(net.features, images, device)
     targets = first_labels(data, features.links)
+    labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
+    class_prior = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
+                   if estimate_prior and len(data.unlabeled)
+                   else torch.full_like(labeled_share, 1 / len(data.classes)))
+    targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
+                                                   class_prior)
     fit_head(net.head, features.values, targets)
     labeled = np.arange(len(data.labeled))
     found = cross_validated_accuracy(features.links, labeled, data.labeled.labels,
                                                len(data.classes))
     unlabeled_probs = targets[len(data.labeled):]
+    found["class_prior"] = class_prior.tolist()
+    found["class_prior_estimated"] = bool(estimate_prior)
+    found["labeled_prior"] = labeled_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:
         found |= scores(unlabeled_probs, data.unlabeled_truth, "features_pseudo_label")
@@ -269,7 +279,8 @@ def load_representation(run_path, cfg, data: Dataset, device) -> nn.Module | Non
     if not path.exists():
         return None
     lab = cfg.label
-    net = nets.build(lab.backbone or lab.net, data.shape[2], len(data.classes), lab.width)
+    net = nets.build(**nets.arguments(lab.backbone or lab.net, data.shape, len(data.classes),
+                                      lab.width))
     encoder = nn.Sequential(net.features, projector(net.head.in_features))
     with checkpoint.reading(state := checkpoint.load(path), "representation"):
         encoder.load_state_dict(state["model"])

@@ -17,6 +17,7 @@ their class to every labeled batch, and trains ``fit.label_steps`` steps at ``fi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,12 @@ from ..rundir import check_split
 from ..runtime import mix_seed
 from ..stage import Stage, due, open_stage, resume_or_start, run_steps
 from ..training import payload, same_weights_on_all_ranks, sync_buffers
-from . import calibrate, nets, represent
+from . import calibrate, nets, prior, represent
 from .fixmatch import fine_tuning, initial_levels, step_loss
 from .predict import evaluate, format_metrics, predict, scores, write_pseudo_labels
 
 STAGE = "label"
+log = logging.getLogger("semigen")
 # label.* fields that decide the classifier: a run continues only with the same values
 MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width")}
 
@@ -126,25 +128,28 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         images, labels = training_set(data, lab.mode)
         num_classes = len(data.classes)
         architecture = lab.backbone or lab.net
-        net = nets.build(architecture, data.shape[2], num_classes, lab.width).to(rt.device)
+        net_args = nets.arguments(architecture, data.shape, num_classes, lab.width)
+        net = nets.build(**net_args).to(rt.device)
         fresh = round_index == 0 and stage.resume_from is None
         if fresh and lab.weights:  # every mode: the baselines start from the same weights
             run_dir.info(nets.load_backbone_weights(net, architecture, lab.weights))
 
-        feature_labels, features, nuisances = before_labels(stage, data, net, fresh)
+        feature_labels, features, nuisances, class_prior = before_labels(stage, data, net,
+                                                                         fresh)
         calibration = None  # the cross-fitted accuracy estimate and temperature
         if fresh and lab.mode != "all-labels" and lab.calibration_steps > 0:
-            calibration = calibrate.cross_fit(stage, data, net, features, nuisances)
+            calibration = calibrate.cross_fit(stage, data, net, features, nuisances,
+                                              class_prior)
 
         # Fine-tuning: resumed, continued from the previous round, or started.
         ema, optimizer, schedule = fine_tuning(net, lab, lr, total_steps)
-        levels = initial_levels(num_classes)
+        levels = initial_levels(num_classes, class_prior)
         start_step, state = resume_or_start(
             stage, {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule},
             init, init_objects=("model", "ema"))
         if state is not None:  # the levels, the features' labels and round 0's calibration go on
             with checkpoint.reading(state, "classifier"):
-                levels = {k: state["levels"][k] for k in levels}
+                levels = {k: state["levels"].get(k, levels[k]) for k in levels}
                 calibration = state.get("calibration")
                 feature_labels = rows_by_path(state.get("feature_labels"),
                                               state.get("feature_label_ids"), data.unlabeled.ids,
@@ -166,8 +171,6 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         nuisance_seed = rt.data_seed(streams + 3)
         # A fixed sample of unlabeled images scores the pseudo-labels during training.
         probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
-        net_args = {"name": architecture, "in_channels": data.shape[2],
-                    "num_classes": num_classes, "width": lab.width}
 
         def step(t: int) -> dict:
             nonlocal levels
@@ -207,7 +210,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
         prints = same_weights_on_all_ranks(rt.fabric, net, "classifier")
         return finish(stage, data, nets.tempered(ema.module, temperature), ema.module,
                       round_index, {"weight_fingerprints": prints, "steps": total_steps,
-                                    "labeled": len(labels),
+                                    "labeled": len(labels), "calibration": calibration,
                                     "synthetic": 0 if synthetic is None else len(synthetic[1])})
 
 
@@ -261,7 +264,8 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     """Semi mode, before any label is used: features learned from every training image
     (`represent`), then their labels. Returns the features' label distribution of each
     unlabeled image and the features (None where none were learned, or on a resume: the
-    checkpoint has them), and the nuisances the fine-tuning views carry."""
+    checkpoint has them), the nuisances the fine-tuning views carry, and the class prior
+    (estimated or uniform; None where no labels came from features: uniform)."""
     lab, run_dir = stage.cfg.label, stage.run_dir
     semi = lab.mode == "semi"
     learned = semi and lab.pretrain_steps > 0
@@ -276,18 +280,22 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
             "kept in the views: it tells the labeled classes apart"))
         resume = "none" if stage.cfg.run.resume == "none" else "auto"
         represent.pretrain(stage.part(represent.STAGE, resume), data, net, colour_views)
-    feature_labels = features = None
+    feature_labels = features = class_prior = None
     if fresh and from_features:
-        found, feature_labels, features = represent.labels_from_features(net, data,
-                                                                        stage.rt.device)
+        found, feature_labels, features = represent.labels_from_features(
+            net, data, stage.rt.device, lab.class_prior == "estimate")
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
                                   represent.describe_estimate(found, len(data.classes)))
+        class_prior = torch.tensor(found["class_prior"])
+        if found["class_prior_estimated"]:
+            run_dir.info(prior.describe(class_prior, torch.tensor(found["labeled_prior"]),
+                                        data.classes))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
     # back, and the fine-tuned classifier falls below the features' labels.
     nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
                  if from_features else None)
-    return feature_labels, features, nuisances
+    return feature_labels, features, nuisances, class_prior
 
 
 def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: int,
@@ -313,4 +321,7 @@ def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: i
     run_dir.update_metrics(stage.name, metrics)
     rt.fabric.barrier()  # the next stage, on every rank, reads what rank 0 just wrote
     run_dir.info(f"{stage.name} done: " + format_metrics(metrics))
+    warning = prior.overconfidence(metrics | (facts.get("calibration") or {}))
+    if warning and rt.is_writer:
+        log.warning(warning[0].upper() + warning[1:])
     return metrics

@@ -1,0 +1,67 @@
+"""The class prior of the unlabeled images: estimated by EM, used by alignment and thresholds."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semigen.labeling import losses, prior
+
+
+def posteriors_under_uniform(labels: np.ndarray, num_classes: int, rng) -> torch.Tensor:
+    """Class probabilities of a classifier trained on equal classes: one-dimensional Gaussians
+    one unit apart, Bayes' rule with the uniform prior (so calibrated, but for the prior)."""
+    x = labels + rng.normal(0, 0.7, len(labels))
+    log_likelihood = -0.5 * ((x[:, None] - np.arange(num_classes)[None]) / 0.7) ** 2
+    return torch.from_numpy(log_likelihood).softmax(1).float()
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.floats(0.02, 1.0), min_size=2, max_size=6), st.integers(0, 2**16))
+def test_em_recovers_the_prior_that_drew_the_images(weights, seed):
+    rng = np.random.default_rng(seed)
+    truth = np.array(weights) / sum(weights)
+    labels = rng.choice(len(truth), 20_000, p=truth)
+    probs = posteriors_under_uniform(labels, len(truth), rng)
+    uniform = torch.full((len(truth),), 1 / len(truth))
+    found = prior.estimate_prior(probs, uniform)
+    drawn = np.bincount(labels, minlength=len(truth)) / len(labels)
+    assert np.abs(found.numpy() - drawn).max() < 0.03
+    # the naive estimate (the mean of the probabilities) is pulled towards uniform
+    naive = np.abs(probs.mean(0).numpy() - drawn).sum()
+    assert np.abs(found.numpy() - drawn).sum() <= naive + 0.02
+    assert abs(found.sum().item() - 1) < 1e-5
+
+
+def test_reweighting_to_the_same_prior_changes_nothing_and_a_rare_class_loses_mass():
+    probs = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    uniform = torch.tensor([0.5, 0.5])
+    assert torch.allclose(prior.reweighted(probs, uniform, uniform), probs)
+    skewed = prior.reweighted(probs, uniform, torch.tensor([0.9, 0.1]))
+    assert torch.allclose(skewed[0], torch.tensor([0.9, 0.1]))
+    assert torch.allclose(skewed.sum(1), torch.ones(2))
+
+
+def test_a_class_estimated_at_nothing_keeps_a_floor():
+    probs = torch.tensor([[1.0, 0.0]] * 100)
+    found = prior.estimate_prior(probs, torch.tensor([0.5, 0.5]))
+    assert found[1] >= prior.SMALLEST_SHARE * 0.99 and abs(found.sum() - 1) < 1e-6
+
+
+def test_thresholds_measure_each_class_against_its_prior():
+    glob = torch.tensor(0.9)
+    equal = torch.tensor([0.25, 0.25, 0.25, 0.25])
+    levels = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    # with equal classes: FreeMatch's rule, the rarest predicted class gets a quarter
+    assert torch.allclose(losses.adaptive_thresholds(glob, levels, equal),
+                          glob * levels / levels.max())
+    # a class predicted exactly as often as it is estimated to occur keeps the full threshold
+    skewed = torch.tensor([0.7, 0.1, 0.1, 0.1])
+    found = losses.adaptive_thresholds(glob, skewed, skewed)
+    assert torch.allclose(found, torch.full((4,), 0.9))
+
+
+def test_alignment_aims_at_the_prior():
+    probs = torch.tensor([[0.5, 0.5]] * 10)
+    aligned = losses.align_distribution(probs, probs.mean(0), torch.tensor([0.8, 0.2]))
+    assert torch.allclose(aligned.mean(0), torch.tensor([0.8, 0.2]))
