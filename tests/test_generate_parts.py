@@ -24,6 +24,19 @@ def test_the_generator_draws_at_the_image_size_from_a_4_to_7_px_start():
     assert [start_size(s) * 2 ** doublings(s) for s in sides] == [8, 16, 28, 32, 64, 112]
 
 
+def test_larger_images_get_thinner_layers_on_their_larger_maps():
+    """Every doubling of the generator halves its channels (the discriminator mirrors it), so
+    each costs about the same and 64 px costs about what 28 px does; 28 px is unchanged."""
+    def layers(side):
+        g, d = Generator(3, (side, side, 1)), Discriminator(3, (side, side, 1))
+        return ([m.out_channels for m in g.ups],
+                [m.out_channels for m in d.body if isinstance(m, torch.nn.Conv2d)])
+    assert layers(28) == ([128, 64], [64, 128, 256])
+    assert layers(64) == ([128, 64, 32, 16], [16, 32, 64, 128, 256])
+    g, d = layers(128)
+    assert min(g) == 8 and d[-1] == 256 and len(d) == 6
+
+
 def test_the_generator_resizes_only_what_it_cannot_draw_exactly():
     g = Generator(3, (100, 100, 1), width=4).eval()
     assert g(torch.randn(2, g.z_dim), torch.arange(2)).shape == (2, 1, 100, 100)

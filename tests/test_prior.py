@@ -11,8 +11,8 @@ from semigen.labeling import losses, prior
 def posteriors_under_uniform(labels: np.ndarray, num_classes: int, rng) -> torch.Tensor:
     """Class probabilities of a classifier trained on equal classes: one-dimensional Gaussians
     one unit apart, Bayes' rule with the uniform prior (so calibrated, but for the prior)."""
-    x = labels + rng.normal(0, 0.7, len(labels))
-    log_likelihood = -0.5 * ((x[:, None] - np.arange(num_classes)[None]) / 0.7) ** 2
+    x = labels + rng.normal(0, 0.5, len(labels))
+    log_likelihood = -0.5 * ((x[:, None] - np.arange(num_classes)[None]) / 0.5) ** 2
     return torch.from_numpy(log_likelihood).softmax(1).float()
 
 
@@ -65,3 +65,27 @@ def test_alignment_aims_at_the_prior():
     probs = torch.tensor([[0.5, 0.5]] * 10)
     aligned = losses.align_distribution(probs, probs.mean(0), torch.tensor([0.8, 0.2]))
     assert torch.allclose(aligned.mean(0), torch.tensor([0.8, 0.2]))
+
+
+def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, tmp_path):
+    import json
+
+    from semigen import checkpoint
+    from semigen.cli import main
+    run, uniform = tmp_path / "run", tmp_path / "uniform"
+    # 6 dark and 2 light unlabeled images
+    for i in range(2, 6):
+        (clean_folder / "unlabeled" / f"light{i}.png").unlink()
+    assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny"]) == 0
+    found = json.loads((run / "metrics.json").read_text())["represent"]
+    shares = dict(zip(["dark", "light"], found["class_prior"], strict=True))
+    assert found["class_prior_estimated"] and found["labeled_prior"] == [0.5, 0.5]
+    assert shares["dark"] > 0.5 and abs(sum(shares.values()) - 1) < 1e-5
+    assert "class shares estimated among the unlabeled images" in (run / "log.txt").read_text()
+    state = checkpoint.load(checkpoint.stage_path(run, "label"))
+    assert torch.allclose(state["levels"]["prior"], torch.tensor(found["class_prior"]))
+    # uniform: FreeMatch's assumption, nothing estimated
+    assert main(["label", str(clean_folder), "--out", str(uniform), "--preset", "tiny",
+                 "--label.class_prior", "uniform"]) == 0
+    found = json.loads((uniform / "metrics.json").read_text())["represent"]
+    assert found["class_prior"] == [0.5, 0.5] and not found["class_prior_estimated"]

@@ -59,9 +59,11 @@ class Generator(nn.Module):
         self.image_shape, self.z_dim = (h, w, c), z_dim
         side = max(h, w)
         self.start = start_size(side)
-        # 4 * width channels at the start, halved at each doubling down to `width`: the large
-        # maps get the thin layers.
-        channels = [max(width, 4 * width >> i) for i in range(doublings(side) + 1)]
+        # 4 * width channels at the start, halved at each doubling (8 at least): the large
+        # maps get the thin layers, and every doubling costs about the same, so that 64 px
+        # costs about what 28 px does (a 64-channel last layer at 64 px alone cost as much as
+        # the whole 28 px generator)
+        channels = [max(8, 4 * width >> i) for i in range(doublings(side) + 1)]
         self.channels = channels[0]
         self.project = nn.Linear(z_dim, self.start * self.start * self.channels)
         self.norms = nn.ModuleList(ConditionalBatchNorm2d(ch, num_classes) for ch in channels)
@@ -93,8 +95,8 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Image, class -> realness score: per halving a 4x4 strided convolution (`width` channels
-    at the first, doubling, at most 8 * width), a 3x3 one at the smallest map, all spectrally
+    """Image, class -> realness score: per halving a 4x4 strided convolution (channels doubling
+    per halving up to 4 * width at the smallest map), a 3x3 one at the smallest map, all spectrally
     normalised; then a linear score of the summed features plus their projection onto the class
     embedding. With `classify`, also class logits from the same features (the auxiliary
     classifier of AC-GAN), returned as a second output."""
@@ -104,7 +106,9 @@ class Discriminator(nn.Module):
         super().__init__()
         h, w, c = image_shape
         downs = doublings(max(h, w))  # down to the generator's 4-7 px start
-        channels = [c] + [width * min(2 ** i, 8) for i in range(downs + 1)]
+        # the generator's channels in reverse: 4 * width at the smallest map, halved per
+        # doubling of the map (8 at least); at 28 px width, 2 * width, 4 * width
+        channels = [c] + [max(8, 4 * width >> (downs - i)) for i in range(downs + 1)]
         layers = []
         for i, (cin, cout) in enumerate(pairwise(channels)):
             last = i == downs
