@@ -89,3 +89,14 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
                  "--label.class_prior", "uniform"]) == 0
     found = json.loads((uniform / "metrics.json").read_text())["represent"]
     assert found["class_prior"] == [0.5, 0.5] and not found["class_prior_estimated"]
+
+
+def test_confidence_far_above_accuracy_is_said_plainly():
+    assert prior.overconfidence({"mean_confidence": 0.915, "pseudo_label_accuracy": 0.683}
+                                ).startswith("the pseudo-labels' mean confidence (92%) is far "
+                                             "above their accuracy (68%, against the known")
+    # without truth: the held-out estimate
+    found = prior.overconfidence({"mean_confidence": 0.9, "classifier_estimate": 0.6})
+    assert "(60%, estimated on held-out labeled images)" in found
+    assert prior.overconfidence({"mean_confidence": 0.75, "pseudo_label_accuracy": 0.7}) is None
+    assert prior.overconfidence({"mean_confidence": 0.9}) is None  # nothing to compare with

@@ -4,7 +4,6 @@ checkpoint stores beside its weights."""
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,11 @@ def stem_halvings(shape: tuple[int, int, int]) -> int:
 
 
 def strided_stem(cin: int, cout: int, halvings: int) -> list[nn.Module]:
-    """A thin 3x3 convolution at full resolution (`cout` / 2 channels: a crack one pixel wide
-    is still seen), then `halvings` 3x3 stride-2 convolutions to `cout`; each with BatchNorm
-    and activation. None where `halvings` is 0."""
-    if not halvings:
-        return []
-    widths = [cin, cout // 2] + [cout] * halvings
-    return [layer for i, (a, b) in enumerate(pairwise(widths)) for layer in (
-        nn.Conv2d(a, b, 3, 1 if i == 0 else 2, 1, bias=False), nn.BatchNorm2d(b),
+    """`halvings` 3x3 stride-2 convolutions (with BatchNorm and activation), `cin` -> `cout`.
+    (A thin full-resolution convolution before them, for detail one pixel wide, cost twice
+    the time and labeled the ELPV solar cells no better: BENCHMARKS.md.)"""
+    return [layer for i in range(halvings) for layer in (
+        nn.Conv2d(cin if i == 0 else cout, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout),
         nn.LeakyReLU(0.1))]
 
 
