@@ -15,10 +15,14 @@ import argparse
 import csv
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from make_shapes import all_labeled_copy  # noqa: E402
 
 CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot")
@@ -74,10 +78,16 @@ def main() -> None:
                         help="most common class / rarest among the unlabeled images")
     parser.add_argument("--test", type=int, default=1000, help="test images per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-labeled-copy", action="store_true",
+                        help="also write <out>-all, every training image labeled")
     args = parser.parse_args()
     prior = make(args.out, args.fmnist, args.labeled, args.ratio, args.test, args.seed)
     print(f"wrote {args.out}: unlabeled shares " + ", ".join(f"{k} {v:.1%}"
                                                             for k, v in prior.items()))
+    if args.all_labeled_copy:
+        truth = [tuple(line.split(",")) for line in
+                 args.out.with_name(args.out.name + ".truth.csv").read_text().splitlines()[1:]]
+        print(f"wrote {all_labeled_copy(args.out, truth)}")
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ def test_images_are_decoded_once_and_again_only_when_a_file_changes(clean_folder
     write_image(clean_folder / "unlabeled" / "dark0.png", np.zeros((12, 12, 3), np.uint8))
     changed = load_dataset(cfg)
     assert decoded == [36]
-    assert changed.unlabeled.images[changed.unlabeled.ids.index("dark0.png")].max() == 0
+    assert changed.unlabeled.images[changed.unlabeled.ids.index("unlabeled/dark0.png")].max() == 0
     load_dataset(DataConfig(source=str(clean_folder), cache_dir=str(tmp_path / "cache"),
                             channels="gray"))
     assert decoded == [36, 36]
