@@ -34,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--per-class", type=int, default=200)
-    p.add_argument("--judge-steps", type=int, default=2500)
+    p.add_argument("--judge-steps", type=int, default=1000)
     p.add_argument("--out", default="benchmarks/results/judge")
     args = p.parse_args()
     cfg = resolve(overrides={"data.source": "fmnist", "evaluate.judge_steps": args.judge_steps})

@@ -173,7 +173,7 @@ class EvaluateConfig:
     # the judge of a user's own images: self-supervised features trained on the training
     # images for this many steps (cached per data set; 0: none); on built-ins beside the
     # evaluator, as a check of it
-    judge_steps: int = 2500
+    judge_steps: int = 1000
     features: str | None = None  # your weights for the judge's features instead (a state dict)
     features_net: str = "resnet50"  # their architecture: torchvision or timm:NAME (DINOv2: timm)
 

@@ -43,6 +43,9 @@ log = logging.getLogger("semigen")
 
 # Raise with any change to how the judge's features are trained that its recipe does not show.
 JUDGE_VERSION = 1
+# Images per SimCLR step (two views each). The judge's WideResNet costs about five times the
+# run's cnn per image; 1,000 steps of 64 keep it to minutes on a CPU.
+JUDGE_BATCH = 64
 
 
 class FeatureNetwork(nn.Module):
@@ -94,8 +97,8 @@ def judge_config(cfg: Config, data: Dataset) -> Config:
         "data.channels": cfg.data.channels, "data.labels_per_class": cfg.data.labels_per_class,
         "data.split_seed": cfg.data.split_seed, "data.rotate": cfg.data.rotate,
         "data.hflip": cfg.data.hflip, "label.pretrain_steps": cfg.evaluate.judge_steps,
-        "label.width": 32, "run.progress": str(cfg.run.progress),
-        "runtime.device": cfg.runtime.device, "runtime.threads": cfg.runtime.threads})
+        "label.pretrain_batch_size": JUDGE_BATCH, "label.width": 32,
+        "run.progress": str(cfg.run.progress), "runtime.device": cfg.runtime.device, "runtime.threads": cfg.runtime.threads})
     h, w, c = data.shape
     key = {"images": fingerprint(sorted(data.labeled.ids + data.unlabeled.ids)),
            "source": str(Path(cfg.data.source).expanduser().resolve())

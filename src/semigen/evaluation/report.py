@@ -230,8 +230,11 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
         truth = (np.bincount(data.unlabeled_truth, minlength=len(data.classes))
                  / max(1, len(data.unlabeled_truth)) if data.unlabeled_truth is not None
                  else None)
-        table = [[name, found["labeled_prior"][c], found["class_prior"][c],
-                  given[name] / max(1, len(rows)), None if truth is None else truth[c]]
+        def share(value):
+            return None if value is None else f"{value:.1%}"
+        table = [[name, share(found["labeled_prior"][c]), share(found["class_prior"][c]),
+                  share(given[name] / max(1, len(rows))),
+                  None if truth is None else share(truth[c])]
                  for c, name in enumerate(data.classes)]
         how = ("estimated by EM on the features' labels (Saerens et al. 2002)"
                if found.get("class_prior_estimated") else "assumed equal (label.class_prior "
