@@ -98,7 +98,8 @@ def judge_config(cfg: Config, data: Dataset) -> Config:
         "data.split_seed": cfg.data.split_seed, "data.rotate": cfg.data.rotate,
         "data.hflip": cfg.data.hflip, "label.pretrain_steps": cfg.evaluate.judge_steps,
         "label.pretrain_batch_size": JUDGE_BATCH, "label.width": 32,
-        "run.progress": str(cfg.run.progress), "runtime.device": cfg.runtime.device, "runtime.threads": cfg.runtime.threads})
+        "run.progress": str(cfg.run.progress), "runtime.device": cfg.runtime.device,
+        "runtime.threads": cfg.runtime.threads})
     h, w, c = data.shape
     key = {"images": fingerprint(sorted(data.labeled.ids + data.unlabeled.ids)),
            "source": str(Path(cfg.data.source).expanduser().resolve())
