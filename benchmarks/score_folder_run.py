@@ -46,7 +46,8 @@ def score(run: Path, truth_csv: Path, all_labels: Path | None) -> dict:
            "recall": recall, "balanced_accuracy": float(np.mean([v for v in recall.values()
                                                                   if v is not None])),
            "true_shares": {c: true_count[c] / len(rows) for c in classes},
-           "estimated_shares": dict(zip(classes, represent.get("class_prior", []), strict=False)),
+           "estimated_shares": dict(zip(classes, represent.get(
+               "class_prior_estimate", represent.get("class_prior", [])), strict=False)),
            "pseudo_label_shares": {c: given[c] / len(rows) for c in classes},
            "prior_estimated": represent.get("class_prior_estimated"),
            "test_accuracy": metrics.get("label", {}).get("test_accuracy"),

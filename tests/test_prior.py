@@ -61,6 +61,14 @@ def test_thresholds_measure_each_class_against_its_prior():
     assert torch.allclose(found, torch.full((4,), 0.9))
 
 
+def test_an_estimate_near_the_labeled_shares_is_kept_out():
+    labeled = torch.tensor([0.25] * 4)
+    near = torch.tensor([0.28, 0.22, 0.27, 0.23])  # total variation 0.05: noise
+    far = torch.tensor([0.45, 0.15, 0.25, 0.15])  # 0.2
+    assert torch.equal(prior.chosen_prior(near, labeled), labeled)
+    assert torch.equal(prior.chosen_prior(far, labeled), far)
+
+
 def test_alignment_aims_at_the_prior():
     probs = torch.tensor([[0.5, 0.5]] * 10)
     aligned = losses.align_distribution(probs, probs.mean(0), torch.tensor([0.8, 0.2]))
@@ -78,9 +86,13 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
         (clean_folder / "unlabeled" / f"light{i}.png").unlink()
     assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny"]) == 0
     found = json.loads((run / "metrics.json").read_text())["represent"]
-    shares = dict(zip(["dark", "light"], found["class_prior"], strict=True))
+    shares = dict(zip(["dark", "light"], found["class_prior_estimate"], strict=True))
     assert found["class_prior_estimated"] and found["labeled_prior"] == [0.5, 0.5]
     assert shares["dark"] > 0.5 and abs(sum(shares.values()) - 1) < 1e-5
+    # used where it lies 10 % or more from the labeled shares, else those
+    used = torch.tensor(found["class_prior"])
+    assert torch.equal(used, prior.chosen_prior(torch.tensor(found["class_prior_estimate"]),
+                                                torch.tensor([0.5, 0.5])))
     assert "class shares estimated among the unlabeled images" in (run / "log.txt").read_text()
     state = checkpoint.load(checkpoint.stage_path(run, "label"))
     assert torch.allclose(state["levels"]["prior"], torch.tensor(found["class_prior"]))

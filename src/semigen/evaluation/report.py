@@ -232,7 +232,8 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
                  else None)
         def share(value):
             return None if value is None else f"{value:.1%}"
-        table = [[name, share(found["labeled_prior"][c]), share(found["class_prior"][c]),
+        estimate = found.get("class_prior_estimate", found["class_prior"])
+        table = [[name, share(found["labeled_prior"][c]), share(estimate[c]),
                   share(given[name] / max(1, len(rows))),
                   None if truth is None else share(truth[c])]
                  for c, name in enumerate(data.classes)]
@@ -241,8 +242,12 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
                                                           "uniform)")
         parts += ["<h2>How common each class is</h2>",
                   f"<p>Among the unlabeled images, {how}; distribution alignment and the "
-                  "thresholds aim at it. The labeled shares say only how the images were "
-                  "labeled.</p>",
+                  "thresholds aim at it"
+                  + (" (this one lies within 10 % of the labeled shares, within EM's noise: "
+                     "they aim at the labeled shares instead)"
+                     if found.get("class_prior_estimated")
+                     and found["class_prior"] == found["labeled_prior"] else "")
+                  + ". The labeled shares say only how the images were labeled.</p>",
                   _table(["class", "labeled", "estimated (unlabeled)", "pseudo-labels",
                           "true (unlabeled)"], table)]
     warning = overconfidence(label | metrics.get("calibrate", {})

@@ -249,8 +249,9 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     features = features_of(net.features, images, device)
     targets = first_labels(data, features.links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
-    class_prior = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
-                   if estimate_prior and len(data.unlabeled)
+    estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
+                if estimate_prior and len(data.unlabeled) else None)
+    class_prior = (prior.chosen_prior(estimate, labeled_share) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
@@ -260,7 +261,9 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
                                                len(data.classes))
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
-    found["class_prior_estimated"] = bool(estimate_prior)
+    found["class_prior_estimated"] = estimate is not None
+    if estimate is not None:
+        found["class_prior_estimate"] = estimate.tolist()
     found["labeled_prior"] = labeled_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:

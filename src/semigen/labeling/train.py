@@ -288,8 +288,12 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
                                   represent.describe_estimate(found, len(data.classes)))
         class_prior = torch.tensor(found["class_prior"])
         if found["class_prior_estimated"]:
-            run_dir.info(prior.describe(class_prior, torch.tensor(found["labeled_prior"]),
-                                        data.classes))
+            labeled = torch.tensor(found["labeled_prior"])
+            run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
+                                        data.classes)
+                         + ("" if not torch.equal(class_prior, labeled) else
+                            f"; within {prior.SHIFT_TO_USE:.0%} of the labeled shares: those "
+                            "are kept"))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
     # back, and the fine-tuned classifier falls below the features' labels.
