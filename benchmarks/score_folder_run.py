@@ -84,9 +84,8 @@ def table(rows: list[dict]) -> str:
               "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         for c, share in r["true_shares"].items():
-            est = r["estimated_shares"].get(c)
             lines.append(f"| {Path(r['run']).name} | {c} | {share:.1%} | "
-                         f"{'–' if est is None else f'{est:.1%}'} | "
+                         f"{pct(r['estimated_shares'].get(c))} | "
                          f"{r['pseudo_label_shares'][c]:.1%} | "
                          f"{pct(r['recall'][c])} |")
     return "\n".join(lines)

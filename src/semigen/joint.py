@@ -277,7 +277,7 @@ def _round_metrics(cfg: Config, run_path: Path, r: int) -> None:
         # measures it for the final generator.
         images = generator_metrics(cfg, data, checkpoint.stage_path(
             run_path, checkpoint.stage_name("generate", r)), cfg.evaluate.round_per_class,
-            copying=False)
+            copying=False, beside=False)  # the round table shows the main judge only
         found |= {k: images.get(k) for k in ("fid", "kid", "precision", "recall",
                                              "class_consistency", "worst_class_consistency",
                                              "n_fake")}

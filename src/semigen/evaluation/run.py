@@ -100,20 +100,21 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
 
 
 def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int,
-                      copying: bool = True) -> dict:
+                      copying: bool = True, beside: bool = True) -> dict:
     """FID, KID, precision, recall and class consistency of a generator checkpoint against
     the real test images (without a test folder: the training images), and with `copying` how
     much it copies its training images (those of the run's latest pseudo-labels). The judge:
     a built-in data set's evaluator network (with the self-supervised judge beside it, as its
-    check, under ``judge``); a user's own images get the self-supervised judge (`judge`), or
-    Inception-v3's features with ``evaluate.inception_weights``."""
+    check, under ``judge``, unless `beside` is False); a user's own images get the
+    self-supervised judge (`judge`), or Inception-v3's features with
+    ``evaluate.inception_weights``."""
     from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
     from .judge import judge_features, probe_classifier
     classifier = about = features = second = None
     if cfg.data.source in BUILTINS:
         classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
         features = EvaluatorFeatures(classifier)
-    if cfg.evaluate.judge_steps or cfg.evaluate.features:
+    if (cfg.evaluate.judge_steps or cfg.evaluate.features) and (features is None or beside):
         judge_net, judge_about = judge_features(cfg, data)
         probe, probe_about = probe_classifier(judge_net, data)
         judge_about["class_consistency_by"] = probe_about
