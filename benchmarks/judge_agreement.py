@@ -27,7 +27,7 @@ from semigen.evaluation.judge import judge_features, probe_classifier
 from semigen.generation import from_checkpoint
 from semigen.runtime import use_threads
 
-FIGURES = ("fid", "kid", "precision", "recall", "class_consistency")
+FIGURES = ("fid", "class_fid", "kid", "precision", "recall", "class_consistency")
 
 
 def main() -> None:
@@ -65,12 +65,14 @@ def main() -> None:
     lines = [f"Judge: {about['network']}; probe: {probe_about['labels']} labels, "
              f"{probe_about['held_out_accuracy']:.1%} held out. {len(rows)} generators, "
              f"{args.per_class} images per class against the {len(data.test)} test images.", "",
-             "| generator | evaluator FID | judge FD | evaluator consistency | judge consistency "
+             "| generator | evaluator FID | judge FD | evaluator class-aware FID "
+             "| judge class-aware FD | evaluator consistency | judge consistency "
              "| judge precision | judge recall |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(rows, key=lambda r: r["evaluator"]["fid"]):
         e, j = r["evaluator"], r["judge"]
         lines.append(f"| {r['checkpoint']} | {e['fid']:.2f} | {j['fid']:.2f} | "
+                     f"{e['class_fid']:.2f} | {j['class_fid']:.2f} | "
                      f"{e['class_consistency']:.3f} | {j['class_consistency']:.3f} | "
                      f"{j['precision']:.3f} | {j['recall']:.3f} |")
     lines += ["", "| figure | Spearman | Kendall |", "| --- | ---: | ---: |"]

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import load_dataset
+from semigen.evaluation.images import Judge, judged
 from semigen.evaluation.judge import ProbeClassifier, judge_config, judge_features, precision_recall
 
 
@@ -26,6 +27,35 @@ def test_precision_and_recall_tell_realism_from_diversity():
     # images unlike any real one: neither
     far = precision_recall(real, torch.from_numpy(rng.normal(size=(500, 8))) + 50)
     assert far["precision"] == 0 and far["recall"] == 0 and far["density"] == 0
+
+
+class MeanAndSpread(torch.nn.Module):
+    """uint8 images -> (mean, std) of their pixels: a feature network one can reason about."""
+    num_features = 2
+
+    def forward(self, images):
+        x = images.double().flatten(1) / 255
+        return torch.stack([x.mean(1), x.std(1)], 1)
+
+
+def test_the_class_aware_distance_sees_classes_mixed_up_that_the_plain_one_does_not():
+    rng = np.random.default_rng(0)
+
+    def images(brightness, n):  # class 0 dark, class 1 bright
+        return torch.from_numpy(rng.normal(brightness, 20, (n, 1, 8, 8)).clip(0, 255)
+                                .astype(np.uint8))
+    real = torch.cat([images(60, 300), images(190, 300)])
+    real_labels = np.repeat([0, 1], 300)
+    fake = torch.cat([images(60, 300), images(190, 300)])
+    right, swapped = torch.tensor(real_labels), torch.tensor(1 - real_labels)
+    judge = Judge(MeanAndSpread(), None)
+    kept = judged(judge, real, real_labels, fake, right, ["dark", "bright"], 300)
+    mixed = judged(judge, real, real_labels, fake, swapped, ["dark", "bright"], 300)
+    assert kept["fid"] == pytest.approx(mixed["fid"])  # the same images, whatever their class
+    assert kept["fid"] < 0.01 and kept["class_fid"] < 0.01
+    assert mixed["class_fid"] > 0.2  # (190 - 60) / 255 apart, squared: about 0.26
+    assert kept["class_fid"] == pytest.approx(
+        np.mean([kept["per_class"][c]["fid"] for c in ("dark", "bright")]))
 
 
 @pytest.mark.parametrize("classes", [2, 3])

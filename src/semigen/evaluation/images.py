@@ -264,6 +264,7 @@ def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], 
                   second_judge: Judge | None = None) -> dict:
     """FID, KID, precision and recall of `generator` against the `real` held-out images
     (``.images``, uint8 N x H x W x C, and ``.labels``) in the space of the judge's features,
+    the per-class FIDs and their mean (``class_fid``),
     and class consistency by its classifier, overall and per class; with the generator's
     `train_images`, how much it copies them (`memorisation`); with a `second_judge`, its
     figures on the same images under ``judge``."""
@@ -303,6 +304,12 @@ def judged(judge: Judge, real: torch.Tensor, real_labels: np.ndarray, fake: torc
         # A user's small test folder may hold 0 or 1 image of a class: no distance then.
         if len(real_c) >= 2:
             found["per_class"][name] |= feature_distances(real_c, fake_c)
+    per_class_fid = [v["fid"] for v in found["per_class"].values() if "fid" in v]
+    if len(per_class_fid) == len(classes):
+        # Class-aware: the images asked for a class against that class's real images. A
+        # generator whose classes are mixed up draws realistic images that the class-blind FID
+        # accepts; here they sit among the wrong class's images.
+        found["class_fid"] = float(np.mean(per_class_fid))
     if min(per_class, len(real)) < 2 * dims:
         found["warning"] = (f"per-class FID uses {per_class} generated images against "
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "

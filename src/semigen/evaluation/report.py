@@ -78,8 +78,10 @@ def _judged(images: dict) -> str:
                  if "precision" in images else "")
     consistency = (f", class consistency {images['class_consistency']:.3f}"
                    if "class_consistency" in images else "")
-    return (f"FID {images['fid']:.2f}, KID {images['kid']:.4f} ± {images['kid_std']:.4f}"
-            f"{diversity}{consistency}")
+    per_class = (f", class-aware FID {images['class_fid']:.2f} (per class, averaged)"
+                 if "class_fid" in images else "")
+    return (f"FID {images['fid']:.2f}{per_class}, KID {images['kid']:.4f} ± "
+            f"{images['kid_std']:.4f}{diversity}{consistency}")
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,83 @@
+"""semigen's label stage beside the USB peers on the same split: test accuracy against minutes
+of training, one figure per data set and labels-per-class, and a table.
+
+    python benchmarks/peers/compare_labels.py --semigen RUN [RUN ...] \\
+        --peers OUT/freematch OUT/fixmatch ... --name fmnist --out docs/
+
+semigen's curve comes from its run's stats.jsonl: the features' labels when the
+self-supervised step ends, then the classifier's test accuracy every `label.eval_every` steps,
+against the minutes since the stage's first record (its test evaluations included; the
+peers' are not counted). A peer's from its result.json (`usb_labels.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def semigen_curve(run: Path) -> tuple[list[tuple[float, float]], dict]:
+    """(minutes, test accuracy) points of a semigen label stage, and its split."""
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("stage") in ("represent", "calibrate", "label")]
+    start = rows[0]["time"]
+    points = []
+    for r in rows:
+        accuracy = r.get("features_test_accuracy", r.get("test_accuracy"))
+        if accuracy is not None and (r.get("stage") != "label" or "event" not in r):
+            points.append(((r["time"] - start) / 60, accuracy))
+    split = json.loads((run / "split.json").read_text())
+    return points, split
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--semigen", type=Path, nargs="+", required=True)
+    p.add_argument("--peers", type=Path, nargs="+", default=[])
+    p.add_argument("--name", default="fmnist")
+    p.add_argument("--out", type=Path, default=Path("docs"))
+    a = p.parse_args()
+    peers = [json.loads((d / "result.json").read_text()) for d in a.peers]
+    lines = ["| labels per class | split seed | method | minutes | test accuracy | "
+             "pseudo-labels right |", "| ---: | ---: | --- | ---: | ---: | ---: |"]
+    for run in a.semigen:
+        points, split = semigen_curve(run)
+        metrics = json.loads((run / "metrics.json").read_text())["label"]
+        lpc, seed = split["labels_per_class"], split["split_seed"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*zip(*points, strict=True), "o-", label="semigen (SimCLR, then FreeMatch-style)")
+        lines.append(f"| {lpc} | {seed} | semigen | {points[-1][0]:.1f} | "
+                     f"{metrics['test_accuracy']:.2%} | "
+                     f"{metrics.get('pseudo_label_accuracy', float('nan')):.2%} |")
+        for peer in peers:
+            if (peer["labels_per_class"], peer["split_seed"]) != (lpc, seed):
+                continue
+            curve = peer["curve"]
+            name = f"{peer['peer']}, {peer['net']}"
+            ax.plot([c["minutes"] for c in curve], [c["test_accuracy"] for c in curve], "s--",
+                    label=f"{name} (EMA)")
+            ax.plot([c["minutes"] for c in curve], [c["test_accuracy_raw"] for c in curve],
+                    "^:", label=f"{name} (raw weights)")
+            for kind, suffix in (("EMA", ""), ("raw weights", "_raw")):
+                lines.append(f"| {lpc} | {seed} | {name}, {kind} | {curve[-1]['minutes']:.1f} | "
+                             f"{peer['test_accuracy' + suffix]:.2%} | "
+                             f"{peer.get('pseudo_label_accuracy' + suffix, float('nan')):.2%} |")
+        ax.set(xlabel="minutes of training (1 thread each, two runs at a time)",
+               ylabel="test accuracy", ylim=(0, 1),
+               title=f"{a.name}, {lpc} label(s) per class, split seed {seed}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        a.out.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(a.out / f"peers_{a.name}_lpc{lpc}_seed{seed}.png", dpi=110)
+        plt.close(fig)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
