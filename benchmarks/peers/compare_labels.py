@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def semigen_curve(run: Path) -> tuple[list[tuple[float, float]], dict]:
-    """(minutes, test accuracy) points of a semigen label stage, and its split."""
+def semigen_curve(run: Path) -> tuple[list[tuple[float, float]], float, dict]:
+    """(minutes, test accuracy) points of a semigen label stage, its minutes, its split."""
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("stage") in ("represent", "calibrate", "label")]
     start = rows[0]["time"]
@@ -32,26 +32,26 @@ def semigen_curve(run: Path) -> tuple[list[tuple[float, float]], dict]:
         if accuracy is not None and (r.get("stage") != "label" or "event" not in r):
             points.append(((r["time"] - start) / 60, accuracy))
     split = json.loads((run / "split.json").read_text())
-    return points, split
+    return points, (rows[-1]["time"] - start) / 60, split
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--semigen", type=Path, nargs="+", required=True)
     p.add_argument("--peers", type=Path, nargs="+", default=[])
-    p.add_argument("--name", default="fmnist")
+    p.add_argument("--name", default="Fashion-MNIST")
     p.add_argument("--out", type=Path, default=Path("docs"))
     a = p.parse_args()
     peers = [json.loads((d / "result.json").read_text()) for d in a.peers]
     lines = ["| labels per class | split seed | method | minutes | test accuracy | "
              "pseudo-labels right |", "| ---: | ---: | --- | ---: | ---: | ---: |"]
     for run in a.semigen:
-        points, split = semigen_curve(run)
+        points, minutes, split = semigen_curve(run)
         metrics = json.loads((run / "metrics.json").read_text())["label"]
         lpc, seed = split["labels_per_class"], split["split_seed"]
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(*zip(*points, strict=True), "o-", label="semigen (SimCLR, then FreeMatch-style)")
-        lines.append(f"| {lpc} | {seed} | semigen | {points[-1][0]:.1f} | "
+        lines.append(f"| {lpc} | {seed} | semigen | {minutes:.1f} | "
                      f"{metrics['test_accuracy']:.2%} | "
                      f"{metrics.get('pseudo_label_accuracy', float('nan')):.2%} |")
         for peer in peers:
@@ -74,7 +74,8 @@ def main() -> None:
         ax.legend(fontsize=7, loc="lower right")
         a.out.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
-        fig.savefig(a.out / f"peers_{a.name}_lpc{lpc}_seed{seed}.png", dpi=110)
+        slug = a.name.lower().replace(" ", "-")
+        fig.savefig(a.out / f"peers_{slug}_lpc{lpc}_seed{seed}.png", dpi=110)
         plt.close(fig)
     print("\n".join(lines))
 

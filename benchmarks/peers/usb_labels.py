@@ -15,8 +15,8 @@ USB's own recipe for CIFAR-10 with 40 labels (config/classic_cv/<algorithm>/
 decay 5e-4, batch 64 labeled + 7x64 unlabeled, EMA 0.999, T 0.5, hard labels, FixMatch's
 0.95 cutoff, FreeMatch's EMA 0.999 and entropy weight 0.001, its weak (reflect-padded crop,
 flip where the data allow it) and strong (RandAugment(3, 5)) views. Two things follow from
-the time: the cosine schedule spans the steps that fit in the minutes (measured over the
-first steps), and the network is a choice (`--net`): semigen's cnn of the run (the same
+the time: the cosine schedule spans the steps that fit in the minutes (at the pace of the
+first 20, then 200 steps), and the network is a choice (`--net`): semigen's cnn of the run (the same
 network semigen trains, so that the comparison is of methods, not of networks) or USB's
 WRN-28-2. USB's Trainer is CUDA-only; this script drives USB's algorithm object step by step
 on the CPU instead (its `train_step`, then its parameter update and EMA hooks), evaluating the
@@ -198,16 +198,17 @@ def main() -> None:
         ema.after_train_step(alg)
         alg.it += 1
 
-    curve, trained, started = [], 0.0, time.time()
-    for _ in range(5):  # the time a step takes, to fit USB's cosine schedule to the minutes
-        step()
-    per_step = (time.time() - started) / 5
-    total = max(10, int(a.minutes * 60 / per_step))
-    alg.scheduler = get_cosine_schedule_with_warmup(alg.optimizer, total, 0)
-    for _ in range(alg.it):
-        alg.scheduler.step()
-    trained = time.time() - started
-    next_eval = 0.0
+    curve, trained, next_eval = [], 0.0, 0.0
+
+    def fit_schedule():
+        """USB's cosine schedule over the steps that fit in the minutes, at the pace so far."""
+        total = max(alg.it + 1, int(a.minutes * 60 * alg.it / trained))
+        alg.scheduler = get_cosine_schedule_with_warmup(alg.optimizer, total, 0)
+        for _ in range(alg.it):
+            alg.scheduler.step()
+        return total
+
+    total = 10**6
 
     def evaluate():
         # USB evaluates its EMA weights (decay 0.999, no warm-up: after 600 steps they still
@@ -230,6 +231,8 @@ def main() -> None:
         begun = time.time()
         step()
         trained += time.time() - begun
+        if alg.it in (20, 200):  # the pace, measured twice: the first steps are slower
+            total = fit_schedule()
     evaluate()
     result = {"peer": f"USB {a.algorithm} (semilearn 0.3.2)", "net": a.net, "run": str(a.run),
               "labels_per_class": split["labels_per_class"], "split_seed": split["split_seed"],
