@@ -1,7 +1,7 @@
 """semigen's label stage beside the USB peers on the same split: test accuracy against minutes
 of training, one figure per data set and labels-per-class, and a table.
 
-    python benchmarks/peers/compare_labels.py --semigen RUN [RUN ...] \\
+    python benchmarks/peers/compare_labels.py --semigen [NAME=]RUN ... \\
         --peers OUT/freematch OUT/fixmatch ... --name fmnist --out docs/
 
 semigen's curve comes from its run's stats.jsonl: the features' labels when the
@@ -37,7 +37,8 @@ def semigen_curve(run: Path) -> tuple[list[tuple[float, float]], float, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--semigen", type=Path, nargs="+", required=True)
+    p.add_argument("--semigen", nargs="+", required=True, metavar="[NAME=]RUN",
+                   help="semigen label runs; runs of one split share a figure")
     p.add_argument("--peers", type=Path, nargs="+", default=[])
     p.add_argument("--name", default="Fashion-MNIST")
     p.add_argument("--out", type=Path, default=Path("docs"))
@@ -45,15 +46,20 @@ def main() -> None:
     peers = [json.loads((d / "result.json").read_text()) for d in a.peers]
     lines = ["| labels per class | split seed | method | minutes | test accuracy | "
              "pseudo-labels right |", "| ---: | ---: | --- | ---: | ---: | ---: |"]
-    for run in a.semigen:
-        points, minutes, split = semigen_curve(run)
-        metrics = json.loads((run / "metrics.json").read_text())["label"]
-        lpc, seed = split["labels_per_class"], split["split_seed"]
+    splits: dict[tuple[int, int], list] = {}
+    for given in a.semigen:  # NAME=RUN or RUN
+        name, _, run = given.rpartition("=")
+        points, minutes, split = semigen_curve(Path(run))
+        metrics = json.loads((Path(run) / "metrics.json").read_text())["label"]
+        key = (split["labels_per_class"], split["split_seed"])
+        splits.setdefault(key, []).append((name or "semigen", points, minutes, metrics))
+    for (lpc, seed), runs in splits.items():
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(*zip(*points, strict=True), "o-", label="semigen (SimCLR, then FreeMatch-style)")
-        lines.append(f"| {lpc} | {seed} | semigen | {minutes:.1f} | "
-                     f"{metrics['test_accuracy']:.2%} | "
-                     f"{metrics.get('pseudo_label_accuracy', float('nan')):.2%} |")
+        for name, points, minutes, metrics in runs:
+            ax.plot(*zip(*points, strict=True), "o-", label=name)
+            lines.append(f"| {lpc} | {seed} | {name} | {minutes:.1f} | "
+                         f"{metrics['test_accuracy']:.2%} | "
+                         f"{metrics.get('pseudo_label_accuracy', float('nan')):.2%} |")
         for peer in peers:
             if (peer["labels_per_class"], peer["split_seed"]) != (lpc, seed):
                 continue

@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, help="training wall time of the peer")
     p.add_argument("--score", type=Path, help="score this semigen generator checkpoint instead")
     p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=8e-5, help="Adam's (the README's: 8e-5)")
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -108,7 +109,7 @@ def main() -> None:
     diffusion = build(len(data.classes), shape, a.sample_steps)
     from ema_pytorch import EMA
     ema = EMA(diffusion, beta=0.995, update_every=10)
-    optimizer = torch.optim.Adam(diffusion.parameters(), lr=8e-5, betas=(0.9, 0.99))
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=a.lr, betas=(0.9, 0.99))
     batches = image_batches(images, labels, weights, 32, a.seed, 0, torch.device("cpu"))
     steps, started, log = 0, time.time(), []
     while time.time() - started < a.minutes * 60:
@@ -131,7 +132,8 @@ def main() -> None:
               "trained_seconds": round(trained, 1), "steps": steps,
               "steps_per_second": round(steps / trained, 3),
               "parameters": sum(t.numel() for t in diffusion.model.parameters()),
-              "sample_steps": a.sample_steps, **score(generator, cfg, data, a.per_class),
+              "sample_steps": a.sample_steps, "lr": a.lr,
+              **score(generator, cfg, data, a.per_class),
               "loss_log": log}
     (a.out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "loss_log"}))
