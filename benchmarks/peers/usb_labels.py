@@ -235,7 +235,10 @@ def main() -> None:
             total = fit_schedule()
     evaluate()
     result = {"peer": f"USB {a.algorithm} (semilearn 0.3.2)", "net": a.net, "run": str(a.run),
-              "labels_per_class": split["labels_per_class"], "split_seed": split["split_seed"],
+              # a folder's split has neither: its labels are the user's
+              "labels_per_class": split.get("labels_per_class",
+                                            len(split["labeled"]) // num_classes),
+              "split_seed": split.get("split_seed"),
               "minutes": a.minutes, "threads": a.threads, "steps": alg.it,
               "seconds_per_step": round(trained / max(1, alg.it), 3),
               "test_accuracy": curve[-1]["test_accuracy"],
