@@ -51,7 +51,8 @@ def main() -> None:
         name, _, run = given.rpartition("=")
         points, minutes, split = semigen_curve(Path(run))
         metrics = json.loads((Path(run) / "metrics.json").read_text())["label"]
-        key = (split["labels_per_class"], split["split_seed"])
+        key = (split.get("labels_per_class", len(split["labeled"]) // len(split["classes"])),
+               split.get("split_seed"))  # a folder's split: the user's labels
         splits.setdefault(key, []).append((name or "semigen", points, minutes, metrics))
     for (lpc, seed), runs in splits.items():
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -75,13 +76,15 @@ def main() -> None:
                              f"{peer.get('pseudo_label_accuracy' + suffix, float('nan')):.2%} |")
         ax.set(xlabel="minutes of training (1 thread each, two runs at a time)",
                ylabel="test accuracy", ylim=(0, 1),
-               title=f"{a.name}, {lpc} label(s) per class, split seed {seed}")
+               title=f"{a.name}, {lpc} label(s) per class"
+                     + ("" if seed is None else f", split seed {seed}"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         a.out.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
         slug = a.name.lower().replace(" ", "-")
-        fig.savefig(a.out / f"peers_{slug}_lpc{lpc}_seed{seed}.png", dpi=110)
+        which = "" if seed is None else f"_seed{seed}"
+        fig.savefig(a.out / f"peers_{slug}_lpc{lpc}{which}.png", dpi=110)
         plt.close(fig)
     print("\n".join(lines))
 
