@@ -18,7 +18,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -107,7 +106,6 @@ def main() -> None:
                      ("fid_kid", fid_kid), ("ema", ema)):
         found[name] = fn(torch.Generator().manual_seed(0))
         print(name, json.dumps(found[name]), flush=True)
-    np.set_printoptions(precision=4)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "libraries.json").write_text(json.dumps(found, indent=1))
 
