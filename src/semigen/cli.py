@@ -24,6 +24,9 @@ def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -
                         "svhn (default: digits)")
     p.add_argument("--labels", metavar="CSV", help="path,label CSV, paths relative to DATA "
                    "(or to the CSV's folder when DATA is not given); empty label = unlabeled")
+    p.add_argument("--added-labels", metavar="CSV", help="path,label CSV of labels given after "
+                   "the split, taken as true (what `semigen review` writes to "
+                   "RUN/added_labels.csv; a run continued reads its own by itself)")
     p.add_argument("--labels-per-class", type=int, metavar="N",
                    help="built-ins: labeled images per class")
     p.add_argument("--split-seed", type=int, metavar="S", help="built-ins: which are labeled")

@@ -42,6 +42,9 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "digits"  # a folder (DATA/labeled/<class>/..., DATA/unlabeled/...) or a built-in
     labels_csv: str | None = None  # path,label CSV, paths relative to `source` (or its folder)
+    # path,label CSV of labels given after the split (unlabeled images labeled, labels
+    # corrected); `semigen review` writes RUN/added_labels.csv, which continuing RUN reads itself
+    added_labels: str | None = None
     allow_outside_paths: bool = False  # let CSV paths point outside `source` ('..', absolute)
     labels_per_class: int = 10  # built-ins: labeled images per class, the rest become unlabeled
     split_seed: int = 0  # built-ins: which images are labeled
@@ -325,8 +328,10 @@ def resolve(preset: str | None = None, config_file: str | None = None,
     return with_backend_budget(cfg)
 
 
+ADDED_LABELS_FILE = "added_labels.csv"  # in a run: the labels `semigen review` added
 # The command line's flags, and the API's keywords without a section, as config fields.
 FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
+               "added_labels": "data.added_labels",
                "labels_per_class": "data.labels_per_class", "split_seed": "data.split_seed",
                "image_size": "data.image_size", "out": "run.out", "seed": "runtime.seed",
                "device": "runtime.device", "devices": "runtime.devices",
@@ -353,7 +358,10 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
                   {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
                    if v is not None},
                   base_file=base if isinstance(base, Config) or not base else str(base))
-    for name in ("source", "labels_csv"):  # a run finds its data from any working directory
+    added = Path(cfg.run.out) / ADDED_LABELS_FILE  # `semigen review`'s labels, when continuing
+    if cfg.data.added_labels is None and added.is_file():
+        cfg.data.added_labels = str(added)
+    for name in ("source", "labels_csv", "added_labels"):  # found from any working directory
         value = getattr(cfg.data, name)
         if value and Path(value).expanduser().exists():
             setattr(cfg.data, name, str(Path(value).expanduser().resolve()))

@@ -75,6 +75,7 @@ def fit(cfg: Config) -> dict | None:
     changed = check_continuation(cfg, label_stage.MODEL_FIELDS
                                  | generate_stage.model_fields(cfg.generate.backend))
     run_path = Path(cfg.run.out)
+    label_stage.take_added_labels(cfg)  # labels added since the split: the stages train again
     with writing(run_path, is_main_process()):  # one writer across the fit's stages
         if changed and is_main_process():
             with RunDir(run_path) as run_dir:

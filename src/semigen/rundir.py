@@ -35,7 +35,13 @@ log = logging.getLogger("semigen")
 # What a run directory may hold; anything else means --out points at a folder of the user's.
 OWN_ENTRIES = {"config.yaml", "log.txt", "stats.jsonl", "split.json", "data_report.json",
                "metrics.json", "pseudo_labels.csv", "report.html", "checkpoints", "samples",
-               "tensorboard", "baselines", "evaluator.json", "run.lock"}
+               "tensorboard", "baselines", "evaluator.json", "run.lock", "added_labels.csv",
+               "review", "earlier", "synthetic"}
+# What labels added after the split make stale (set aside by `set_aside`); the checkpoints of
+# every stage but these go too: the self-supervised features never saw a label.
+STALE_WITH_NEW_LABELS = ("split.json", "metrics.json", "pseudo_labels.csv", "report.html",
+                         "samples", "baselines", "synthetic")
+KEPT_WITH_NEW_LABELS = ("represent",)
 LOCK_FILE = "run.lock"
 
 
@@ -399,6 +405,26 @@ def _same_data_value(name: str, old, new) -> bool:
     return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
 
 
+def set_aside(run_path: str | Path) -> Path:
+    """Move what a change of labels makes stale into ``RUN/earlier/<n>/`` (n = 1, 2, ...: nothing
+    is deleted, the earlier figures stay readable there) with a copy of stats.jsonl, so that the
+    stages train again on the new labels; the self-supervised features' checkpoints stay."""
+    run_path = Path(run_path)
+    earlier = run_path / "earlier"
+    n = 1 + max((int(p.name) for p in earlier.glob("*") if p.name.isdigit()), default=0)
+    target = earlier / str(n)
+    (target / "checkpoints").mkdir(parents=True)
+    for name in STALE_WITH_NEW_LABELS:
+        if (run_path / name).exists():
+            os.replace(run_path / name, target / name)
+    for stage in sorted((run_path / "checkpoints").glob("*")):
+        if stage.name not in KEPT_WITH_NEW_LABELS:
+            os.replace(stage, target / "checkpoints" / stage.name)
+    if (run_path / "stats.jsonl").is_file():
+        shutil.copy2(run_path / "stats.jsonl", target / "stats.jsonl")
+    return target
+
+
 def read_run_json(run_path: str | Path, name: str) -> dict | None:
     """A run's JSON record (split.json, metrics.json, ...), None when absent; a damaged one is
     refused with its name and what to do, never a traceback."""
@@ -423,6 +449,12 @@ def check_split(run_path: str | Path, record: dict) -> str | None:
     saved = read_run_json(run_path, "split.json")
     if saved is None:
         return None
+    if saved.get("added_labels") != record.get("added_labels"):
+        raise ConfigError(
+            f"{run_path}: labels were added since its classifier was trained "
+            f"({Path(run_path) / 'added_labels.csv'}, or data.added_labels): run `semigen label "
+            f"{run_path}` (or `semigen fit {run_path}`) first, which trains the classifier on "
+            "them, then this command")
     problems = []
     if saved.get("classes") != record["classes"]:
         problems.append(f"classes: {', '.join(map(str, saved.get('classes') or []))} -> "

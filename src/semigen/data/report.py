@@ -27,6 +27,8 @@ class DataReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # labels given after the split (`added`): file, added, corrected, not_found
+    added_labels: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,7 +47,7 @@ class DataReport:
             "sizes_found": dict(self.sizes_found), "channels_found": dict(self.channels_found),
             "shape": list(self.shape) if self.shape else None, "resized": self.resized,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "warnings": self.warnings, "errors": self.errors,
+            "warnings": self.warnings, "errors": self.errors, "added_labels": self.added_labels,
         }
 
     def format(self, max_listed: int = 20) -> str:
@@ -64,6 +66,10 @@ class DataReport:
                      f"{self.unlabeled}" + ("  (true labels held out for evaluation)"
                                             if self.held_out_truth else "")
                      + f"   test: {sum(self.test_per_class.values())}")
+        if self.added_labels:
+            a = self.added_labels
+            lines.append(f"  labels added: {a['added']} (and {a['corrected']} corrected) from "
+                         f"{a['file']}")
         if self.sizes_found:
             sizes = ", ".join(f"{s} ({n})" for s, n in self.sizes_found.most_common(8))
             more = len(self.sizes_found) - 8

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import BUILTINS, DataConfig
 from ..runtime import progress as progress_bar
-from . import decoded
+from . import added, decoded
 from .images import normalise, read_image, target_shape
 from .report import DataError, DataReport
 
@@ -51,6 +51,7 @@ class Dataset:
     hflip: bool  # whether mirrored images stay in their class
     report: DataReport
     rotate: bool = False  # whether turned images stay in their class (self-supervised views)
+    added_fingerprint: str | None = None  # the labels added after the split (`added`), if any
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -64,6 +65,8 @@ class Dataset:
                   "unlabeled_fingerprint": fingerprint(self.unlabeled.ids)}
         if self.name in BUILTINS:
             record |= {"labels_per_class": cfg.labels_per_class, "split_seed": cfg.split_seed}
+        if self.added_fingerprint:
+            record["added_labels"] = self.added_fingerprint
         return record
 
 
@@ -73,7 +76,13 @@ def fingerprint(ids: list[str]) -> str:
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
-    """Read a source; problems are in `dataset.report` (call `report.raise_if_errors()`)."""
+    """Read a source, with the labels added after its split (``data.added_labels``); problems
+    are in `dataset.report` (call `report.raise_if_errors()`)."""
+    data = _load_source(cfg, progress)
+    return added.apply(data, cfg.added_labels) if cfg.added_labels and data.report.ok else data
+
+
+def _load_source(cfg: DataConfig, progress: bool) -> Dataset:
     source = cfg.source
     if cfg.labels_csv is None and source in BUILTINS and not Path(source).is_dir():
         return _load_builtin(cfg)

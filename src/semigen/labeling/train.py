@@ -25,10 +25,10 @@ import torch
 
 from .. import checkpoint
 from ..config import Config, ConfigError
-from ..data import DataError, Dataset, endless_batches, load_dataset, strong, weak
+from ..data import DataError, Dataset, added, endless_batches, load_dataset, strong, weak
 from ..data.transforms import contrastive_views
-from ..rundir import check_split
-from ..runtime import mix_seed
+from ..rundir import RunDir, check_continuation, check_split, read_run_json, set_aside
+from ..runtime import is_main_process, mix_seed
 from ..stage import Stage, due, open_stage, resume_or_start, run_steps
 from ..training import payload, same_weights_on_all_ranks, sync_buffers
 from . import calibrate, nets, prior, represent
@@ -58,6 +58,32 @@ def check_backbone(cfg: Config) -> None:
     problem = nets.backbone_problem(cfg.label.backbone, cfg.label.weights)
     if problem:
         raise ConfigError(f"bad config:\n  {problem}")
+
+
+def take_added_labels(cfg: Config) -> None:
+    """Before a run continues with labels added since its split (``data.added_labels``: the
+    run's added_labels.csv, which `semigen review` writes): set aside what they make stale
+    (`rundir.set_aside`), so that the classifier and everything after it train again with them
+    as true labels. The self-supervised features saw no label and are kept: continuing costs
+    the fine-tuning, not the features."""
+    run_path = Path(cfg.run.out)
+    saved = read_run_json(run_path, "split.json")
+    if saved is None or not is_main_process():
+        return
+    labels = added.read(cfg.data.added_labels) if cfg.data.added_labels else {}
+    if saved.get("added_labels") == (added.fingerprint(labels) if labels else None):
+        return
+    check_continuation(cfg, MODEL_FIELDS)  # another data set's run is refused, not changed
+    with RunDir(run_path) as run_dir:
+        before = {image: saved["classes"][c] for image, c in
+                  zip(saved.get("labeled", []), saved.get("labeled_labels", []), strict=False)}
+        new = sum(image not in before for image in labels)
+        corrected = sum(image in before and before[image] != label
+                        for image, label in labels.items())
+        target = set_aside(run_path)
+        run_dir.info(f"{new} labels added, {corrected} corrected ({cfg.data.added_labels}): the "
+                     "classifier and what follows it train again with them; the self-supervised "
+                     f"features are kept; the earlier results are in {target}")
 
 
 def open_data(stage: Stage, round_index: int) -> Dataset:
@@ -118,6 +144,8 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None,
     checkpoint `init` and mixes the `synthetic` (uint8 N x H x W x C images, class indices) into
     the labeled batches, ``fit.synthetic_ratio`` of them per real labeled image."""
     check_backbone(cfg)
+    if round_index == 0:
+        take_added_labels(cfg)
     lab = cfg.label
     name = checkpoint.stage_name(STAGE, round_index)
     total_steps, lr = (lab.steps, lab.lr) if round_index == 0 else \
