@@ -16,8 +16,8 @@ from pathlib import Path
 from .config import make_config
 from .rundir import as_run_path
 
-__all__ = ["demo", "evaluate", "fit", "generate", "label", "make_config", "predict", "report",
-           "sample", "suggest"]
+__all__ = ["demo", "evaluate", "export", "fit", "generate", "label", "make_config", "predict",
+           "report", "review", "sample", "suggest"]
 
 
 def fit(data: str | None = None, out: str | None = None, **options) -> dict:
@@ -59,6 +59,22 @@ def suggest(run: str | Path, n: int = 50, out: str | Path = "suggest.csv", seed:
     or any with `overwrite`)."""
     from .labeling.suggest import suggest as run_suggest
     return run_suggest(run, n, out, seed, overwrite)  # it refuses a folder that is not a run
+
+
+def review(run: str | Path, host: str = "127.0.0.1", port: int = 8765, suggest: int = 50,
+           generated_per_class: int = 16) -> None:
+    """Serve the run's review pages until Ctrl-C (see `semigen.review`)."""
+    from .review.app import serve
+    serve(as_run_path(run), host, port, suggest, generated_per_class)
+
+
+def export(run: str | Path, format: str, out: str | Path, min_confidence: float | None = None,
+           generated_per_class: int = 0, overwrite: bool = False) -> dict:
+    """The run's labeled images (the user's, the added ones) and its pseudo-labeled ones at
+    `min_confidence` or above (+ generated ones) as `format`: imagefolder, hf or csv."""
+    from .export import export as run_export
+    return run_export(as_run_path(run), format, out, min_confidence, generated_per_class,
+                      overwrite)
 
 
 def predict(run: str | Path, images: str | Path, out: str | Path, checkpoint: str = "latest",

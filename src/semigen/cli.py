@@ -138,6 +138,34 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--seed", type=int, default=0)
     suggest.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
+    review = commands.add_parser(
+        "review", help="a local web page: check pseudo-labels, label the suggested images by "
+        "keyboard, correct your labels, see the generated images",
+        description="Serve RUN's pseudo-labels, suggestions, likely label errors and generated "
+                    "images on a local web page. Each decision is saved at once to "
+                    "RUN/added_labels.csv; `semigen label RUN` (or fit) then trains on them.")
+    review.add_argument("run", metavar="RUN")
+    review.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: "
+                        "this machine only; any other gets a token in the printed address)")
+    review.add_argument("--port", type=int, default=8765)
+    review.add_argument("--suggest", type=int, default=50, metavar="N",
+                        help="images offered by Label next (50)")
+    review.add_argument("--generated-per-class", type=int, default=16, metavar="N",
+                        help="generated images shown per class (16; sampled once)")
+
+    export = commands.add_parser(
+        "export", help="the labeled and confidently pseudo-labeled images (and generated ones) "
+        "as an ImageFolder tree, a Hugging Face dataset or a CSV")
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", required=True, choices=("imagefolder", "hf", "csv"))
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--min-confidence", type=float, metavar="P", help="pseudo-labels kept "
+                        "from this confidence on (default: the run's generate.min_confidence)")
+    export.add_argument("--generated-per-class", type=int, default=0, metavar="N",
+                        help="also N generated images per class from RUN's generator (0)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds files")
+
     demo = commands.add_parser(
         "demo", help="the whole fit on the built-in digits set, a few minutes on a CPU")
     demo.add_argument("--out", default="runs/demo", metavar="RUN")
@@ -196,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
     try:
-        if args.command in ("predict", "sample", "report", "suggest", "demo"):
+        if args.command in ("predict", "sample", "report", "suggest", "demo", "review",
+                            "export"):
             if extra:
                 raise ConfigError(f"unrecognized arguments: {' '.join(extra)}")
             return _run_tool(args)
@@ -267,6 +296,12 @@ def _run_tool(args) -> int:
         print(f"report: {api.report(args.run)}")
     elif args.command == "suggest":
         api.suggest(args.run, args.n, args.out, args.seed, args.overwrite)
+    elif args.command == "review":
+        api.review(args.run, args.host, args.port, args.suggest, args.generated_per_class)
+    elif args.command == "export":
+        found = api.export(args.run, args.format, args.out, args.min_confidence,
+                           args.generated_per_class, args.overwrite)
+        print(f"exported {found['images']:,} images ({found['by_source']}) to {found['out']}")
     else:
         print(f"report: {api.demo(out=args.out, device=args.device)}")
     return 0

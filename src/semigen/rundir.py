@@ -36,7 +36,7 @@ log = logging.getLogger("semigen")
 OWN_ENTRIES = {"config.yaml", "log.txt", "stats.jsonl", "split.json", "data_report.json",
                "metrics.json", "pseudo_labels.csv", "report.html", "checkpoints", "samples",
                "tensorboard", "baselines", "evaluator.json", "run.lock", "added_labels.csv",
-               "review", "earlier", "synthetic"}
+               "earlier", "synthetic"}
 # What labels added after the split make stale (set aside by `set_aside`); the checkpoints of
 # every stage but these go too: the self-supervised features never saw a label.
 STALE_WITH_NEW_LABELS = ("split.json", "metrics.json", "pseudo_labels.csv", "report.html",

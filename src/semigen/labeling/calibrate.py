@@ -148,7 +148,10 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
     used = fold >= 0
     found = summarise(logits[used], data.labeled.labels[used], fold[used])
     record_estimate(stage, STAGE, lab.calibration_steps, found, describe(found, classes))
-    return found
+    # Kept in the checkpoint (not the records): the only predictions on labeled images that did
+    # not train on them, what finding a user's likely label errors needs (`semigen review`).
+    return found | {"held_out_ids": [i for i, u in zip(data.labeled.ids, used, strict=True) if u],
+                    "held_out_probs": logits[used].softmax(1)}
 
 
 def fine_tune_fold(stage: Stage, net: torch.nn.Module, batches: dict,

@@ -1,0 +1,174 @@
+"""`semigen export RUN --format imagefolder|hf|csv --out DIR`: the run's labeled images (the
+user's own, corrected and added ones) and the unlabeled ones whose pseudo-label is at least
+``--min-confidence`` sure, optionally with generated images, in a form other tools load:
+
+- ``imagefolder``: ``DIR/<class>/<source>-<n>.<ext>``, torchvision's ``ImageFolder`` layout;
+- ``hf``: a Hugging Face ``datasets`` dataset saved to disk (``load_from_disk(DIR)``) with an
+  image, a ``ClassLabel`` label, the confidence and the source of each label;
+- ``csv``: ``DIR/labels.csv`` (path,label,confidence,source; paths relative to DIR) beside the
+  images under ``DIR/images/``; it is also a labels CSV semigen reads (``--labels``).
+
+Every format carries ``source``: labeled (the user's label), added (labeled in `semigen
+review`), pseudo (the classifier's, with its confidence) or generated. Images are the original
+files where the run's data is a folder (copied as they are), PNGs of the arrays for built-ins."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import BUILTINS, ConfigError, make_config
+from .data import DataError, added, class_folders, load_dataset
+from .rundir import check_output, replacing
+
+log = logging.getLogger("semigen")
+FORMATS = ("imagefolder", "hf", "csv")
+
+
+@dataclass
+class Item:
+    label: int
+    confidence: float
+    source: str  # labeled | added | pseudo | generated
+    original: str  # the image's id in the run's data (or the generated file's name)
+    file: Path | None  # an image file to copy (None: encode `pixels`)
+    pixels: np.ndarray | None
+
+
+def export(run: Path, format: str, out: str | Path, min_confidence: float | None = None,
+           generated_per_class: int = 0, overwrite: bool = False) -> dict:
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    cfg = make_config(out=str(run), base=run / "config.yaml")  # with the run's added labels
+    threshold = cfg.generate.min_confidence if min_confidence is None else min_confidence
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"--min-confidence {threshold}: must lie between 0 and 1")
+    out = check_output(out, run, overwrite, folder=True, data_source=cfg.data.source)
+    data = load_dataset(cfg.data)
+    data.report.raise_if_errors()
+    with tempfile.TemporaryDirectory() as scratch:
+        items = collect(run, cfg, data, threshold, generated_per_class, Path(scratch))
+        out.mkdir(parents=True, exist_ok=True)
+        WRITERS[format](items, data.classes, out)
+    by_source = Counter(item.source for item in items)
+    log.info(f"exported {len(items):,} images to {out} as {format}: "
+             + ", ".join(f"{n:,} {s}" for s, n in by_source.items())
+             + f" (pseudo-labels at {threshold:.2f} or above)")
+    return {"out": str(out), "images": len(items), "by_source": dict(by_source),
+            "min_confidence": threshold}
+
+
+def collect(run: Path, cfg, data, threshold: float, generated_per_class: int,
+            scratch: Path) -> list[Item]:
+    root = None if cfg.data.source in BUILTINS else Path(cfg.data.source)
+    added_ids = set(added.read(cfg.data.added_labels)) if cfg.data.added_labels else set()
+
+    def original(image_id: str) -> Path | None:
+        path = root / image_id if root is not None else None
+        return path if path is not None and path.is_file() else None
+
+    items = [Item(int(label), 1.0, "added" if image_id in added_ids else "labeled", image_id,
+                  original(image_id), image)
+             for image_id, image, label in zip(data.labeled.ids, data.labeled.images,
+                                               data.labeled.labels, strict=True)]
+    pseudo = run / "pseudo_labels.csv"
+    if not pseudo.is_file():
+        raise DataError(f"{run} has no pseudo_labels.csv yet: `semigen label {run}` writes it")
+    index = {name: i for i, name in enumerate(data.classes)}
+    where = {image_id: i for i, image_id in enumerate(data.unlabeled.ids)}
+    with open(pseudo, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            i = where.get(row["path"])
+            if i is None or row["label"] not in index or float(row["confidence"]) < threshold:
+                continue
+            items.append(Item(index[row["label"]], float(row["confidence"]), "pseudo",
+                              row["path"], original(row["path"]), data.unlabeled.images[i]))
+    if generated_per_class > 0:
+        from .generation.export import sample_to_folder
+        sample_to_folder(run, generated_per_class, scratch / "generated", overwrite=True)
+        with open(scratch / "generated" / "manifest.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                items.append(Item(index[row["class"]], 1.0, "generated", row["path"],
+                                  scratch / "generated" / row["path"], None))
+    return items
+
+
+def _write_image(item: Item, target_stem: Path) -> Path:
+    """Copy the original file, or write the pixels as PNG; returns the file written."""
+    if item.file is not None:
+        target = target_stem.with_suffix(item.file.suffix.lower() or ".png")
+        shutil.copyfile(item.file, target)
+        return target
+    target = target_stem.with_suffix(".png")
+    pixels = item.pixels[..., ::-1] if item.pixels.shape[-1] == 3 else item.pixels
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise DataError(f"{item.original}: could not encode as PNG")
+    target.write_bytes(encoded.tobytes())
+    return target
+
+
+def _manifest(rows: list[list], path: Path) -> None:
+    with replacing(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "confidence", "source", "original"])
+        writer.writerows(rows)
+
+
+def write_imagefolder(items: list[Item], classes: list[str], out: Path) -> None:
+    folders = class_folders(classes)  # file-system-safe and distinct
+    rows = []
+    for n, item in enumerate(items):
+        folder = out / folders[item.label]
+        folder.mkdir(exist_ok=True)
+        written = _write_image(item, folder / f"{item.source}-{n:06d}")
+        rows.append([written.relative_to(out).as_posix(), classes[item.label],
+                     f"{item.confidence:.4f}", item.source, item.original])
+    _manifest(rows, out / "manifest.csv")
+
+
+def write_csv(items: list[Item], classes: list[str], out: Path) -> None:
+    rows = []
+    for n, item in enumerate(items):
+        folder = out / "images" / item.source
+        folder.mkdir(parents=True, exist_ok=True)
+        written = _write_image(item, folder / f"{n:06d}")
+        rows.append([written.relative_to(out).as_posix(), classes[item.label],
+                     f"{item.confidence:.4f}", item.source, item.original])
+    _manifest(rows, out / "labels.csv")
+
+
+def write_hf(items: list[Item], classes: list[str], out: Path) -> None:
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("--format hf needs the `datasets` package: pip install "
+                          "'semigen[hf]' (or pip install datasets)") from None
+    features = datasets.Features({
+        "image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes)),
+        "confidence": datasets.Value("float32"), "source": datasets.Value("string"),
+        "original": datasets.Value("string")})
+
+    def encoded(item: Item) -> dict:
+        if item.file is not None:
+            return {"bytes": item.file.read_bytes(), "path": None}
+        pixels = item.pixels[..., ::-1] if item.pixels.shape[-1] == 3 else item.pixels
+        return {"bytes": cv2.imencode(".png", pixels)[1].tobytes(), "path": None}
+
+    columns = {"image": [encoded(item) for item in items],
+               "label": [item.label for item in items],
+               "confidence": [item.confidence for item in items],
+               "source": [item.source for item in items],
+               "original": [item.original for item in items]}
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(out))
+
+
+WRITERS = {"imagefolder": write_imagefolder, "hf": write_hf, "csv": write_csv}

@@ -1,0 +1,285 @@
+"""`semigen review RUN`: a local web application (Starlette's FastAPI on uvicorn, Jinja2 pages,
+a little plain JavaScript, nothing from the internet) to check pseudo-labels, label the
+suggested images by keyboard, find likely errors among the user's own labels, and see the
+generated images; every decision goes at once to ``RUN/added_labels.csv``.
+
+Safe by default: bound to 127.0.0.1 and answering only to that host name (no DNS rebinding);
+images are addressed by their number in the run's data, never by a path, so nothing outside the
+run's data and generated images can be served; every page is rendered with escaping on; a
+decision is only taken as JSON from a page of the same origin (no cross-site form posts). Bound to
+another address (``--host``), every request must carry the token the printed address holds
+(kept in a cookie after the first page)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ..data.images import read_image
+from ..evaluation.report import metrics_section
+from .state import CACHE, Review
+
+HERE = Path(__file__).parent
+PAGE = 48  # images per page
+THUMB_SIDE = 128  # a thumbnail's longest side, from the original file where there is one
+KEYS = "1234567890qwertyuiopasdfghjklzxcvbnm"  # one key per class, in class order
+COOKIE = "semigen_review_token"
+
+
+class LabelChoice(BaseModel):
+    part: Literal["labeled", "unlabeled"]
+    index: int
+    label: int | None  # a class index; None takes the added label back (undo)
+
+
+class SkipChoice(BaseModel):
+    index: int
+    skipped: bool
+
+
+def create_app(review: Review, token: str | None = None,
+               hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
+    """The application for `review`. With `token`, every request needs it (query or cookie);
+    `hosts` are the host names it answers to ("*": any, for a non-local --host)."""
+    app = FastAPI(title="semigen review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
+    templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    classes = review.classes
+    keys = {c: KEYS[c] for c in range(min(len(classes), len(KEYS)))}
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token is not None:
+            given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
+            if not secrets.compare_digest(given.encode(), token.encode()):
+                return Response("semigen review: open the address with its token, as printed "
+                                "when the server started", status_code=403,
+                                media_type="text/plain")
+        if request.method == "POST":  # only the pages' own scripts decide
+            origin = request.headers.get("origin")
+            if (request.headers.get("content-type", "").split(";")[0] != "application/json"
+                    or (origin and urlsplit(origin).netloc != request.headers.get("host"))):
+                return Response("cross-site request refused", status_code=403,
+                                media_type="text/plain")
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token") == token:
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; "
+                                    "style-src 'self' 'unsafe-inline'")
+        return response
+
+    def render(request: Request, template: str, **context) -> HTMLResponse:
+        return templates.TemplateResponse(request, template, {
+            "run": review.run, "classes": classes, "keys": keys,
+            "added": len(review.decisions.labels), **context})
+
+    def class_index(c: int) -> int:
+        if not 0 <= c < len(classes):
+            raise HTTPException(404, f"no class {c}")
+        return c
+
+    @app.get("/", response_class=HTMLResponse)
+    def overview(request: Request):
+        predicted = review.predicted
+        rows = []
+        for c, name in enumerate(classes):
+            mine = review.probs[predicted == c].max(1) if len(predicted) else np.zeros(0)
+            rows.append({"index": c, "name": name,
+                         "labeled": int((review.data.labeled.labels == c).sum()),
+                         "added": sum(v == name for v in review.decisions.labels.values()),
+                         "pseudo": len(mine), "mean_confidence": float(mine.mean())
+                         if len(mine) else None,
+                         "low": int((mine < 0.5).sum())})
+        label = review.metrics.get("label", {})
+        return render(request, "overview.html", rows=rows, pairs=review.pairs, label=label,
+                    unlabeled=len(review.data.unlabeled), suggestions=len(review.suggestions))
+
+    @app.get("/class/{c}", response_class=HTMLResponse)
+    def by_class(request: Request, c: int, page: int = 1, second: int | None = None):
+        c = class_index(c)
+        probs = review.probs
+        members = np.flatnonzero(review.predicted == c)
+        order = np.argsort(-probs[members], axis=1)
+        runner_up = order[:, 1] if probs.shape[1] > 1 else order[:, 0]
+        if second is not None:
+            class_index(second)
+            keep = runner_up == second
+            members, runner_up = members[keep], runner_up[keep]
+        confidence = probs[members, c]
+        by_confidence = np.argsort(confidence, kind="stable")  # the least sure first
+        pages = max(1, -(-len(members) // PAGE))
+        page = min(max(1, page), pages)
+        shown = by_confidence[(page - 1) * PAGE: page * PAGE]
+        cards = [{"index": int(members[k]), "confidence": float(confidence[k]),
+                  "second": int(runner_up[k]),
+                  "second_probability": float(probs[members[k], runner_up[k]]),
+                  "decided": review.decisions.labels.get(review.data.unlabeled.ids[members[k]])}
+                 for k in shown]
+        return render(request, "class.html", c=c, name=classes[c], cards=cards, total=len(members),
+                    page=page, pages=pages, second=second)
+
+    @app.get("/next", response_class=HTMLResponse)
+    def label_next(request: Request):
+        return render(request, "next.html", total=len(review.suggestions))
+
+    @app.get("/errors", response_class=HTMLResponse)
+    def label_errors(request: Request, page: int = 1):
+        rows = review.label_issues["rows"]
+        pages = max(1, -(-len(rows) // PAGE))
+        page = min(max(1, page), pages)
+        shown = [r | {"decided": review.decisions.labels.get(r["id"])}
+                 for r in rows[(page - 1) * PAGE: page * PAGE]]
+        return render(request, "errors.html", rows=shown, flagged=review.label_issues["flagged"],
+                    source=review.label_issues["source"], total=len(rows),
+                    page=page, pages=pages)
+
+    @app.get("/generated", response_class=HTMLResponse)
+    def generated(request: Request):
+        return render(request, "generated.html", groups=review.generated)
+
+    @app.get("/figures", response_class=HTMLResponse)
+    def figures(request: Request):
+        has_report = (review.run / "report.html").is_file()
+        # metrics_section escapes what it prints; the same table as the report's
+        return render(request, "figures.html", table=metrics_section(review.metrics),
+                    has_report=has_report, label=review.metrics.get("label", {}))
+
+    @app.get("/report")
+    def report():
+        path = review.run / "report.html"
+        if not path.is_file():
+            raise HTTPException(404, "this run has no report.html yet (semigen report RUN)")
+        return FileResponse(path, media_type="text/html")
+
+    @app.get("/thumb/{part}/{index}.png")
+    def thumb(part: Literal["labeled", "unlabeled"], index: int):
+        images = review.data.labeled if part == "labeled" else review.data.unlabeled
+        if not 0 <= index < len(images):
+            raise HTTPException(404, "no such image")
+        return Response(thumbnail(review, part, index), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/generated-image/{c}/{k}.png")
+    def generated_image(c: int, k: int):
+        group = review.generated[class_index(c)] if review.generated else None
+        if group is None or not 0 <= k < len(group["files"]):
+            raise HTTPException(404, "no such image")
+        return FileResponse(group["files"][k], media_type="image/png")
+
+    @app.get("/api/next")
+    def next_suggestion():
+        decided = review.decisions
+        ids = review.data.unlabeled.ids
+        labeled = sum(ids[i] in decided.labels for i in review.suggestions)
+        skipped = sum(ids[i] in decided.skipped and ids[i] not in decided.labels
+                      for i in review.suggestions)
+        left = [i for i in review.suggestions
+                if ids[i] not in decided.labels and ids[i] not in decided.skipped]
+        found = {"total": len(review.suggestions), "labeled": labeled, "skipped": skipped,
+                 "left": len(left), "added": len(decided.labels)}
+        if not left:
+            return found | {"index": None}
+        i = left[0]
+        order = np.argsort(-review.probs[i])
+        return found | {"index": int(i), "predicted": int(order[0]),
+                        "confidence": float(review.probs[i, order[0]]),
+                        "second": int(order[1]) if len(order) > 1 else None,
+                        "image": f"/thumb/unlabeled/{i}.png"}
+
+    @app.post("/api/label")
+    def set_label(choice: LabelChoice):
+        images = review.data.labeled if choice.part == "labeled" else review.data.unlabeled
+        if not 0 <= choice.index < len(images):
+            raise HTTPException(404, "no such image")
+        label = None if choice.label is None else classes[class_index(choice.label)]
+        review.decisions.set_label(images.ids[choice.index], label)
+        return JSONResponse({"added": len(review.decisions.labels)})
+
+    @app.post("/api/skip")
+    def set_skip(choice: SkipChoice):
+        if not 0 <= choice.index < len(review.data.unlabeled):
+            raise HTTPException(404, "no such image")
+        review.decisions.set_skipped(review.data.unlabeled.ids[choice.index], choice.skipped)
+        return JSONResponse({"skipped": len(review.decisions.skipped)})
+
+    return app
+
+
+def thumbnail(review: Review, part: str, index: int) -> bytes:
+    """A PNG of the image, at most THUMB_SIDE on its longest side: from the original file where
+    the run's data is a folder (sharper than the size training uses), else from the decoded
+    array; made once and kept under ``RUN/review/thumbs/`` by the image's id."""
+    image_id = review.image_id(part, index)
+    key = hashlib.sha256(image_id.encode("utf-8", "surrogateescape")).hexdigest()
+    path = review.run / CACHE / "thumbs" / key[:2] / f"{key}.png"
+    if path.is_file():
+        return path.read_bytes()
+    image = None
+    if review.source_root is not None:
+        original = review.source_root / image_id
+        if original.is_file():
+            image, _ = read_image(original, THUMB_SIDE)
+    if image is None:
+        images = review.data.labeled if part == "labeled" else review.data.unlabeled
+        image = images.images[index]
+    height, width = image.shape[:2]
+    scale = THUMB_SIDE / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = image[..., ::-1]  # RGB -> OpenCV's BGR
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise HTTPException(500, "could not encode the image")
+    data = encoded.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+    return data
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8765, suggest: int = 50,
+          generated_per_class: int = 16) -> None:
+    """Compute what the pages show, print the address, serve until Ctrl-C. Another --host than
+    this machine's own gets a fresh token, carried by the printed address."""
+    import socket
+
+    import uvicorn
+
+    from ..config import ConfigError
+    from .state import load
+
+    local = host in LOCAL_HOSTS
+    try:  # a clear sentence for a port in use, before minutes of predictions
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e});"
+                          " choose another --port") from None
+    review = load(run, suggest, generated_per_class)
+    token = None if local else secrets.token_urlsafe(18)
+    app = create_app(review, token, ("127.0.0.1", "localhost", "[::1]") if local else ("*",))
+    shown = "127.0.0.1" if local else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
+    print(f"review: http://{shown}:{port}/" + (f"?token={token}" if token else "")
+          + "  (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

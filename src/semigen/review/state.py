@@ -1,0 +1,220 @@
+"""What `semigen review` shows, computed once when it starts: the run's classifier over the
+unlabeled images (probabilities, features, the suggestions to label next, the confused pairs),
+the likely errors among the user's own labels, the generated images with how often the
+classifier recognises them; and the user's decisions, kept on disk as they are made.
+
+Predictions are cached in ``RUN/review/`` under the classifier checkpoint's fingerprint, so a
+second start on the same run opens at once; a retrained classifier computes them again."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..config import BUILTINS, load_run_config
+from ..data import added, load_dataset, read_class_folders
+from ..labeling import nets
+from ..labeling.suggest import choose, features_and_probs
+from ..rundir import as_run_path, read_metrics
+
+log = logging.getLogger("semigen")
+CACHE = "review"  # RUN/review/: thumbnails, predictions, generated images, skipped images
+
+
+@dataclass
+class Decisions:
+    """The user's decisions, each written to disk at once: labels (``RUN/added_labels.csv``,
+    the data contract's format, which the next `label` / `fit` of the run takes as true) and
+    skipped images (``RUN/review/skipped.csv``, so that Label next does not offer them again)."""
+    run: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, run: Path) -> Decisions:
+        skipped_file = run / CACHE / "skipped.csv"
+        skipped = set(added.read(skipped_file)) if skipped_file.is_file() else set()
+        return cls(run, added.read(run / added.FILE), skipped)
+
+    def set_label(self, image: str, label: str | None) -> None:
+        """Label `image` (None: take its added label back, as undo does)."""
+        with self.lock:
+            if label is None:
+                self.labels.pop(image, None)
+            else:
+                self.labels[image] = label
+                self.skipped.discard(image)
+            added.write(self.run / added.FILE, self.labels)
+            self._write_skipped()
+
+    def set_skipped(self, image: str, skipped: bool) -> None:
+        with self.lock:
+            (self.skipped.add if skipped else self.skipped.discard)(image)
+            self._write_skipped()
+
+    def _write_skipped(self) -> None:
+        added.write(self.run / CACHE / "skipped.csv", {k: "skipped" for k in sorted(self.skipped)})
+
+
+@dataclass
+class Review:
+    run: Path
+    cfg: object
+    data: object  # the Dataset the classifier was trained on (its split)
+    classes: list[str]
+    probs: np.ndarray  # unlabeled x classes: the run's (calibrated) classifier
+    suggestions: list[int]  # unlabeled indices, most worth labeling first
+    pairs: list[dict]  # the confused class pairs, most confused first
+    label_issues: dict  # the user's labels the held-out predictions disagree with
+    generated: list[dict]  # per class: files, predicted classes
+    metrics: dict
+    decisions: Decisions
+    source_root: Path | None  # the data folder (None: a built-in: images from the arrays)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    def image_id(self, part: str, index: int) -> str:
+        images = self.data.labeled if part == "labeled" else self.data.unlabeled
+        return images.ids[index]
+
+
+def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed: int = 0
+         ) -> Review:
+    """Everything the pages show, for the run in `run`."""
+    run = as_run_path(run)
+    cfg = load_run_config(run / "config.yaml")
+    path, state = checkpoint.load_stage(run, "label", "latest", "classifier")
+    model = nets.from_checkpoint(state)
+    data = load_dataset(cfg.data)
+    data.report.raise_if_errors()
+    features, probs = _predictions(run, path, model, data)
+    log.info(f"review: {len(data.unlabeled):,} unlabeled and {len(data.labeled):,} labeled images")
+    calibration = state.get("calibration") or {}
+    source = None if cfg.data.source in BUILTINS else Path(cfg.data.source)
+    return Review(
+        run=run, cfg=cfg, data=data, classes=list(data.classes), probs=probs,
+        suggestions=choose(features, probs, min(suggest, len(probs)), seed) if len(probs) else [],
+        pairs=confused_pairs(probs, data.classes),
+        label_issues=likely_label_errors(data, calibration, model),
+        generated=generated_images(run, data, model, generated_per_class),
+        metrics=read_metrics(run), decisions=Decisions.open(run), source_root=source)
+
+
+def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's features and probabilities on the unlabeled images, read from the
+    cache when this very checkpoint made them for these very images."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
+                         f"{'/'.join(data.unlabeled.ids)}".encode()).hexdigest()[:16]
+    cache = run / CACHE / f"predictions-{key}.npz"
+    if cache.is_file():
+        with np.load(cache) as found:
+            return found["features"], found["probs"]
+    log.info(f"review: the classifier reads the {len(data.unlabeled):,} unlabeled images once "
+             f"(kept in {cache.parent})")
+    with torch.no_grad():
+        features, probs = features_and_probs(model, data.unlabeled.images)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    for old in cache.parent.glob("predictions-*.npz"):
+        old.unlink()
+    temporary = cache.with_suffix(".tmp.npz")
+    np.savez(temporary, features=features.astype(np.float32), probs=probs.astype(np.float32))
+    temporary.replace(cache)
+    return features, probs
+
+
+def confused_pairs(probs: np.ndarray, classes: list[str], top: int = 10) -> list[dict]:
+    """Class pairs the classifier mixes up most: for each pair, the images whose two likeliest
+    classes it is, weighed by the probability the second choice takes (an image split 50/50
+    counts 0.5, a sure one nearly 0)."""
+    if len(probs) == 0 or len(classes) < 2:
+        return []
+    order = np.argsort(-probs, axis=1)[:, :2]
+    second = probs[np.arange(len(probs)), order[:, 1]]
+    low, high = order.min(1), order.max(1)
+    weight = np.zeros((len(classes), len(classes)))
+    count = np.zeros_like(weight)
+    np.add.at(weight, (low, high), second)
+    np.add.at(count, (low, high), 1)
+    pairs = [{"a": int(a), "b": int(b), "a_name": classes[a], "b_name": classes[b],
+              "images": int(count[a, b]), "weight": float(weight[a, b])}
+             for a in range(len(classes)) for b in range(a + 1, len(classes)) if count[a, b]]
+    return sorted(pairs, key=lambda p: -p["weight"])[:top]
+
+
+def likely_label_errors(data, calibration: dict, model) -> dict:
+    """The user's labels ranked by how much predictions that did not train on them disagree
+    (cleanlab's `find_label_issues` on the cross-fitted probabilities the label stage keeps);
+    where the run has none (no class with two labels, calibration off), the final classifier's
+    own probabilities, which trained on those labels and so flag only gross errors (said)."""
+    from cleanlab.filter import find_label_issues
+
+    ids = list(calibration.get("held_out_ids") or [])
+    where = {image: i for i, image in enumerate(data.labeled.ids)}
+    ids = [i for i in ids if i in where]
+    if ids:
+        probs = np.asarray(calibration["held_out_probs"], dtype=np.float64)[:len(ids)]
+        source = "held out"
+    else:
+        ids = list(data.labeled.ids)
+        with torch.no_grad():
+            _, probs = features_and_probs(model, data.labeled.images)
+        source = "trained on"
+    labels = np.array([data.labeled.labels[where[i]] for i in ids])
+    flagged: set[int] = set()
+    if len(ids) and len(np.unique(labels)) > 1:
+        try:
+            flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+                          .nonzero()[0].tolist())
+        except (ValueError, IndexError) as e:  # too few labels per class for its estimates
+            log.info(f"review: cleanlab could not rank the labels ({e}); ranked by disagreement")
+    given = probs[np.arange(len(ids)), labels] if len(ids) else np.zeros(0)
+    ranked = sorted(range(len(ids)), key=lambda k: (k not in flagged, given[k]))
+    rows = [{"index": where[ids[k]], "id": ids[k], "given": int(labels[k]),
+             "given_probability": float(given[k]), "suggested": int(probs[k].argmax()),
+             "suggested_probability": float(probs[k].max()), "flagged": k in flagged}
+            for k in ranked]
+    return {"rows": rows, "flagged": len(flagged), "source": source}
+
+
+def generated_images(run: Path, data, model, per_class: int) -> list[dict]:
+    """`per_class` images of each class from the run's generator (sampled once into
+    ``RUN/review/generated/``) and the class the run's classifier gives each; [] without a
+    generator."""
+    from ..generation.export import sample_to_folder
+
+    if per_class < 1 or not checkpoint.stage_path(run, checkpoint.final_stage(
+            run, "generate")).is_file():
+        return []
+    folder = run / CACHE / "generated"
+    done = folder / "manifest.csv"
+    if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
+        sample_to_folder(run, per_class, folder, seed=0, overwrite=True)
+    images, _ = read_class_folders(folder, data.classes, data.shape)
+    with torch.no_grad():
+        _, probs = features_and_probs(model, images.images)
+    files = [folder / image_id for image_id in images.ids]
+    out = []
+    for c, name in enumerate(data.classes):
+        members = np.flatnonzero(images.labels == c)
+        out.append({"class": c, "name": name, "files": [files[i] for i in members],
+                    "predicted": [int(probs[i].argmax()) for i in members],
+                    "recognised": float((probs[members].argmax(1) == c).mean())
+                    if len(members) else 0.0})
+    return out
+
+
+def _manifest_rows(path: Path) -> int:
+    with open(path, newline="") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)

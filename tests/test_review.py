@@ -1,0 +1,156 @@
+"""`semigen review`: the pages, the decisions on disk, and what it refuses to serve."""
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import write_image
+from fastapi.testclient import TestClient
+
+import semigen
+from semigen.data import added
+from semigen.review.app import create_app
+from semigen.review.state import confused_pairs, load
+
+ODD = "<img src=x onerror=alert(1)> &amp co"  # a class name to show, never to interpret
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A folder set of three classes (one with an HTML-like name) with one wrong label among
+    the user's own, a tiny classifier with cross-fitted calibration, and a tiny generator."""
+    root = tmp_path_factory.mktemp("review") / "data"
+    rng = np.random.default_rng(0)
+    looks = {"dark": 30, "light": 220, ODD: 125}
+    for c, (name, value) in enumerate(looks.items()):
+        for i in range(8):
+            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+            write_image(root / "labeled" / name / f"{i}.png", image)
+        for i in range(30):
+            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+            write_image(root / "unlabeled" / f"{c}-{i}.png", image)
+    light = np.clip(rng.normal(220, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+    write_image(root / "labeled" / "dark" / "actually light.png", light)
+    out = root.parent / "run"
+    options = {"preset": "tiny", "label__calibration_steps": 20, "label__steps": 40}
+    semigen.label(str(root), out=str(out), **options)
+    semigen.generate(str(root), out=str(out), **options)
+    return out
+
+
+@pytest.fixture
+def client(run):
+    for leftover in (run / "added_labels.csv", run / "review" / "skipped.csv"):
+        leftover.unlink(missing_ok=True)
+    review = load(run, suggest=6, generated_per_class=3)
+    return TestClient(create_app(review), base_url="http://127.0.0.1"), review
+
+
+def test_every_page_opens_and_escapes_class_names(client):
+    c, review = client
+    odd = review.classes.index(ODD)
+    for url in ["/", "/class/0", f"/class/{odd}?second=0", "/next", "/errors", "/generated",
+                "/figures", "/class/0?page=99"]:
+        response = c.get(url)
+        assert response.status_code == 200, url
+        assert ODD not in response.text and "<img src=x" not in response.text, url
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp;amp co" in c.get("/").text
+    assert c.get("/class/3").status_code == 404
+
+
+def test_thumbnails_are_made_once_and_cached(client):
+    c, review = client
+    first = c.get("/thumb/unlabeled/0.png")
+    assert first.status_code == 200 and first.content.startswith(b"\x89PNG")
+    cached = list((review.run / "review" / "thumbs").rglob("*.png"))
+    assert cached and any(p.read_bytes() == first.content for p in cached)
+    assert c.get("/thumb/unlabeled/0.png").content == first.content
+    assert c.get("/thumb/labeled/0.png").status_code == 200
+
+
+@pytest.mark.parametrize("url", [
+    "/thumb/../../../etc/passwd", "/thumb/unlabeled/..%2F..%2F..%2Fetc%2Fpasswd.png",
+    "/thumb/unlabeled/-1.png", "/thumb/unlabeled/100000.png", "/thumb/test/0.png",
+    "/thumb/config.yaml/0.png", "/static/../app.py", "/static/%2e%2e/%2e%2e/config.yaml",
+    "/static/..%2Fapp.py", "/generated-image/0/-1.png", "/generated-image/9/0.png",
+    "/generated-image/0/..%2F..%2Fconfig.yaml", "//etc/passwd", "/report/../config.yaml"])
+def test_nothing_outside_the_run_s_images_is_served(client, url):
+    c, _ = client
+    response = c.get(url)
+    assert response.status_code in (404, 422), (url, response.status_code)
+    assert b"root:" not in response.content and b"import" not in response.content
+
+
+def test_decisions_are_on_disk_at_once_and_undo_takes_them_back(client):
+    c, review = client
+    first = c.get("/api/next").json()
+    assert first["total"] == 6 and first["left"] == 6 and first["index"] is not None
+    assert c.post("/api/label", json={"part": "unlabeled", "index": first["index"],
+                                      "label": 1}).json() == {"added": 1}
+    image = review.data.unlabeled.ids[first["index"]]
+    assert added.read(review.run / "added_labels.csv") == {image: review.classes[1]}
+    after = c.get("/api/next").json()
+    assert after["labeled"] == 1 and after["index"] != first["index"]
+    c.post("/api/skip", json={"index": after["index"], "skipped": True})
+    assert c.get("/api/next").json()["skipped"] == 1
+    # the server that dies loses nothing: a new one reads the decisions back
+    again = load(review.run, suggest=6, generated_per_class=0)
+    assert again.decisions.labels == {image: review.classes[1]}
+    assert review.data.unlabeled.ids[after["index"]] in again.decisions.skipped
+    c.post("/api/label", json={"part": "unlabeled", "index": first["index"], "label": None})
+    assert added.read(review.run / "added_labels.csv") == {}
+    with open(review.run / "added_labels.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["path", "label"]
+
+
+def test_bad_decisions_are_refused(client):
+    c, review = client
+    assert c.post("/api/label", json={"part": "unlabeled", "index": 10**6, "label": 0}
+                  ).status_code == 404
+    assert c.post("/api/label", json={"part": "unlabeled", "index": 0, "label": 7}
+                  ).status_code == 404
+    assert c.post("/api/label", json={"part": "../x", "index": 0, "label": 0}).status_code == 422
+    # a cross-site form post or a foreign page's script cannot decide
+    assert c.post("/api/label", data={"part": "unlabeled", "index": "0", "label": "0"}
+                  ).status_code == 403
+    assert c.post("/api/label", json={"part": "unlabeled", "index": 0, "label": 0},
+                  headers={"Origin": "http://evil.example"}).status_code == 403
+    assert not (review.run / "added_labels.csv").exists()
+
+
+def test_another_host_name_is_refused(client):
+    c, _ = client
+    assert c.get("/", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_a_token_guards_every_request_when_exposed(run):
+    review = load(run, suggest=2, generated_per_class=0)
+    c = TestClient(create_app(review, token="s3cret", hosts=("*",)), base_url="http://box")
+    assert c.get("/").status_code == 403
+    assert c.get("/thumb/unlabeled/0.png").status_code == 403
+    assert c.get("/?token=wrong").status_code == 403
+    assert c.get("/?token=s3cret").status_code == 200  # the printed address; then a cookie
+    assert c.get("/next").status_code == 200
+
+
+def test_likely_label_errors_come_from_held_out_predictions(client):
+    c, review = client
+    issues = review.label_issues
+    assert issues["source"] == "held out"
+    first = issues["rows"][0]
+    assert first["id"] == "labeled/dark/actually light.png"
+    assert review.classes[first["suggested"]] == "light"
+    assert f'/thumb/labeled/{first["index"]}.png' in c.get("/errors").text
+
+
+def test_generated_images_are_shown_with_their_recognition(client):
+    _, review = client
+    assert [g["name"] for g in review.generated] == review.classes
+    assert all(len(g["files"]) == 3 and 0 <= g["recognised"] <= 1 for g in review.generated)
+
+
+def test_confused_pairs_weigh_the_second_choice():
+    probs = np.array([[0.5, 0.5, 0.0], [0.6, 0.4, 0.0], [0.9, 0.0, 0.1], [0.0, 0.2, 0.8]])
+    pairs = confused_pairs(probs, ["a", "b", "c"])
+    assert [(p["a_name"], p["b_name"]) for p in pairs] == [("a", "b"), ("b", "c"), ("a", "c")]
+    assert pairs[0]["images"] == 2 and pairs[0]["weight"] == pytest.approx(0.9)
