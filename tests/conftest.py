@@ -98,3 +98,31 @@ def interrupt_after_checkpoint(monkeypatch, train, step: int = 10) -> None:
     with pytest.raises(KeyboardInterrupt):
         train()
     monkeypatch.setattr(Checkpointer, "save", real_save)
+
+
+ODD = "<img src=x onerror=alert(1)> &amp co"  # a class name to show, never to interpret
+
+
+@pytest.fixture(scope="session")
+def review_run(tmp_path_factory):
+    """A folder set of three classes (one with an HTML-like name) with one wrong label among
+    the user's own, a tiny classifier with cross-fitted calibration, and a tiny generator."""
+    import semigen
+
+    root = tmp_path_factory.mktemp("review") / "data"
+    rng = np.random.default_rng(0)
+    looks = {"dark": 30, "light": 220, ODD: 125}
+    for c, (name, value) in enumerate(looks.items()):
+        for i in range(8):
+            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+            write_image(root / "labeled" / name / f"{i}.png", image)
+        for i in range(30):
+            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+            write_image(root / "unlabeled" / f"{c}-{i}.png", image)
+    light = np.clip(rng.normal(220, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
+    write_image(root / "labeled" / "dark" / "actually light.png", light)
+    out = root.parent / "run"
+    options = {"preset": "tiny", "label__calibration_steps": 20, "label__steps": 40}
+    semigen.label(str(root), out=str(out), **options)
+    semigen.generate(str(root), out=str(out), **options)
+    return out

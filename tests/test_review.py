@@ -4,42 +4,17 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import ODD
 from fastapi.testclient import TestClient
 
-import semigen
 from semigen.data import added
 from semigen.review.app import create_app
 from semigen.review.state import confused_pairs, load
 
-ODD = "<img src=x onerror=alert(1)> &amp co"  # a class name to show, never to interpret
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A folder set of three classes (one with an HTML-like name) with one wrong label among
-    the user's own, a tiny classifier with cross-fitted calibration, and a tiny generator."""
-    root = tmp_path_factory.mktemp("review") / "data"
-    rng = np.random.default_rng(0)
-    looks = {"dark": 30, "light": 220, ODD: 125}
-    for c, (name, value) in enumerate(looks.items()):
-        for i in range(8):
-            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
-            write_image(root / "labeled" / name / f"{i}.png", image)
-        for i in range(30):
-            image = np.clip(rng.normal(value, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
-            write_image(root / "unlabeled" / f"{c}-{i}.png", image)
-    light = np.clip(rng.normal(220, 12, (12, 12, 3)), 0, 255).astype(np.uint8)
-    write_image(root / "labeled" / "dark" / "actually light.png", light)
-    out = root.parent / "run"
-    options = {"preset": "tiny", "label__calibration_steps": 20, "label__steps": 40}
-    semigen.label(str(root), out=str(out), **options)
-    semigen.generate(str(root), out=str(out), **options)
-    return out
-
 
 @pytest.fixture
-def client(run):
+def client(review_run):
+    run = review_run
     for leftover in (run / "added_labels.csv", run / "review" / "skipped.csv"):
         leftover.unlink(missing_ok=True)
     review = load(run, suggest=6, generated_per_class=3)
@@ -123,8 +98,8 @@ def test_another_host_name_is_refused(client):
     assert c.get("/", headers={"Host": "evil.example"}).status_code == 400
 
 
-def test_a_token_guards_every_request_when_exposed(run):
-    review = load(run, suggest=2, generated_per_class=0)
+def test_a_token_guards_every_request_when_exposed(review_run):
+    review = load(review_run, suggest=2, generated_per_class=0)
     c = TestClient(create_app(review, token="s3cret", hosts=("*",)), base_url="http://box")
     assert c.get("/").status_code == 403
     assert c.get("/thumb/unlabeled/0.png").status_code == 403
