@@ -9,8 +9,9 @@ user's own, corrected and added ones) and the unlabeled ones whose pseudo-label 
   images under ``DIR/images/``; it is also a labels CSV semigen reads (``--labels``).
 
 Every format carries ``source``: labeled (the user's label), added (labeled or corrected in
-`semigen review`), pseudo (the classifier's, with its confidence) or generated. Images are the original
-files where the run's data is a folder (copied as they are), PNGs of the arrays for built-ins."""
+`semigen review`), pseudo (the classifier's, with its confidence) or generated. Images are the
+original files where the run's data is a folder (copied as they are), PNGs of the arrays for
+built-ins."""
 
 from __future__ import annotations
 
