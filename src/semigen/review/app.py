@@ -272,6 +272,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8765, suggest: i
     local = host in LOCAL_HOSTS
     try:  # a clear sentence for a port in use, before minutes of predictions
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             probe.bind((host, port))
     except OSError as e:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e});"
