@@ -129,3 +129,17 @@ def test_confused_pairs_weigh_the_second_choice():
     pairs = confused_pairs(probs, ["a", "b", "c"])
     assert [(p["a_name"], p["b_name"]) for p in pairs] == [("a", "b"), ("b", "c"), ("a", "c")]
     assert pairs[0]["images"] == 2 and pairs[0]["weight"] == pytest.approx(0.9)
+
+
+def test_suggest_leaves_out_images_labeled_in_review(review_run, tmp_path):
+    import shutil
+
+    from semigen.labeling.suggest import suggest
+
+    run = tmp_path / "run"
+    shutil.copytree(review_run, run, ignore=shutil.ignore_patterns("run.lock", "review",
+                                                                   "added_labels.csv"))
+    first = [r["path"] for r in suggest(run, 5, tmp_path / "a.csv")]
+    added.write(run / "added_labels.csv", {image: "dark" for image in first[:3]})
+    again = [r["path"] for r in suggest(run, 5, tmp_path / "b.csv")]
+    assert len(again) == 5 and not set(first[:3]) & set(again)

@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans
 
 from .. import checkpoint
 from ..config import load_run_config
-from ..data import DataError, load_dataset, to_float
+from ..data import DataError, added, load_dataset, to_float
 from ..rundir import as_run_path, check_output, replacing
 from . import nets
 
@@ -64,7 +64,10 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
     if not len(data.unlabeled):
         raise DataError(f"{run_path}: its data has no unlabeled images to suggest")
     features, probs = features_and_probs(model, data.unlabeled.images)
-    picks = choose(features, probs, n, seed)
+    decided = added.read(run_path / added.FILE)  # labeled in `semigen review` since the split
+    open_ids = np.array([i for i, image in enumerate(data.unlabeled.ids) if image not in decided],
+                        dtype=np.int64)
+    picks = open_ids[choose(features[open_ids], probs[open_ids], n, seed)].tolist()
     top2 = np.sort(probs, axis=1)[:, -2:]
     rows = [{"path": data.unlabeled.ids[i], "predicted": data.classes[int(probs[i].argmax())],
              "confidence": round(float(top2[i, 1]), 4),
