@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -47,6 +48,7 @@ def main() -> None:
     lines = ["| labels per class | split seed | method | minutes | test accuracy | "
              "pseudo-labels right |", "| ---: | ---: | --- | ---: | ---: | ---: |"]
     splits: dict[tuple[int, int], list] = {}
+    finals: dict[tuple[int, str], list[float]] = {}  # (labels per class, method): per split
     for given in a.semigen:  # NAME=RUN or RUN
         name, _, run = given.rpartition("=")
         points, minutes, split = semigen_curve(Path(run))
@@ -58,6 +60,7 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, points, minutes, metrics in runs:
             ax.plot(*zip(*points, strict=True), "o-", label=name)
+            finals.setdefault((lpc, name), []).append(metrics["test_accuracy"])
             lines.append(f"| {lpc} | {seed} | {name} | {minutes:.1f} | "
                          f"{metrics['test_accuracy']:.2%} | "
                          f"{metrics.get('pseudo_label_accuracy', float('nan')):.2%} |")
@@ -71,6 +74,8 @@ def main() -> None:
             ax.plot([c["minutes"] for c in curve], [c["test_accuracy_raw"] for c in curve],
                     "^:", label=f"{name} (raw weights)")
             for kind, suffix in (("EMA", ""), ("raw weights", "_raw")):
+                finals.setdefault((lpc, f"{name}, {kind}"), []).append(
+                    peer["test_accuracy" + suffix])
                 lines.append(f"| {lpc} | {seed} | {name}, {kind} | {curve[-1]['minutes']:.1f} | "
                              f"{peer['test_accuracy' + suffix]:.2%} | "
                              f"{peer.get('pseudo_label_accuracy' + suffix, float('nan')):.2%} |")
@@ -87,6 +92,11 @@ def main() -> None:
         fig.savefig(a.out / f"peers_{slug}_lpc{lpc}{which}.png", dpi=110)
         plt.close(fig)
     print("\n".join(lines))
+    print("\n| labels per class | method | split seeds | test accuracy, mean ± sd |\n"
+          "| ---: | --- | ---: | ---: |")
+    for (lpc, name), values in sorted(finals.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else ""
+        print(f"| {lpc} | {name} | {len(values)} | {statistics.mean(values):.2%}{spread} |")
 
 
 if __name__ == "__main__":
