@@ -1,6 +1,7 @@
 """The class prior of the unlabeled images: estimated by EM, used by alignment and thresholds."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,16 @@ def test_confidence_far_above_accuracy_is_said_plainly():
     assert "(60%, estimated on held-out labeled images)" in found
     assert prior.overconfidence({"mean_confidence": 0.75, "pseudo_label_accuracy": 0.7}) is None
     assert prior.overconfidence({"mean_confidence": 0.9}) is None  # nothing to compare with
+
+
+def test_one_label_in_a_class_keeps_equal_shares(tmp_path):
+    import json
+
+    from semigen.cli import main
+    run = tmp_path / "run"
+    assert main(["label", "digits", "--labels-per-class", "1", "--out", str(run), "--preset",
+                 "tiny"]) == 0
+    found = json.loads((run / "metrics.json").read_text())["represent"]
+    assert not found["class_prior_estimated"] and found["class_prior_too_few_labels"]
+    assert found["class_prior"] == pytest.approx([0.1] * 10)
+    assert "class shares not estimated: a class has fewer than 2" in (run / "log.txt").read_text()

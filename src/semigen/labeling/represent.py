@@ -249,8 +249,10 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     features = features_of(net.features, images, device)
     targets = first_labels(data, features.links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
+    fewest = int(np.bincount(data.labeled.labels, minlength=len(data.classes)).min())
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
-                if estimate_prior and len(data.unlabeled) else None)
+                if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
+                else None)
     class_prior = (prior.chosen_prior(estimate, labeled_share) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
@@ -262,6 +264,8 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
     found["class_prior_estimated"] = estimate is not None
+    found["class_prior_too_few_labels"] = bool(estimate_prior and fewest
+                                               < prior.LABELS_TO_ESTIMATE)
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
     found["labeled_prior"] = labeled_share.tolist()

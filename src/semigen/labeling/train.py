@@ -315,6 +315,10 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
                                   represent.describe_estimate(found, len(data.classes)))
         class_prior = torch.tensor(found["class_prior"])
+        if found.get("class_prior_too_few_labels"):
+            run_dir.info(f"class shares not estimated: a class has fewer than "
+                         f"{prior.LABELS_TO_ESTIMATE} labeled images, too few to check the "
+                         "features' labels they would be read from; equal shares assumed")
         if found["class_prior_estimated"]:
             labeled = torch.tensor(found["labeled_prior"])
             run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
