@@ -53,7 +53,8 @@ def estimate_prior(probs: torch.Tensor, train_prior: torch.Tensor, iterations: i
 # those labels cannot be checked (nothing can be held out) and are often far off: on
 # Fashion-MNIST at 1 label per class, split seed 1, the estimate put Shirt at 35 % and three
 # classes at 0.5 %, and the classifier aligned to it was 38.6 % right on the test images against
-# 50.6 % with equal shares (BENCHMARKS.md, "Side by side with the peers"). Below this many
+# 50.6 % with equal shares (split seed 0: 58.3 against 72.1 %; BENCHMARKS.md, "Side by side with
+# the peers"). Below this many
 # labeled images in the fewest-labeled class, equal shares are assumed.
 LABELS_TO_ESTIMATE = 2
 
