@@ -23,11 +23,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .config import BUILTINS, ConfigError, make_config
 from .data import DataError, added, class_folders, load_dataset
+from .generation.export import png_bytes, write_png
 from .rundir import check_output, replacing
 
 log = logging.getLogger("semigen")
@@ -109,16 +109,20 @@ def _write_image(item: Item, target_stem: Path) -> Path:
         shutil.copyfile(item.file, target)
         return target
     target = target_stem.with_suffix(".png")
-    pixels = item.pixels[..., ::-1] if item.pixels.shape[-1] == 3 else item.pixels
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise DataError(f"{item.original}: could not encode as PNG")
-    target.write_bytes(encoded.tobytes())
+    write_png(target, item.pixels)
     return target
 
 
-def _manifest(rows: list[list], path: Path) -> None:
-    with replacing(path) as f:
+def _write_files(items: list[Item], classes: list[str], out: Path, stem, manifest: str) -> None:
+    """Each item's image at ``out / stem(n, item)`` (+ its suffix) and a manifest of them."""
+    rows = []
+    for n, item in enumerate(items):
+        target = out / stem(n, item)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = _write_image(item, target)
+        rows.append([written.relative_to(out).as_posix(), classes[item.label],
+                     f"{item.confidence:.4f}", item.source, item.original])
+    with replacing(out / manifest) as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence", "source", "original"])
         writer.writerows(rows)
@@ -126,25 +130,13 @@ def _manifest(rows: list[list], path: Path) -> None:
 
 def write_imagefolder(items: list[Item], classes: list[str], out: Path) -> None:
     folders = class_folders(classes)  # file-system-safe and distinct
-    rows = []
-    for n, item in enumerate(items):
-        folder = out / folders[item.label]
-        folder.mkdir(exist_ok=True)
-        written = _write_image(item, folder / f"{item.source}-{n:06d}")
-        rows.append([written.relative_to(out).as_posix(), classes[item.label],
-                     f"{item.confidence:.4f}", item.source, item.original])
-    _manifest(rows, out / "manifest.csv")
+    _write_files(items, classes, out, lambda n, item: f"{folders[item.label]}/{item.source}-"
+                 f"{n:06d}", "manifest.csv")
 
 
 def write_csv(items: list[Item], classes: list[str], out: Path) -> None:
-    rows = []
-    for n, item in enumerate(items):
-        folder = out / "images" / item.source
-        folder.mkdir(parents=True, exist_ok=True)
-        written = _write_image(item, folder / f"{n:06d}")
-        rows.append([written.relative_to(out).as_posix(), classes[item.label],
-                     f"{item.confidence:.4f}", item.source, item.original])
-    _manifest(rows, out / "labels.csv")
+    _write_files(items, classes, out, lambda n, item: f"images/{item.source}/{n:06d}",
+                 "labels.csv")
 
 
 def write_hf(items: list[Item], classes: list[str], out: Path) -> None:
@@ -159,10 +151,8 @@ def write_hf(items: list[Item], classes: list[str], out: Path) -> None:
         "original": datasets.Value("string")})
 
     def encoded(item: Item) -> dict:
-        if item.file is not None:
-            return {"bytes": item.file.read_bytes(), "path": None}
-        pixels = item.pixels[..., ::-1] if item.pixels.shape[-1] == 3 else item.pixels
-        return {"bytes": cv2.imencode(".png", pixels)[1].tobytes(), "path": None}
+        return {"bytes": item.file.read_bytes() if item.file is not None
+                else png_bytes(item.pixels), "path": None}
 
     columns = {"image": [encoded(item) for item in items],
                "label": [item.label for item in items],

@@ -107,16 +107,22 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
             **generator.settings()}
 
 
-def write_png(path: Path, pixels) -> None:
-    """An RGB or grey uint8 H x W x C array as a PNG, written beside and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if pixels.shape[2] == 3:
+def png_bytes(pixels) -> bytes:
+    """An RGB or grey uint8 H x W (x C) array as the bytes of a PNG file."""
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", pixels)
     if not ok:
-        raise OSError(f"could not encode {path}")
+        raise OSError(f"could not encode an image of shape {pixels.shape} as PNG")
+    return encoded.tobytes()
+
+
+def write_png(path: Path, pixels) -> None:
+    """An RGB or grey uint8 H x W x C array as a PNG, written beside and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = png_bytes(pixels)
     with replacing(path, "wb") as f:
-        f.write(encoded.tobytes())
+        f.write(data)
 
 
 def run_data_source(run_path: str | Path) -> str | None:

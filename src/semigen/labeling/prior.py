@@ -54,8 +54,7 @@ def estimate_prior(probs: torch.Tensor, train_prior: torch.Tensor, iterations: i
 # Fashion-MNIST at 1 label per class, split seed 1, the estimate put Shirt at 35 % and three
 # classes at 0.5 %, and the classifier aligned to it was 38.6 % right on the test images against
 # 50.6 % with equal shares (split seed 0: 58.3 against 72.1 %; BENCHMARKS.md, "Side by side with
-# the peers"). Below this many
-# labeled images in the fewest-labeled class, equal shares are assumed.
+# the peers"). Below this many labeled images in the fewest-labeled class, equal shares.
 LABELS_TO_ESTIMATE = 2
 
 

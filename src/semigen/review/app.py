@@ -29,6 +29,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..data.images import read_image
 from ..evaluation.report import metrics_section
+from ..generation.export import png_bytes
+from ..rundir import replacing
 from .state import CACHE, Review
 
 HERE = Path(__file__).parent
@@ -168,8 +170,7 @@ def create_app(review: Review, token: str | None = None,
 
     @app.get("/thumb/{part}/{index}.png")
     def thumb(part: Literal["labeled", "unlabeled"], index: int):
-        images = review.data.labeled if part == "labeled" else review.data.unlabeled
-        if not 0 <= index < len(images):
+        if not 0 <= index < len(review.images(part)):
             raise HTTPException(404, "no such image")
         return Response(thumbnail(review, part, index), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
@@ -203,7 +204,7 @@ def create_app(review: Review, token: str | None = None,
 
     @app.post("/api/label")
     def set_label(choice: LabelChoice):
-        images = review.data.labeled if choice.part == "labeled" else review.data.unlabeled
+        images = review.images(choice.part)
         if not 0 <= choice.index < len(images):
             raise HTTPException(404, "no such image")
         label = None if choice.label is None else classes[class_index(choice.label)]
@@ -235,23 +236,16 @@ def thumbnail(review: Review, part: str, index: int) -> bytes:
         if original.is_file():
             image, _ = read_image(original, THUMB_SIDE)
     if image is None:
-        images = review.data.labeled if part == "labeled" else review.data.unlabeled
-        image = images.images[index]
+        image = review.images(part).images[index]
     height, width = image.shape[:2]
     scale = THUMB_SIDE / max(height, width)
     if scale < 1:
         image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = image[..., ::-1]  # RGB -> OpenCV's BGR
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise HTTPException(500, "could not encode the image")
-    data = encoded.tobytes()
+    data = png_bytes(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
+    with replacing(path, "wb") as f:
+        f.write(data)
     return data
 
 

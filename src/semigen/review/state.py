@@ -23,7 +23,7 @@ from ..config import BUILTINS, load_run_config
 from ..data import added, load_dataset, read_class_folders
 from ..labeling import nets
 from ..labeling.suggest import choose, features_and_probs
-from ..rundir import as_run_path, read_metrics
+from ..rundir import as_run_path, read_metrics, replacing
 
 log = logging.getLogger("semigen")
 CACHE = "review"  # RUN/review/: thumbnails, predictions, generated images, skipped images
@@ -84,9 +84,12 @@ class Review:
     def predicted(self) -> np.ndarray:
         return self.probs.argmax(1)
 
+    def images(self, part: str):
+        """The run's labeled or unlabeled images (an ImageSet), by the page's name for them."""
+        return self.data.labeled if part == "labeled" else self.data.unlabeled
+
     def image_id(self, part: str, index: int) -> str:
-        images = self.data.labeled if part == "labeled" else self.data.unlabeled
-        return images.ids[index]
+        return self.images(part).ids[index]
 
 
 def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed: int = 0
@@ -128,9 +131,8 @@ def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.nda
     cache.parent.mkdir(parents=True, exist_ok=True)
     for old in cache.parent.glob("predictions-*.npz"):
         old.unlink()
-    temporary = cache.with_suffix(".tmp.npz")
-    np.savez(temporary, features=features.astype(np.float32), probs=probs.astype(np.float32))
-    temporary.replace(cache)
+    with replacing(cache, "wb") as f:
+        np.savez(f, features=features.astype(np.float32), probs=probs.astype(np.float32))
     return features, probs
 
 
