@@ -44,6 +44,10 @@ def test_apply_moves_unlabeled_images_and_corrects_labels(tmp_path):
     assert any("99999" in w for w in grown.report.warnings)
     assert grown.split_record(make_config("digits").data)["added_labels"] == \
         added.fingerprint(added.read(csv))
+    # the split's labels (the corrected one too) estimate accuracy; the two added never do
+    allowed = grown.held_out_allowed()
+    assert allowed[position[own]] and allowed.sum() == len(data.labeled)
+    assert not allowed[position[first_unlabeled]] and not allowed[position[second_unlabeled]]
 
 
 def test_a_class_the_data_lacks_is_refused_naming_the_file(tmp_path):
@@ -90,6 +94,13 @@ def test_continuing_a_run_trains_again_on_added_labels(tmp_path, capsys):
     assert json.loads((earlier / "metrics.json").read_text())["label"]["labeled"] == 20
     assert json.loads((run / "metrics.json").read_text())["label"]["labeled"] == 25
     assert (earlier / "checkpoints" / "label").is_dir() and (run / "checkpoints" / "label").is_dir()
+    # the five added labels train but never estimate (Label next offers the hardest images,
+    # which would make the estimates pessimistic), and the class shares to keep are the
+    # split's 20 labels' (the correction left one class with a single label, not held out)
+    metrics = json.loads((run / "metrics.json").read_text())["represent"]
+    assert metrics["estimate_held_out"] == 19
+    split_labels = np.array(grown["labeled_labels"][:20])
+    assert metrics["labeled_prior"] == pytest.approx(np.bincount(split_labels, minlength=10) / 20)
     # the self-supervised features were kept, not learned again (their labels were spread anew)
     assert training_lines(run, "represent") == represent_lines and represent_lines
     # once taken, the same labels continue the run as usual (nothing set aside again)

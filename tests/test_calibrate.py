@@ -36,6 +36,15 @@ def test_two_folds_halve_each_class_and_keep_single_labels_in_training():
     assert np.array_equal(fold, calibrate.two_folds(labels, 3))  # seeded
 
 
+def test_two_folds_never_hold_out_images_labeled_after_the_split():
+    labels = np.array([0] * 6 + [1] * 6)
+    allowed = np.array([True] * 4 + [False] * 2 + [True] + [False] * 5)
+    fold = calibrate.two_folds(labels, 2, allowed=allowed)
+    assert sorted(fold[:4]) == [0, 0, 1, 1]
+    assert (fold[~allowed] == -1).all()  # trained on in both halves
+    assert fold[6] == -1  # the one split label of class 1 has no partner to be held out with
+
+
 def test_summarise_scales_an_overconfident_model_and_measures_it_on_the_other_fold():
     logits, labels = sampled(4000, 4, 1.0)
     fold = np.arange(4000) % 2

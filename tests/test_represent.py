@@ -73,6 +73,23 @@ def test_cross_validated_accuracy_tells_structure_from_noise():
     assert bad["estimate_low"] < 0.2 + 0.15
 
 
+def test_cross_validated_accuracy_holds_out_only_the_allowed_labels():
+    features, truth = clusters(200, 5, 0.3)
+    labeled = np.concatenate([np.flatnonzero(truth == c)[:6] for c in range(5)])
+    wrong = truth[labeled].copy()
+    allowed = np.arange(len(labeled)) % 6 < 5  # per class, five images may be held out
+    wrong[~allowed] = (wrong[~allowed] + 1) % 5  # the sixth, a label the graph contradicts
+    found = represent.cross_validated_accuracy(represent.neighbour_graph(features), labeled,
+                                             wrong, 5, allowed=allowed)
+    assert found["estimate_held_out"] == 25
+    everyone = represent.cross_validated_accuracy(represent.neighbour_graph(features), labeled,
+                                                wrong, 5)
+    assert everyone["estimate_held_out"] == 30
+    # held out, the contradicted labels count as errors: only the allowed images say how
+    # well the graph labels images like the split's
+    assert everyone["estimated_accuracy"] < found["estimated_accuracy"] - 0.1
+
+
 def test_cross_validated_accuracy_needs_two_labels_in_a_class():
     features, truth = clusters(20, 3, 0.3)
     labeled = np.array([0, 20, 40])

@@ -118,4 +118,4 @@ def apply(data, path: str | Path):
         report.warnings.append(f"{path}: {len(missing)} added label(s) name images this data's "
                                f"training pool does not hold (e.g. {missing[0]}); left out")
     return replace(data, labeled=labeled, unlabeled=unlabeled, unlabeled_truth=truth,
-                   added_fingerprint=fingerprint(labels))
+                   added_fingerprint=fingerprint(labels), added_count=len(moved))

@@ -52,6 +52,14 @@ class Dataset:
     report: DataReport
     rotate: bool = False  # whether turned images stay in their class (self-supervised views)
     added_fingerprint: str | None = None  # the labels added after the split (`added`), if any
+    added_count: int = 0  # the last images of `labeled` were unlabeled at the split (`added`)
+
+    def held_out_allowed(self) -> np.ndarray:
+        """Which labeled images may be held out to estimate accuracy or fit a temperature: the
+        split's, a sample of the data; not those labeled after it, which the user chose (Label
+        next offers the least sure ones) and which would make every estimate pessimistic. They
+        train in every fold instead."""
+        return np.arange(len(self.labeled)) < len(self.labeled) - self.added_count
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -33,13 +33,16 @@ STAGE = "calibrate"
 log = logging.getLogger("semigen")
 
 
-def two_folds(labels: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
+def two_folds(labels: np.ndarray, num_classes: int, seed: int = 0,
+              allowed: np.ndarray | None = None) -> np.ndarray:
     """Fold 0 or 1 for each labeled image, alternating within each class in a seeded order;
-    -1 (always trained on, never held out) for a class with a single labeled image."""
+    -1 (always trained on, never held out) for a class with a single labeled image, and for
+    the images `allowed` leaves out (`Dataset.held_out_allowed`)."""
     rng = np.random.default_rng(seed)
     fold = np.full(len(labels), -1)
+    allowed = np.ones(len(labels), bool) if allowed is None else allowed
     for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels == c))
+        members = rng.permutation(np.flatnonzero((labels == c) & allowed))
         if len(members) >= 2:
             fold[members] = np.arange(len(members)) % 2
     return fold
@@ -113,7 +116,7 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
     lab, rt, run_dir = stage.cfg.label, stage.rt, stage.run_dir
     semi = lab.mode == "semi"
     classes = len(data.classes)
-    fold = two_folds(data.labeled.labels, classes)
+    fold = two_folds(data.labeled.labels, classes, allowed=data.held_out_allowed())
     if (fold < 0).all():
         run_dir.info(f"{STAGE}: skipped, no class has two labeled images to hold out")
         return None

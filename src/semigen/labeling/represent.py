@@ -100,14 +100,17 @@ def propagate(links: sparse.csr_matrix, labels: np.ndarray, num_classes: int) ->
 
 
 def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
-                             num_classes: int, folds: int = 5, seed: int = 0) -> dict:
+                             num_classes: int, folds: int = 5, seed: int = 0,
+                             allowed: np.ndarray | None = None) -> dict:
     """Accuracy of `propagate` on labeled images it did not see: each of `folds` folds (one
-    image per class per fold at most) is held out in turn and labeled from the others. With
-    a Wilson 95 % interval, and None where no class has two labeled images."""
+    image per class per fold at most) is held out in turn and labeled from the others; images
+    `allowed` leaves out (`Dataset.held_out_allowed`) are never held out. With a Wilson 95 %
+    interval, and None where no class has two labeled images to hold out."""
     rng = np.random.default_rng(seed)
     fold_of = np.full(len(labeled), -1)
+    allowed = np.ones(len(labeled), bool) if allowed is None else allowed
     for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels == c))
+        members = rng.permutation(np.flatnonzero((labels == c) & allowed))
         if len(members) >= 2:  # a class needs a labeled image left to be predicted at all
             fold_of[members] = np.arange(len(members)) % min(folds, len(members))
     if (fold_of < 0).all():
@@ -249,18 +252,23 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     features = features_of(net.features, images, device)
     targets = first_labels(data, features.links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
+    # The shares an estimate must move away from to be used are the split's: labels added
+    # after it were chosen by the user (Label next leans on the classes the model confuses)
+    # and say nothing about how common a class is.
+    split_share = prior.labeled_prior(data.labeled.labels[data.held_out_allowed()],
+                                      len(data.classes))
     fewest = int(np.bincount(data.labeled.labels, minlength=len(data.classes)).min())
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
                 else None)
-    class_prior = (prior.chosen_prior(estimate, labeled_share) if estimate is not None
+    class_prior = (prior.chosen_prior(estimate, split_share) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
     fit_head(net.head, features.values, targets)
     labeled = np.arange(len(data.labeled))
     found = cross_validated_accuracy(features.links, labeled, data.labeled.labels,
-                                               len(data.classes))
+                                     len(data.classes), allowed=data.held_out_allowed())
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
     found["class_prior_estimated"] = estimate is not None
@@ -268,7 +276,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
                                                < prior.LABELS_TO_ESTIMATE)
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
-    found["labeled_prior"] = labeled_share.tolist()
+    found["labeled_prior"] = split_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:
         found |= scores(unlabeled_probs, data.unlabeled_truth, "features_pseudo_label")

@@ -162,11 +162,11 @@ def likely_label_errors(data, calibration: dict, model) -> dict:
     own probabilities, which trained on those labels and so flag only gross errors (said)."""
     from cleanlab.filter import find_label_issues
 
-    ids = list(calibration.get("held_out_ids") or [])
     where = {image: i for i, image in enumerate(data.labeled.ids)}
-    ids = [i for i in ids if i in where]
-    if ids:
-        probs = np.asarray(calibration["held_out_probs"], dtype=np.float64)[:len(ids)]
+    held = [k for k, image in enumerate(calibration.get("held_out_ids") or []) if image in where]
+    if held:
+        ids = [calibration["held_out_ids"][k] for k in held]
+        probs = np.asarray(calibration["held_out_probs"], dtype=np.float64)[held]
         source = "held out"
     else:
         ids = list(data.labeled.ids)
