@@ -177,8 +177,10 @@ def likely_label_errors(data, calibration: dict, model) -> dict:
     flagged: set[int] = set()
     if len(ids) and len(np.unique(labels)) > 1:
         try:
-            flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
-                          .nonzero()[0].tolist())
+            # n_jobs=1: cleanlab's process pool forks this threaded server (torch, uvicorn),
+            # and a forked copy of a held lock hangs it; a user's labels take milliseconds
+            flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
+                                            n_jobs=1).nonzero()[0].tolist())
         except (ValueError, IndexError) as e:  # too few labels per class for its estimates
             log.info(f"review: cleanlab could not rank the labels ({e}); ranked by disagreement")
     given = probs[np.arange(len(ids)), labels] if len(ids) else np.zeros(0)
