@@ -37,15 +37,8 @@ def two_folds(labels: np.ndarray, num_classes: int, seed: int = 0,
               allowed: np.ndarray | None = None) -> np.ndarray:
     """Fold 0 or 1 for each labeled image, alternating within each class in a seeded order;
     -1 (always trained on, never held out) for a class with a single labeled image, and for
-    the images `allowed` leaves out (`Dataset.held_out_allowed`)."""
-    rng = np.random.default_rng(seed)
-    fold = np.full(len(labels), -1)
-    allowed = np.ones(len(labels), bool) if allowed is None else allowed
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero((labels == c) & allowed))
-        if len(members) >= 2:
-            fold[members] = np.arange(len(members)) % 2
-    return fold
+    the images `allowed` leaves out (`represent.folds_per_class`)."""
+    return represent.folds_per_class(labels, num_classes, 2, seed, allowed)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -99,20 +99,30 @@ def propagate(links: sparse.csr_matrix, labels: np.ndarray, num_classes: int) ->
     return torch.from_numpy(found / found.sum(1, keepdims=True)).float()
 
 
+def folds_per_class(labels: np.ndarray, num_classes: int, folds: int, seed: int = 0,
+                    allowed: np.ndarray | None = None) -> np.ndarray:
+    """A fold (0 to `folds` - 1) for each labeled image, dealt in turn within each class in a
+    seeded order; -1 (always trained on, never held out) for the images `allowed` leaves out
+    (`Dataset.held_out_allowed`) and for a class with fewer than two of the others, which
+    needs an image left to be predicted from at all."""
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(labels), -1)
+    allowed = np.ones(len(labels), bool) if allowed is None else allowed
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero((labels == c) & allowed))
+        if len(members) >= 2:
+            fold[members] = np.arange(len(members)) % min(folds, len(members))
+    return fold
+
+
 def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
                              num_classes: int, folds: int = 5, seed: int = 0,
                              allowed: np.ndarray | None = None) -> dict:
     """Accuracy of `propagate` on labeled images it did not see: each of `folds` folds (one
-    image per class per fold at most) is held out in turn and labeled from the others; images
-    `allowed` leaves out (`Dataset.held_out_allowed`) are never held out. With a Wilson 95 %
-    interval, and None where no class has two labeled images to hold out."""
-    rng = np.random.default_rng(seed)
-    fold_of = np.full(len(labeled), -1)
-    allowed = np.ones(len(labeled), bool) if allowed is None else allowed
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero((labels == c) & allowed))
-        if len(members) >= 2:  # a class needs a labeled image left to be predicted at all
-            fold_of[members] = np.arange(len(members)) % min(folds, len(members))
+    image per class per fold at most, `folds_per_class`) is held out in turn and labeled from
+    the others; images `allowed` leaves out are never held out. With a Wilson 95 % interval,
+    and None where no class has two labeled images to hold out."""
+    fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
     if (fold_of < 0).all():
         return {"estimated_accuracy": None, "estimate_held_out": 0}
     right = total = 0
@@ -255,8 +265,8 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     # The shares an estimate must move away from to be used are the split's: labels added
     # after it were chosen by the user (Label next leans on the classes the model confuses)
     # and say nothing about how common a class is.
-    split_share = prior.labeled_prior(data.labeled.labels[data.held_out_allowed()],
-                                      len(data.classes))
+    allowed = data.held_out_allowed()
+    split_share = prior.labeled_prior(data.labeled.labels[allowed], len(data.classes))
     fewest = int(np.bincount(data.labeled.labels, minlength=len(data.classes)).min())
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
@@ -268,7 +278,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     fit_head(net.head, features.values, targets)
     labeled = np.arange(len(data.labeled))
     found = cross_validated_accuracy(features.links, labeled, data.labeled.labels,
-                                     len(data.classes), allowed=data.held_out_allowed())
+                                     len(data.classes), allowed=allowed)
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
     found["class_prior_estimated"] = estimate is not None
