@@ -29,7 +29,7 @@ import common
 import numpy as np
 import torch
 
-from semigen import checkpoint, generation
+from semigen import api, checkpoint, generation
 from semigen.config import resolve
 from semigen.data import load_dataset
 from semigen.evaluation.images import (
@@ -40,7 +40,7 @@ from semigen.evaluation.images import (
     recognised,
 )
 from semigen.generation import generate_per_class
-from semigen.rundir import read_stats
+from semigen.run import Layout, read_stats
 
 KEY = ("backend", "seed", "guidance", "sample_steps")  # of a row of results.json
 
@@ -79,7 +79,7 @@ def train_for(args, seed: int, out: Path, budget: float, first_steps: int = 1000
     reads as one run, without the gaps between sittings."""
     steps, spent, done = first_steps, 0.0, 0
     for _ in range(4):
-        generation.train(config(args, out, seed, **{"generate.steps": str(steps)}))
+        api.generate_run(config(args, out, seed, **{"generate.steps": str(steps)}))
         spent += train_seconds(out, done)
         done = steps
         print(f"seed {seed}: {steps} steps in {spent / 60:.2f} min of the GAN's "
@@ -105,7 +105,7 @@ def training_pool_sample(data, n: int = 10_000, seed: int = 0) -> np.ndarray:
 def score(args, data, references: dict, run: Path, seed: int, guidance: float | None = None,
           sample_steps: int | None = None) -> dict:
     """One generation of N per class, its features compared with each reference set's."""
-    state = checkpoint.load(checkpoint.stage_path(run, "generate"))
+    state = checkpoint.load(Layout(run).checkpoint("generate"))
     generator = generation.from_checkpoint(state, guidance=guidance,
                                            sample_steps=sample_steps).eval()
     start = time.perf_counter()
@@ -143,11 +143,11 @@ def run_seed(args, seed: int, data, references: dict) -> list[dict]:
     gan_run = Path(args.gan_runs.format(seed=seed))
     out = Path(args.out) / f"diffusion-seed{seed}"
     cfg = config(args, out, seed)
-    if not (checkpoint.stage_path(out, "generate")).exists():
+    if not (Layout(out).checkpoint("generate")).exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(args.pseudo_labels.format(seed=seed), out / "pseudo_labels.csv")
         if args.steps:
-            generation.train(config(args, out, seed, **{"generate.steps": str(args.steps)}))
+            api.generate_run(config(args, out, seed, **{"generate.steps": str(args.steps)}))
         else:
             train_for(args, seed, out, train_seconds(gan_run))
     sittings = out / "train_seconds.txt"

@@ -14,6 +14,7 @@ import time
 import torch
 
 from semigen import checkpoint, generation
+from semigen.run import Layout
 
 
 def images_per_second(generator, n: int, batch: int, bf16: bool = False
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("run", help="a run with a trained diffusion generator")
     parser.add_argument("--images", type=int, default=400)
     args = parser.parse_args()
-    state = checkpoint.load(checkpoint.stage_path(args.run, "generate"))
+    state = checkpoint.load(Layout(args.run).checkpoint("generate"))
     generator = generation.from_checkpoint(state, guidance=1.0, sample_steps=20)
     for batch in (25, 50, 100, 200, 400):
         print(f"batch {batch}: {images_per_second(generator, args.images, batch)[0]:.1f} "

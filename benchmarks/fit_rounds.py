@@ -35,8 +35,7 @@ import common
 import semigen
 from semigen.api import make_config
 from semigen.config import differences, load_yaml
-from semigen.joint import finished
-from semigen.rundir import RunDir, read_stats
+from semigen.run import Records, read_metrics, read_stats
 
 
 def run_one(args, seed: int, control: bool = False) -> dict:
@@ -68,7 +67,7 @@ def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> None:
     runs that differ from the fit's config in a section that shapes them."""
     new = cfg.to_dict()
     for run, stage in ((label_run, "label"), (generator_run, "generate")):
-        if stage not in finished(run):
+        if stage not in read_metrics(run):
             raise SystemExit(f"{run}: its {stage} stage has not finished")
         sections = ("data", "runtime", stage)
         old = load_yaml(run / "config.yaml")
@@ -84,8 +83,9 @@ def start_from(out: Path, cfg, label_run: Path, generator_run: Path) -> None:
     generate_stats = [r for r in read_stats(generator_run) if r.get("stage") == "generate"]
     with open(out / "stats.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in generate_stats)
-    with RunDir(out) as rundir:
-        rundir.update_metrics("generate", finished(generator_run)["generate"])
+    with Records(out) as rundir:
+        rundir.update_metrics("generate", read_metrics(generator_run)["generate"])
+        rundir.mark_finished("generate", stage_seconds(generator_run, "generate"))
 
 
 def stage_seconds(run: Path, stage: str) -> float:

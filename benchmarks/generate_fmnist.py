@@ -24,11 +24,11 @@ from pathlib import Path
 
 import common
 
+from semigen.api import generate_run as train_generator
+from semigen.api import label_run as train_classifier
 from semigen.config import resolve
 from semigen.data import load_dataset
-from semigen.evaluation.run import evaluate_run
-from semigen.generation import train as train_generator
-from semigen.labeling.train import train as train_classifier
+from semigen.evaluation.run import evaluate as evaluate_run
 
 MODES = {"labels-only": "(a) labels only", "semi": "(b) labels + pseudo-labels",
          "all-labels": "(c) all labels"}

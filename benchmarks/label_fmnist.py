@@ -25,9 +25,9 @@ from pathlib import Path
 import common
 import torch
 
+from semigen.api import label_run as train
 from semigen.config import resolve
-from semigen.labeling.train import train
-from semigen.rundir import read_metrics, read_stats
+from semigen.run import read_metrics, read_stats
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

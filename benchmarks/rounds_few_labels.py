@@ -35,11 +35,13 @@ from pathlib import Path
 
 import common
 
-from semigen import checkpoint, generation, joint
+from semigen import api
 from semigen.config import make_config
+from semigen.joint.fit import baseline_config
+from semigen.joint.images import round_images
 from semigen.labeling import represent
-from semigen.labeling import train as label_stage
-from semigen.rundir import read_metrics, read_stats
+from semigen.labeling.train import train_classifier
+from semigen.run import Layout, open_run, read_metrics, read_stats
 
 DEFAULT_VARIANTS = ["round:", "control:fit.synthetic_ratio=0"]
 
@@ -69,20 +71,20 @@ def base_run(args, seed: int) -> tuple[Path, dict]:
     seconds = {}
     if "label" not in read_metrics(run):
         if args.reuse_representation:
-            source = checkpoint.stage_path(args.reuse_representation.format(seed=seed),
-                                           represent.STAGE).parent
+            source = Layout(args.reuse_representation.format(seed=seed)).stage_folder(
+                represent.STAGE)
             shutil.copytree(source, run / "checkpoints" / represent.STAGE, dirs_exist_ok=True)
-        seconds["label"] = timed(lambda: label_stage.train(cfg))
+        seconds["label"] = timed(lambda: api.label_run(cfg))
     baselines = {}
     for mode in ("labels-only", "all-labels"):
         reused = args.reuse_all_labels and mode == "all-labels"
         where = (Path(args.reuse_all_labels.format(seed=seed)) if reused
                  else run / "baselines" / mode)
         if "label" not in read_metrics(where):
-            seconds[mode] = timed(lambda m=mode: label_stage.train(joint.baseline_config(cfg, m)))
+            seconds[mode] = timed(lambda m=mode: api.label_run(baseline_config(cfg, m)))
         baselines[mode] = read_metrics(where)["label"]["test_accuracy"]
     if "generate" not in read_metrics(run):
-        seconds["generate"] = timed(lambda: generation.train(cfg))
+        seconds["generate"] = timed(lambda: api.generate_run(cfg))
     label = read_metrics(run)["label"]
     return run, {"round0": label["test_accuracy"], "baselines": baselines,
                  "features_test_accuracy": read_metrics(run).get("represent", {}).get(
@@ -103,11 +105,13 @@ def run_variant(args, base: Path, seed: int, name: str, fields: dict) -> dict:
                 metrics = read_metrics(run)
                 metrics.pop("generate")
                 (run / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-                generation.train(cfg)
-        start = time.perf_counter()
-        synthetic = joint._round_images(cfg, run, 1, "cpu")
-        images_seconds = time.perf_counter() - start
-        label_stage.train(cfg, 1, init=checkpoint.stage_path(run, "label"), synthetic=synthetic)
+                api.generate_run(cfg)
+        with open_run(cfg) as opened:
+            start = time.perf_counter()
+            synthetic = round_images(opened, 1)
+            images_seconds = time.perf_counter() - start
+            train_classifier(opened, 1, init=Layout(run).checkpoint("label"),
+                             synthetic=synthetic)
         with open(run / "bench-seconds.json", "w") as f:
             json.dump({"images": round(images_seconds, 1),
                        "round": round(time.perf_counter() - start, 1)}, f)

@@ -21,6 +21,7 @@ from semigen import checkpoint
 from semigen.config import from_dict, load_yaml
 from semigen.data import load_dataset
 from semigen.labeling import nets, represent
+from semigen.run import Layout
 
 
 def features_of_run(run: str):
@@ -29,7 +30,7 @@ def features_of_run(run: str):
     lab = cfg.label
     net = nets.build(lab.backbone or lab.net, data.shape[2], len(data.classes), lab.width)
     encoder = nn.Sequential(net.features, represent.projector(net.head.in_features))
-    state = checkpoint.load(checkpoint.stage_path(run, represent.STAGE))
+    state = checkpoint.load(Layout(run).checkpoint(represent.STAGE))
     encoder.load_state_dict(state["model"])
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     represent.recalibrate_batch_norm(net.features, images, "cpu")

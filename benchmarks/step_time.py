@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def seconds_per_step(run: Path, stage: str, steps: int) -> float:
-    from semigen.rundir import read_stats
+    from semigen.run import read_stats
     # the loss lines (every 10 steps), not the evaluation and "done" lines of the same step
     times = {r["step"]: r["time"] for r in read_stats(run)
              if r.get("stage") == stage and ("loss" in r or "d_loss" in r)}

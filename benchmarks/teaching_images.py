@@ -26,12 +26,13 @@ from pathlib import Path
 import common
 import numpy as np
 
-from semigen import checkpoint, generation, joint
+from semigen import checkpoint, generation
 from semigen.config import from_dict, load_yaml, make_config
 from semigen.data import load_dataset
 from semigen.evaluation.teaching import classification_accuracy_score
+from semigen.joint import images as joint
 from semigen.labeling import nets, represent
-from semigen.rundir import read_metrics
+from semigen.run import Layout, read_metrics
 
 
 def measure(run: str, per_class: list[int], strengths: list[float]) -> list[dict]:
@@ -40,7 +41,7 @@ def measure(run: str, per_class: list[int], strengths: list[float]) -> list[dict
     features = represent.load_representation(run, cfg, data, "cpu")
     labeled = nets.embed(features, data.labeled.images, "cpu")
     test = nets.embed(features, data.test.images, "cpu")
-    state = checkpoint.load(checkpoint.stage_path(run, "generate"))
+    state = checkpoint.load(Layout(run).checkpoint("generate"))
     backend = generation.backend_of(state)
     rows = [{"backend": backend, "images": "the labeled images themselves",
              "per_class": len(data.labeled) // len(data.classes), "cas_labeled": None,

@@ -21,10 +21,10 @@ import statistics
 import common
 import kornia.augmentation as K
 
+from semigen import api
 from semigen.config import make_config
 from semigen.labeling import represent
-from semigen.labeling import train as label_stage
-from semigen.rundir import read_metrics
+from semigen.run import read_metrics
 
 ORIGINAL_VIEWS = represent.contrastive_views
 ORIGINAL_RULE = represent.colour_tells_classes_apart
@@ -52,7 +52,7 @@ def run_one(args, name: str, seed: int) -> dict:
                       runtime__seed=seed, label__steps=1, label__calibration_steps=0,
                       run__progress=False, run__resume="none",
                       **{k.replace(".", "__"): v for k, v in args.set.items()})
-    label_stage.train(cfg)
+    api.label_run(cfg)
     found = read_metrics(out)["represent"]
     return {"variant": name, "seed": seed, "estimate": found.get("estimated_accuracy"),
             "features_test_accuracy": found.get("features_test_accuracy")}

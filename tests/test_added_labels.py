@@ -10,7 +10,7 @@ import semigen
 from semigen.cli import main
 from semigen.config import make_config
 from semigen.data import DataError, added, load_dataset
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def training_lines(run, stage):

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision
 
+from semigen.api import label_run as train
 from semigen.config import ConfigError, resolve
 from semigen.labeling import nets
-from semigen.labeling.train import train
-from semigen.rundir import read_metrics
+from semigen.run import read_metrics
 
 
 def tiny(out, **overrides):

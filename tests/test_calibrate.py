@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from semigen.api import label_run as train
 from semigen.config import resolve
 from semigen.labeling import calibrate, nets
-from semigen.labeling.train import predict, train
-from semigen.rundir import read_metrics, read_stats
+from semigen.labeling.predict import predict
+from semigen.run import read_metrics, read_stats
 
 
 def sampled(n: int, classes: int, temperature: float, seed: int = 0):

@@ -2,14 +2,13 @@ import pytest
 import torch
 from conftest import interrupt_after_checkpoint
 
-from semigen import checkpoint
+from semigen import api, checkpoint
 from semigen.checkpoint import Checkpointer, CheckpointError
 from semigen.config import resolve
 from semigen.data import load_dataset
 from semigen.labeling import nets
-from semigen.labeling import train as label_train
 from semigen.labeling.predict import accuracy
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def tiny_cfg(out, mode="labels-only", **overrides):
@@ -25,13 +24,13 @@ def losses(run_dir):
 @pytest.mark.parametrize("mode", ["labels-only", "semi"])
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
     straight = tmp_path / "straight"
-    label_train.train(tiny_cfg(straight, mode))
+    api.label_run(tiny_cfg(straight, mode))
 
     interrupted = tmp_path / "interrupted"
     interrupt_after_checkpoint(monkeypatch,
-                               lambda: label_train.train(tiny_cfg(interrupted, mode)))
+                               lambda: api.label_run(tiny_cfg(interrupted, mode)))
     assert max(losses(interrupted)) == 10
-    label_train.train(tiny_cfg(interrupted, mode))  # resume: auto is the default
+    api.label_run(tiny_cfg(interrupted, mode))  # resume: auto is the default
 
     assert losses(interrupted) == losses(straight)  # steps 11..20 equal to the last bit
     a = checkpoint.load(straight / "checkpoints" / "label" / "latest.pt")
@@ -46,7 +45,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, mode):
 
 def test_checkpoint_rebuilds_its_model_alone(tmp_path):
     out = tmp_path / "run"
-    label_train.train(tiny_cfg(out))
+    api.label_run(tiny_cfg(out))
     state = checkpoint.load(out / "checkpoints" / "label" / "latest.pt")
     assert state["step"] == 20 and state["kind"] == "classifier"
     assert torch.__version__.startswith(state["versions"]["torch"].split("+")[0])
@@ -71,12 +70,12 @@ def state_metrics(run_dir):
 
 def test_resume_none_refuses_to_overwrite(tmp_path):
     out = tmp_path / "run"
-    label_train.train(tiny_cfg(out, **{"label.steps": "5"}))
-    label_train.train(tiny_cfg(out, **{"label.steps": "8"}))  # a longer run continues this one
+    api.label_run(tiny_cfg(out, **{"label.steps": "5"}))
+    api.label_run(tiny_cfg(out, **{"label.steps": "8"}))  # a longer run continues this one
     assert "resumed from" in (out / "log.txt").read_text()
     assert "config changed: label.steps: 5 -> 8" in (out / "log.txt").read_text()
     with pytest.raises(CheckpointError, match="already holds a run"):
-        label_train.train(tiny_cfg(out, **{"run.resume": "none"}))
+        api.label_run(tiny_cfg(out, **{"run.resume": "none"}))
 
 
 class RunsCode:

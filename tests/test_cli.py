@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from semigen.cli import main
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def test_help_lists_every_command():

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from semigen import checkpoint
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def test_two_process_cpu_ddp(tmp_path):

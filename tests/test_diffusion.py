@@ -10,13 +10,13 @@ import torch
 from conftest import interrupt_after_checkpoint
 
 import semigen
-from semigen import checkpoint, generation
+from semigen import api, checkpoint, generation
 from semigen.cli import main
 from semigen.config import ConfigError, resolve, validate
 from semigen.evaluation.report import curve_panels
 from semigen.generation import diffusion
 from semigen.generation.diffusion import Diffusion, halvings, unet_config
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def tiny_unet(num_classes=3, shape=(8, 8, 1), **sampling) -> Diffusion:
@@ -116,10 +116,10 @@ def folder_config(folder, out, **extra):
 
 
 def test_diffusion_resumes_exactly(tmp_path, monkeypatch, clean_folder):
-    generation.train(folder_config(clean_folder, tmp_path / "straight"))
+    api.generate_run(folder_config(clean_folder, tmp_path / "straight"))
     interrupt_after_checkpoint(
-        monkeypatch, lambda: generation.train(folder_config(clean_folder, tmp_path / "resumed")))
-    generation.train(folder_config(clean_folder, tmp_path / "resumed"))
+        monkeypatch, lambda: api.generate_run(folder_config(clean_folder, tmp_path / "resumed")))
+    api.generate_run(folder_config(clean_folder, tmp_path / "resumed"))
 
     def losses(out):
         return [(r["step"], r["denoising_loss"]) for r in read_stats(out)
@@ -138,13 +138,13 @@ def test_diffusion_resumes_exactly(tmp_path, monkeypatch, clean_folder):
 
 def test_another_backend_s_generator_is_not_continued(tmp_path, clean_folder):
     out = tmp_path / "run"
-    generation.train(folder_config(clean_folder, out, **{"generate.backend": "gan"}))
+    api.generate_run(folder_config(clean_folder, out, **{"generate.backend": "gan"}))
     with pytest.raises(ConfigError, match="generate.backend: 'gan' -> 'diffusion'"):
-        generation.train(folder_config(clean_folder, out))
+        api.generate_run(folder_config(clean_folder, out))
     # nor a checkpoint of another backend named by path
     gan_checkpoint = out / "checkpoints" / "generate" / "latest.pt"
     with pytest.raises(checkpoint.CheckpointError, match="holds a gan generator"):
-        generation.train(folder_config(clean_folder, tmp_path / "other",
+        api.generate_run(folder_config(clean_folder, tmp_path / "other",
                                        **{"run.resume": str(gan_checkpoint)}))
 
 
@@ -235,13 +235,17 @@ def test_the_report_plots_whatever_losses_a_backend_logs():
 
 def test_every_backend_offers_the_same_names_and_has_a_quick_budget():
     """The backend table and the config's budgets name the same backends, and every backend
-    module offers what the generator's stage, export and the report ask of it."""
+    module offers what the generator's stage, export and the report ask of it (the `Backend`
+    protocol), and the protocol tells a module that lacks one of its names."""
+    import types
+
     from semigen.config import BACKEND_BUDGET
-    from semigen.generation.backends import BACKENDS
+    from semigen.generation.backends import BACKENDS, Backend
     assert set(BACKENDS) == set(BACKEND_BUDGET)
+    lacking = types.ModuleType("lacking")
+    lacking.__dict__.update({k: v for k, v in vars(BACKENDS["gan"]).items() if k != "sync"})
+    assert not isinstance(lacking, Backend)
     for name, module in BACKENDS.items():
-        for attribute in ("MODEL_FIELDS", "SAMPLING_FIELDS", "build", "trainer", "sync",
-                          "from_checkpoint", "describe", "VARIES_REAL_IMAGES"):
-            assert hasattr(module, attribute), f"{name} lacks {attribute}"
+        assert isinstance(module, Backend), f"{name} lacks a name of the Backend protocol"
         assert isinstance(module.describe({"backend": name, "guidance": 1.0,
                                            "sample_steps": 20}), str)

@@ -23,9 +23,9 @@ from semigen.api import make_config
 from semigen.cli import main
 from semigen.config import ConfigError
 from semigen.data import load_dataset
-from semigen.joint import keep_recognised
+from semigen.joint.images import keep_recognised
 from semigen.labeling.suggest import choose
-from semigen.rundir import read_stats
+from semigen.run import Layout, read_stats
 
 STAGES = ["label", "baseline-labels-only", "baseline-all-labels", "generate", "label-r1",
           "generate-r1", "round-0", "round-1", "evaluate", "fit"]
@@ -37,12 +37,40 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+LOADS: list[str] = []  # the data config of each data set the fitted fixture's fit read
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, cache) -> tuple[Path, dict]:
+    from semigen.data import sources
     run = tmp_path_factory.mktemp("fit") / "run"
-    summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
-                          data__cache_dir=str(cache))
+    read = sources._load_source
+
+    def counted(cfg, progress):
+        LOADS.append(repr(cfg))
+        return read(cfg, progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources, "_load_source", counted)
+        summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                              data__cache_dir=str(cache))
     return run, summary
+
+
+def test_a_fit_reads_each_data_set_once(fitted):
+    """The run is opened once: its stages, baselines, rounds, judge, evaluator and evaluation
+    share the data it loaded (an evaluator of another split would read its own, once)."""
+    assert LOADS and len(LOADS) == len(set(LOADS))
+    assert any("source='digits'" in found for found in LOADS)
+
+
+def test_the_stages_record_is_apart_from_the_figures(fitted):
+    run, summary = fitted
+    stages = json.loads((run / "stages.json").read_text())
+    assert set(STAGES) - {"fit"} <= set(stages)
+    assert all(entry["seconds"] >= 0 for entry in stages.values())
+    assert "seconds" not in json.loads((run / "metrics.json").read_text())
+    assert summary["seconds"]["label"] == stages["label"]["seconds"]
 
 
 def test_fit_runs_every_stage_and_records_each_round(fitted):
@@ -107,8 +135,8 @@ def test_final_stage_picks_the_last_round_with_a_checkpoint(tmp_path):
         (tmp_path / "checkpoints" / stage).mkdir(parents=True)
         if stage != "label-r10":  # r10 began but saved nothing yet
             (tmp_path / "checkpoints" / stage / "latest.pt").write_bytes(b"")
-    assert checkpoint.final_stage(tmp_path, "label") == "label-r2"
-    assert checkpoint.final_stage(tmp_path, "generate") == "generate"
+    assert Layout(tmp_path).final_stage("label") == "label-r2"
+    assert Layout(tmp_path).final_stage("generate") == "generate"
     assert checkpoint.stage_name("label", 0) == "label"
     assert checkpoint.stage_name("generate", 3) == "generate-r3"
 
@@ -276,13 +304,13 @@ def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted,
     evaluate, and run again after each stop: the fit ends with the figures and the records of
     the uninterrupted one."""
     from semigen.checkpoint import Checkpointer
-    from semigen.rundir import RunDir
+    from semigen.run import Records
 
     run = tmp_path / "run"
     to_stop = {"baselines/labels-only/checkpoints/label", "checkpoints/label-r1",
                "checkpoints/generate-r1", "round-1", "evaluate"}
     stopped = []
-    real_save, real_update = Checkpointer.save, RunDir.update_metrics
+    real_save, real_update = Checkpointer.save, Records.update_metrics
 
     def save_then_stop(self, payload, at):
         path = real_save(self, payload, at)
@@ -302,7 +330,7 @@ def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted,
         return real_update(self, stage, metrics)
 
     monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    monkeypatch.setattr(RunDir, "update_metrics", stop_before_recording)
+    monkeypatch.setattr(Records, "update_metrics", stop_before_recording)
     for _ in range(10):
         try:
             summary = semigen.fit("digits", out=str(run), preset="tiny", rounds=1,

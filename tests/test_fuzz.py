@@ -23,7 +23,7 @@ from semigen.cli import main
 from semigen.config import Config, ConfigError, make_config
 from semigen.data import DataError
 from semigen.labeling.nets import read_state_dict
-from semigen.rundir import check_split, read_metrics
+from semigen.run import check_split, read_metrics
 
 REFUSALS = (ConfigError, DataError, CheckpointError)
 FIELDS = [f"{section.name}.{f.name}" for section in dataclasses.fields(Config)

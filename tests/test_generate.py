@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import interrupt_after_checkpoint
 
-from semigen import checkpoint, generation
+from semigen import api, checkpoint, generation
+from semigen.api import label_run as train_classifier
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import DataError, folder_name, load_dataset
-from semigen.generation.data import read_pseudo_labels, training_set
-from semigen.labeling.train import train as train_classifier
-from semigen.rundir import read_stats
+from semigen.generation.data import training_set
+from semigen.run import read_pseudo_labels, read_stats
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,9 @@ def test_generate_resumes_exactly(tmp_path, monkeypatch, clean_folder, class_los
             "generate.class_loss": class_loss, "run.out": str(out), "run.log_every": "1",
             "run.checkpoint_every": "5"})
 
-    generation.train(cfg(tmp_path / "straight"))
-    interrupt_after_checkpoint(monkeypatch, lambda: generation.train(cfg(tmp_path / "resumed")))
-    generation.train(cfg(tmp_path / "resumed"))
+    api.generate_run(cfg(tmp_path / "straight"))
+    interrupt_after_checkpoint(monkeypatch, lambda: api.generate_run(cfg(tmp_path / "resumed")))
+    api.generate_run(cfg(tmp_path / "resumed"))
 
     def losses(out):
         return [(r["step"], r["d_loss"], r["g_loss"], r.get("d_class_loss"), r.get("g_class_loss"))

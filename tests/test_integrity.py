@@ -18,7 +18,7 @@ from conftest import write_image
 from semigen import checkpoint
 from semigen.cli import main
 from semigen.labeling import train as label_train
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 TINY = ["--preset", "tiny", "--label.mode", "labels-only"]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -40,7 +40,7 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 120) -> None
 
 def hold_lock(run: Path) -> subprocess.Popen:
     """Another process that holds the run as its writer until killed."""
-    code = ("import sys, time; from semigen.rundir import lock_run; lock_run(sys.argv[1]); "
+    code = ("import sys, time; from semigen.run import lock_run; lock_run(sys.argv[1]); "
             "print('held', flush=True); time.sleep(600)")
     process = subprocess.Popen([sys.executable, "-c", code, str(run)], text=True,
                                env=os.environ | {"PYTHONPATH": SRC}, stdout=subprocess.PIPE)
@@ -82,23 +82,25 @@ def test_a_second_writer_is_refused_at_once_and_a_dead_ones_lock_is_taken_over(
 
 def test_a_fit_holds_the_run_across_its_stages(tmp_path, monkeypatch):
     """Between a fit's stages no other process may take the run: the lock is the fit's."""
-    from semigen import joint, rundir
+    from semigen.config import make_config
+    from semigen.joint import fit
+    from semigen.run import lock
     run = tmp_path / "run"
     seen = []
-    real_train = label_train.train
+    real_train = label_train.train_classifier
 
-    def train_and_look(cfg, *args, **kwargs):
-        result = real_train(cfg, *args, **kwargs)
-        seen.append(run.resolve() in rundir._held)  # still held after the stage closed
+    def train_and_look(open_run, *args, **kwargs):
+        result = real_train(open_run, *args, **kwargs)
+        seen.append(run.resolve() in lock._held)  # still held after the stage closed
         return result
 
-    monkeypatch.setattr(joint.label_stage, "train", train_and_look)
-    monkeypatch.setattr(joint.generate_stage, "train", lambda cfg, *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(fit, "train_classifier", train_and_look)
+    monkeypatch.setattr(fit, "train_generator", lambda *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        joint.fit(joint.make_config("digits", str(run), preset="tiny", fit__baselines=False))
+        fit.fit(make_config("digits", str(run), preset="tiny", fit__baselines=False))
     assert seen and all(seen)
-    assert run.resolve() not in rundir._held and (run / "run.lock").read_text() == ""
+    assert run.resolve() not in lock._held and (run / "run.lock").read_text() == ""
 
 
 # ---------------------------------------------------------------- divergence

@@ -12,8 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import load_dataset
+from semigen.evaluation.distances import precision_recall
 from semigen.evaluation.images import Judge, judged
-from semigen.evaluation.judge import ProbeClassifier, judge_config, judge_features, precision_recall
+from semigen.evaluation.judge import ProbeClassifier, judge_config, judge_features
 
 
 def test_precision_and_recall_tell_realism_from_diversity():

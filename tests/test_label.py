@@ -5,11 +5,11 @@ import csv
 import numpy as np
 import pytest
 
+from semigen.api import label_run as train
 from semigen.cli import main
 from semigen.config import resolve
 from semigen.data import DataError, load_dataset
-from semigen.labeling.train import train
-from semigen.rundir import read_stats
+from semigen.run import read_stats
 
 
 def rows(path):
@@ -181,13 +181,15 @@ def test_a_round_streams_its_generated_images_beside_the_labeled_ones():
     fit.synthetic_ratio of them per labeled image in a batch; without them, none."""
     from semigen import runtime
     from semigen.labeling.train import fine_tuning_batches
+    from semigen.run import Records, Run
     from semigen.stage import Stage
 
     cfg = resolve(preset="tiny", overrides={"label.mode": "labels-only",
                                             "label.batch_size": "8",
                                             "fit.synthetic_ratio": "0.5"})
     data = load_dataset(cfg.data)
-    stage = Stage("label-r1", cfg, runtime.start(cfg.runtime), None, None, None)
+    run = Run(cfg, Records(cfg.run.out, writer=False), data)
+    stage = Stage("label-r1", run, runtime.start(cfg.runtime), None, None)
     generated = (np.full((6, 8, 8, 1), 255, np.uint8), np.array([3, 3, 3, 4, 4, 4]))
     labeled = (data.labeled.images, data.labeled.labels)
     batches = fine_tuning_batches(stage, data, labeled, generated, 4, 0)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semigen.labeling import losses, prior
+from semigen.run import Layout
 
 
 def posteriors_under_uniform(labels: np.ndarray, num_classes: int, rng) -> torch.Tensor:
@@ -95,7 +96,7 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
     assert torch.equal(used, prior.chosen_prior(torch.tensor(found["class_prior_estimate"]),
                                                 torch.tensor([0.5, 0.5])))
     assert "class shares estimated among the unlabeled images" in (run / "log.txt").read_text()
-    state = checkpoint.load(checkpoint.stage_path(run, "label"))
+    state = checkpoint.load(Layout(run).checkpoint("label"))
     assert torch.allclose(state["levels"]["prior"], torch.tensor(found["class_prior"]))
     # uniform: FreeMatch's assumption, nothing estimated
     assert main(["label", str(clean_folder), "--out", str(uniform), "--preset", "tiny",

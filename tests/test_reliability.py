@@ -14,14 +14,13 @@ import pytest
 import torch
 from conftest import blob, write_image
 
-from semigen import checkpoint
+from semigen import api, checkpoint
 from semigen.checkpoint import Checkpointer, CheckpointError
 from semigen.cli import main
 from semigen.config import ConfigError, resolve, validate
 from semigen.data import images as image_io
 from semigen.data import load_dataset
-from semigen.labeling import train as label_train
-from semigen.rundir import RunDir, read_stats
+from semigen.run import Records, read_stats
 
 TINY = ["--preset", "tiny", "--label.mode", "labels-only"]
 
@@ -325,7 +324,7 @@ class Crash(Exception):
 def test_a_run_killed_before_its_first_checkpoint_leaves_no_duplicate_lines(
         tmp_path, monkeypatch):
     straight = tmp_path / "straight"
-    label_train.train(tiny_cfg(straight))
+    api.label_run(tiny_cfg(straight))
 
     killed = tmp_path / "killed"
 
@@ -334,22 +333,22 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_no_duplicate_lines(
 
     monkeypatch.setattr(Checkpointer, "save", crash)  # steps 1-5 logged, no checkpoint yet
     with pytest.raises(Crash):
-        label_train.train(tiny_cfg(killed))
+        api.label_run(tiny_cfg(killed))
     monkeypatch.undo()
     assert records(killed)  # the dead attempt's lines are there
-    label_train.train(tiny_cfg(killed))
+    api.label_run(tiny_cfg(killed))
     assert records(killed) == records(straight)
 
 
 def test_a_kill_between_the_done_line_and_metrics_leaves_one_done_line(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
-    label_train.train(tiny_cfg(straight))
+    api.label_run(tiny_cfg(straight))
     killed = tmp_path / "killed"
-    monkeypatch.setattr(RunDir, "update_metrics", lambda *a: (_ for _ in ()).throw(Crash))
+    monkeypatch.setattr(Records, "update_metrics", lambda *a: (_ for _ in ()).throw(Crash))
     with pytest.raises(Crash):
-        label_train.train(tiny_cfg(killed))
+        api.label_run(tiny_cfg(killed))
     monkeypatch.undo()
-    label_train.train(tiny_cfg(killed))
+    api.label_run(tiny_cfg(killed))
     assert [r["event"] for r in records(killed) if "event" in r] == ["done"]
     assert records(killed) == records(straight)
     assert (killed / "metrics.json").read_text() == (straight / "metrics.json").read_text()
@@ -365,9 +364,9 @@ def scalar_events(run: Path, stage: str = "label") -> list[tuple[str, int, float
 
 def test_a_crash_mid_line_after_the_checkpoint_resumes_to_equal_records(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
-    label_train.train(tiny_cfg(straight))
+    api.label_run(tiny_cfg(straight))
     killed = tmp_path / "killed"
-    real_stats = RunDir.stats
+    real_stats = Records.stats
 
     def stats_then_crash(self, stage, step, **values):
         real_stats(self, stage, step, **values)
@@ -376,14 +375,14 @@ def test_a_crash_mid_line_after_the_checkpoint_resumes_to_equal_records(tmp_path
                 f.write('{"time": 1, "stage": "lab')  # torn mid-write
             raise Crash
 
-    monkeypatch.setattr(RunDir, "stats", stats_then_crash)
+    monkeypatch.setattr(Records, "stats", stats_then_crash)
     with pytest.raises(Crash):
-        label_train.train(tiny_cfg(killed))
+        api.label_run(tiny_cfg(killed))
     monkeypatch.undo()
     folder = killed / "checkpoints" / "label"
     (folder / "latest.pt.tmp").write_bytes(b"half a checkpoint")  # kill -9 inside a save
     (killed / "config.yaml.tmp").write_text("half")
-    label_train.train(tiny_cfg(killed))
+    api.label_run(tiny_cfg(killed))
 
     assert records(killed) == records(straight)
     assert scalar_events(killed) == scalar_events(straight)  # no step twice in TensorBoard

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semigen.api import label_run as train
 from semigen.config import resolve
 from semigen.data.transforms import contrastive_views
 from semigen.labeling import represent
-from semigen.labeling.train import train
-from semigen.rundir import read_metrics, read_stats
+from semigen.run import read_metrics, read_stats
 
 
 def clusters(per_class: int, num_classes: int, spread: float, seed: int = 0):

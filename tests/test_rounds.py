@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from semigen.config import ConfigError, make_config
 from semigen.evaluation.teaching import classification_accuracy_score, contradicted_classes, ranking
-from semigen.joint import ROUNDS_PAY_UP_TO, candidates, planned_rounds
+from semigen.joint.fit import ROUNDS_PAY_UP_TO, planned_rounds
+from semigen.joint.images import candidates
 from semigen.labeling.represent import labels_with_generated
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import make_config
-from .rundir import as_run_path
+from .config import Config, make_config
+from .run import Layout, as_run_path, run_config
 
 __all__ = ["demo", "evaluate", "export", "fit", "generate", "label", "make_config", "predict",
            "report", "review", "sample", "suggest"]
@@ -23,32 +23,47 @@ __all__ = ["demo", "evaluate", "export", "fit", "generate", "label", "make_confi
 def fit(data: str | None = None, out: str | None = None, **options) -> dict:
     """label -> generate -> joint rounds -> evaluate -> report; returns metrics.json's ``fit``
     (None on the DDP ranks other than 0, which only train)."""
-    from .joint import fit as run_fit
+    from .joint.fit import fit as run_fit
     return run_fit(make_config(data, out, **options))
 
 
 def label(data: str | None = None, out: str | None = None, **options) -> dict:
-    """Train the semi-supervised classifier; writes ``out/pseudo_labels.csv``."""
-    from .labeling.train import train
-    return train(make_config(data, out, **options))
+    """Train the semi-supervised classifier; writes the run's pseudo-labels."""
+    return label_run(make_config(data, out, **options))
 
 
 def generate(data: str | None = None, out: str | None = None, **options) -> dict:
     """Train the class-conditional generator (on ``out``'s pseudo-labels, if it has them)."""
-    from .generation import train
-    return train(make_config(data, out, **options))
+    return generate_run(make_config(data, out, **options))
+
+
+def label_run(cfg: Config) -> dict:
+    """`semigen label`: open the run (taking the labels added since its split) and train its
+    classifier."""
+    from .labeling.train import MODEL_FIELDS, check_backbone, train_classifier
+    from .run import open_run
+    check_backbone(cfg)
+    with open_run(cfg, MODEL_FIELDS, take_added_labels=True) as run:
+        return train_classifier(run)
+
+
+def generate_run(cfg: Config) -> dict:
+    """`semigen generate`: open the run and train its generator."""
+    from .generation import model_fields, train_generator
+    from .run import open_run
+    with open_run(cfg, model_fields(cfg.generate.backend)) as run:
+        return train_generator(run)
 
 
 def evaluate(run: str | Path, test: str | None = None, **options) -> dict:
-    """Metrics on real held-out images into ``run/metrics.json``; `options` as for `fit`, e.g.
+    """Metrics on real held-out images into the run's metrics; `options` as for `fit`, e.g.
     ``evaluate__per_class=200``."""
-    from .evaluation.run import evaluate_run
-    cfg = make_config(out=str(run), base=as_run_path(run) / "config.yaml", **options)
-    return evaluate_run(cfg, test)
+    from .evaluation.run import evaluate as evaluate_cfg
+    return evaluate_cfg(run_config(as_run_path(run), **options), test)
 
 
 def report(run: str | Path) -> Path:
-    """Write ``run/report.html``; return its path."""
+    """Write the run's report.html; return its path."""
     from .evaluation.report import write_report
     return write_report(run)  # it refuses a folder that is not a run
 
@@ -101,5 +116,5 @@ def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
 def demo(out: str | Path = "runs/demo", device: str = "auto") -> Path:
     """The whole fit on the built-in digits set with the demo budget; returns the report."""
     fit("digits", out=str(out), preset="demo", device=device)
-    return Path(out) / "report.html"
+    return Layout(out).report
 

@@ -20,6 +20,7 @@ import torch
 
 FORMAT = "semigen-checkpoint/1"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
+LATEST = "latest.pt"  # a stage's last checkpoint, beside its step files
 
 
 class CheckpointError(ValueError):
@@ -121,44 +122,6 @@ def stage_name(base: str, round_index: int) -> str:
     return base if round_index == 0 else f"{base}-r{round_index}"
 
 
-def stage_path(run_path: str | Path, stage: str, which: str = "latest") -> Path:
-    """``RUN/checkpoints/<stage>/<which>.pt``: where a stage (``label``, ``generate-r2``) keeps
-    its checkpoints."""
-    return Path(run_path) / "checkpoints" / stage / f"{which}.pt"
-
-
-def final_stage(run_path: str | Path, stage: str) -> str:
-    """The last round of `stage` with a checkpoint: ``label-r2`` after two joint rounds of
-    ``semigen fit``, plain ``label`` before any."""
-    found = [int(m.group(1)) for p in (Path(run_path) / "checkpoints").glob(f"{stage}-r*")
-             if (m := re.fullmatch(rf"{re.escape(stage)}-r(\d+)", p.name))
-             and stage_path(run_path, p.name).exists()]
-    return f"{stage}-r{max(found)}" if found else stage
-
-
-def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
-    """A stage's ``latest`` checkpoint under ``RUN/checkpoints/<stage>/`` (its last joint
-    round's, if any), or a path; refused unless it holds a `kind` (classifier, generator)."""
-    if which == "best":
-        raise CheckpointError("--checkpoint best is gone: it was chosen by test accuracy, and "
-                              "semigen chooses nothing on the test set; use latest (the "
-                              "weights the pseudo-labels came from) or a checkpoint file")
-    path = stage_path(run_path, final_stage(run_path, stage)) if which == "latest" else Path(which)
-    if which == "latest" and not path.is_file():
-        raise CheckpointError(f"{run_path} has no {kind} yet ({path} is missing): train it with "
-                              f"`semigen {stage} {run_path}` first")
-    state = load(path)
-    if state.get("kind") != kind:
-        raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")
-    with reading(state, kind):
-        classes, shape = state["classes"], state["image_shape"]
-        if not (isinstance(classes, list) and len(classes) == state["net"]["num_classes"]
-                and len(shape) == 3):
-            raise ValueError(f"{len(classes)} class names for {state['net']['num_classes']} "
-                             f"outputs, image shape {shape}")
-    return path, state
-
-
 def restore(state: dict, objects: dict) -> None:
     """``load_state_dict`` of each object from the checkpoint entry of the same name."""
     with reading(state, state.get("kind") or "training"):
@@ -176,7 +139,7 @@ class Checkpointer:
 
     @property
     def latest(self) -> Path:
-        return self.folder / "latest.pt"
+        return self.folder / LATEST
 
     def save(self, payload: dict, step: int) -> Path:
         save({**payload, "step": step}, self.latest)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import FLAG_FIELDS, ConfigError, make_config, presets, to_yaml
-from .rundir import is_run_directory
+from .run import Layout, is_run_directory
 
 
 def _add_data_options(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                "(e.g. --label.lr 0.03). See README.md.")
     parser.add_argument("--version", action="version", version=f"semigen {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in COMMANDS:
+        add_command(commands)
+    return parser
 
+
+def _add_data_command(commands) -> None:
     data = commands.add_parser("data", help="inspect a data source")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     check = data_commands.add_parser(
@@ -66,11 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+
+def _add_label_command(commands) -> None:
     label = commands.add_parser("label", help="train the semi-supervised classifier and write "
                                 "RUN/pseudo_labels.csv")
     _add_data_options(label)
     _add_run_options(label)
 
+
+def _add_predict_command(commands) -> None:
     predict = commands.add_parser(
         "predict", help="label new images with a run's classifier: path,label,confidence CSV")
     predict.add_argument("run", metavar="RUN", help="a run directory that `label` wrote")
@@ -82,12 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
+
+def _add_generate_command(commands) -> None:
     generate = commands.add_parser(
         "generate", help="train the class-conditional generator on a label run's real and "
         "pseudo labels (or on DATA's real labels: --generate.mode labels-only)")
     _add_data_options(generate)
     _add_run_options(generate)
 
+
+def _add_sample_command(commands) -> None:
     sample = commands.add_parser("sample", help="write N images per class from RUN's generator")
     sample.add_argument("run", metavar="RUN")
     sample.add_argument("--per-class", type=int, required=True, metavar="N")
@@ -103,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--generate.sample_steps", dest="sample_steps", type=int, metavar="N",
                         help="diffusion: solver steps per image (default: the run's)")
 
+
+def _add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="metrics on real held-out images: classifier, pseudo-labels, and "
         "generated images (FID, KID, class consistency) into RUN/metrics.json")
@@ -119,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="FID/KID on Inception-v3 features: a torchvision state dict "
                                "(needed for image metrics on your own folders)")
 
+
+def _add_fit_command(commands) -> None:
     fit = commands.add_parser(
         "fit", help="the whole loop: label, generate, joint rounds, evaluate, report")
     _add_data_options(fit)
@@ -127,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="joint rounds after label and generate (default -1: one where "
                      "a class has 1 labeled image, where rounds pay; else none)")
 
+
+def _add_report_command(commands) -> None:
     report = commands.add_parser("report", help="write RUN/report.html from a run's files")
     report.add_argument("run", metavar="RUN")
 
+
+def _add_suggest_command(commands) -> None:
     suggest = commands.add_parser(
         "suggest", help="which unlabeled images to label next (uncertain and diverse)")
     suggest.add_argument("run", metavar="RUN")
@@ -138,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--seed", type=int, default=0)
     suggest.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
+
+def _add_review_command(commands) -> None:
     review = commands.add_parser(
         "review", help="a local web page: check pseudo-labels, label the suggested images by "
         "keyboard, correct your labels, see the generated images",
@@ -153,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--generated-per-class", type=int, default=16, metavar="N",
                         help="generated images shown per class (16; sampled once)")
 
+
+def _add_export_command(commands) -> None:
     export = commands.add_parser(
         "export", help="the labeled and confidently pseudo-labeled images (and generated ones) "
         "as an ImageFolder tree, a Hugging Face dataset or a CSV")
@@ -166,11 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true",
                         help="write into a folder that holds files")
 
+
+def _add_demo_command(commands) -> None:
     demo = commands.add_parser(
         "demo", help="the whole fit on the built-in digits set, a few minutes on a CPU")
     demo.add_argument("--out", default="runs/demo", metavar="RUN")
     demo.add_argument("--device", default="auto")
-    return parser
+
+
+# The commands in the order `semigen --help` lists them.
+COMMANDS = (
+    _add_data_command, _add_label_command, _add_predict_command, _add_generate_command,
+    _add_sample_command, _add_evaluate_command, _add_fit_command, _add_report_command,
+    _add_suggest_command, _add_review_command, _add_export_command, _add_demo_command)
 
 
 def parse_overrides(tokens: list[str]) -> dict:
@@ -198,11 +231,11 @@ def config_from_args(args: argparse.Namespace, extra: list[str]):
              if getattr(args, flag, None) is not None}
     base = None
     if args.data and is_run_directory(args.data):
-        base = Path(args.data) / "config.yaml"
+        base = Layout(args.data).config
         flags.setdefault("out", flags.pop("data"))
-    elif args.data and (Path(args.data) / "config.yaml").is_file():
+    elif args.data and Layout(args.data).config.is_file():
         logging.getLogger("semigen").warning(
-            f"{Path(args.data) / 'config.yaml'}: ignored; {args.data} is read as images (give "
+            f"{Layout(args.data).config}: ignored; {args.data} is read as images (give "
             "the file with --config to use its settings)")
     if args.labels and not args.data:
         flags["data"] = str(Path(args.labels).parent)
@@ -237,16 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return _data_check(cfg, as_json=False)
+        from . import api
         if args.command == "fit":
-            from .joint import fit
+            from .joint.fit import fit
             if fit(cfg) is not None:  # None: a DDP rank other than 0
-                print(f"report: {Path(cfg.run.out) / 'report.html'}")
+                print(f"report: {Layout(cfg.run.out).report}")
         elif args.command == "generate":
-            from .generation import train as train_generator
-            train_generator(cfg)
+            api.generate_run(cfg)
         else:
-            from .labeling.train import train
-            train(cfg)
+            api.label_run(cfg)
         return 0
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"semigen: error: {e}", file=sys.stderr)

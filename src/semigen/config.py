@@ -59,6 +59,22 @@ class DataConfig:
     fmnist_dir: str = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
     download: bool = True  # built-ins other than digits: download when not found locally
 
+    def problems(self, cfg: Config) -> list[str]:
+        return failing(
+            (0 <= self.split_seed < 2**32,
+             f"data.split_seed must be between 0 and 2**32 - 1 (got {self.split_seed})"),
+            (self.labels_per_class >= 1,
+             f"data.labels_per_class must be >= 1 (got {self.labels_per_class})"),
+            (self.image_size is None or 8 <= self.image_size <= 512,
+             f"data.image_size must be between 8 and 512 (got {self.image_size})"),
+            (8 <= self.max_side <= 512,
+             f"data.max_side must be between 8 and 512 (got {self.max_side})"),
+            (not _inside(cfg.run.out, self.source),
+             f"run.out {cfg.run.out} lies inside the data folder {self.source}: the run's own "
+             "files would be read as images; choose an --out outside it"),
+            (self.channels in CHANNELS,
+             f"data.channels must be one of {CHANNELS} (got {self.channels!r})"))
+
 
 @dataclass
 class RuntimeConfig:
@@ -68,6 +84,19 @@ class RuntimeConfig:
     seed: int = 0  # model init; each rank adds its rank to the data seed
     num_workers: int = 0  # DataLoader workers for the classifier's transforms (not the GAN's)
     threads: int = 0  # CPU threads (torch, OpenCV); 0: OMP_NUM_THREADS if set, else one per core
+
+    def problems(self, cfg: Config) -> list[str]:
+        return failing(
+            (0 <= self.seed < 2**32,
+             f"runtime.seed must be between 0 and 2**32 - 1 (got {self.seed})"),
+            (self.device in DEVICES,
+             f"runtime.device must be one of {DEVICES} (got {self.device!r})"),
+            (self.devices >= 1, f"runtime.devices must be >= 1 (got {self.devices})"),
+            (self.precision in PRECISIONS,
+             f"runtime.precision must be one of {PRECISIONS} (got {self.precision!r})"),
+            (self.num_workers >= 0,
+             f"runtime.num_workers must be >= 0 (got {self.num_workers})"),
+            (self.threads >= 0, f"runtime.threads must be >= 0 (got {self.threads})"))
 
 
 @dataclass
@@ -106,6 +135,36 @@ class LabelConfig:
     calibration_steps: int = 250  # fine-tuning steps per half; 0: no estimate, temperature 1
     eval_unlabeled: int = 5000  # unlabeled images scored at each evaluation (all at the end)
 
+    def problems(self, cfg: Config) -> list[str]:
+        at_least = [(name, low) for names, low in (
+            (("steps", "batch_size", "uratio", "eval_every"), 1),
+            (("lambda_u", "eval_unlabeled", "calibration_steps", "pretrain_steps"), 0),
+            (("pretrain_batch_size", "width"), 2)) for name in names]
+        return failing(
+            *((getattr(self, name) >= low,
+               f"label.{name} must be >= {low} (got {getattr(self, name)})")
+              for name, low in at_least),
+            *((getattr(self, name) > 0, f"label.{name} must be > 0 (got {getattr(self, name)})")
+              for name in ("lr", "pretrain_lr", "pretrain_temperature")),
+            *((value <= MAX_LR, f"label.{name} must be at most {MAX_LR} (got {value})")
+              for name, value in (("lr", self.lr), ("pretrain_lr", self.pretrain_lr))),
+            (self.mode in LABEL_MODES,
+             f"label.mode must be one of {LABEL_MODES} (got {self.mode!r})"),
+            (self.net in NETS, f"label.net must be one of {NETS} (got {self.net!r})"),
+            (0 <= self.ema_decay < 1,
+             f"label.ema_decay must be in [0, 1) (got {self.ema_decay})"),
+            (self.class_prior in CLASS_PRIORS,
+             f"label.class_prior must be one of {CLASS_PRIORS} (got {self.class_prior!r})"),
+            (self.thresholds in THRESHOLDS,
+             f"label.thresholds must be one of {THRESHOLDS} (got {self.thresholds!r})"),
+            (0 < self.threshold <= 1,
+             f"label.threshold must be in (0, 1] (got {self.threshold})"),
+            (0 <= self.threshold_momentum < 1,
+             f"label.threshold_momentum must be in [0, 1) (got {self.threshold_momentum})"),
+            (self.mode != "all-labels" or cfg.data.source in BUILTINS,
+             "label.mode all-labels needs a built-in data set, whose held-out labels are known "
+             f"(data.source is {cfg.data.source!r})"))
+
 
 @dataclass
 class GenerateConfig:
@@ -132,6 +191,37 @@ class GenerateConfig:
     sample_steps: int = 20  # diffusion: DPM-Solver++ steps per image
     sample_every: int = 500  # per-class grids in RUN/samples/
     grid_per_class: int = 8  # images per class in each grid
+
+    def problems(self, cfg: Config) -> list[str]:
+        return failing(
+            (self.backend in GENERATE_BACKENDS,
+             f"generate.backend must be one of {GENERATE_BACKENDS} (got {self.backend!r})"),
+            (self.mode in LABEL_MODES,
+             f"generate.mode must be one of {LABEL_MODES} (got {self.mode!r})"),
+            (0 <= self.min_confidence <= 1,
+             f"generate.min_confidence must be in [0, 1] (got {self.min_confidence})"),
+            *((getattr(self, name) >= 1,
+               f"generate.{name} must be >= 1 (got {getattr(self, name)})")
+              for name in ("steps", "batch_size", "z_dim", "width", "sample_every",
+                           "grid_per_class", "sample_steps")),
+            (self.lr > 0, f"generate.lr must be > 0 (got {self.lr})"),
+            (self.lr <= MAX_LR, f"generate.lr must be at most {MAX_LR} (got {self.lr})"),
+            (self.class_loss >= 0,
+             f"generate.class_loss must be >= 0 (got {self.class_loss})"),
+            (0 <= self.ema_decay < 1,
+             f"generate.ema_decay must be in [0, 1) (got {self.ema_decay})"),
+            (self.guidance >= 0, f"generate.guidance must be >= 0 (got {self.guidance})"),
+            (0 <= self.label_dropout < 1,
+             f"generate.label_dropout must be in [0, 1) (got {self.label_dropout})"),
+            (self.backend != "diffusion" or self.guidance == 0 or self.label_dropout > 0,
+             f"generate.guidance {self.guidance} needs generate.label_dropout > 0: guidance "
+             "uses the unconditional model, which is learnt from images whose class is hidden"),
+            (self.sample_steps <= 1000,
+             f"generate.sample_steps must be <= 1000, the training schedule's steps "
+             f"(got {self.sample_steps})"),
+            (self.mode != "all-labels" or cfg.data.source in BUILTINS,
+             "generate.mode all-labels needs a built-in data set, whose held-out labels are "
+             f"known (data.source is {cfg.data.source!r})"))
 
 
 @dataclass
@@ -163,6 +253,29 @@ class FitConfig:
     generate_steps: int = 1000  # generator refinement steps per round
     baselines: bool = True  # also train labels-only (and all-labels, built-ins) classifiers
 
+    def problems(self, cfg: Config) -> list[str]:
+        return failing(
+            *((getattr(self, name) >= 1, f"fit.{name} must be >= 1 (got {getattr(self, name)})")
+              for name in ("synthetic_per_class", "label_steps", "generate_steps")),
+            (self.rounds >= -1,
+             f"fit.rounds must be >= 0, or -1 for auto (got {self.rounds})"),
+            (0 <= self.synthetic_ratio <= MAX_SYNTHETIC_RATIO,
+             f"fit.synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO}] "
+             f"(got {self.synthetic_ratio})"),
+            (self.label_lr > 0, f"fit.label_lr must be > 0 (got {self.label_lr})"),
+            (self.label_lr <= MAX_LR,
+             f"fit.label_lr must be at most {MAX_LR} (got {self.label_lr})"),
+            (0 <= self.variation_strength < 1,
+             f"fit.variation_strength must be in [0, 1) (got {self.variation_strength})"),
+            (self.variation_strength == 0 or cfg.generate.backend == "diffusion",
+             "fit.variation_strength needs generate.backend diffusion (a GAN cannot vary a "
+             f"real image; the backend is {cfg.generate.backend!r})"),
+            (self.synthetic_weight >= 0,
+             f"fit.synthetic_weight must be >= 0 (got {self.synthetic_weight})"),
+            (0 <= self.synthetic_min_confidence < 1,
+             "fit.synthetic_min_confidence must be in [0, 1) "
+             f"(got {self.synthetic_min_confidence})"))
+
 
 @dataclass
 class EvaluateConfig:
@@ -180,6 +293,23 @@ class EvaluateConfig:
     features: str | None = None  # your weights for the judge's features instead (a state dict)
     features_net: str = "resnet50"  # their architecture: torchvision or timm:NAME (DINOv2: timm)
 
+    def problems(self, cfg: Config) -> list[str]:
+        weights = self.inception_weights
+        return failing(
+            (0 <= self.seed < 2**32,
+             f"evaluate.seed must be between 0 and 2**32 - 1 (got {self.seed})"),
+            *((getattr(self, name) >= 1,
+               f"evaluate.{name} must be >= 1 (got {getattr(self, name)})")
+              for name in ("per_class", "round_per_class", "evaluator_steps")),
+            (self.judge_steps >= 0,
+             f"evaluate.judge_steps must be >= 0 (got {self.judge_steps})"),
+            (self.features is None or Path(self.features).expanduser().is_file(),
+             f"evaluate.features: {self.features}: no such file (a state dict of "
+             f"evaluate.features_net, {self.features_net})"),
+            (weights in (None, "download") or Path(weights).expanduser().is_file(),
+             f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "
+             "state dict, or download)"))
+
 
 @dataclass
 class RunConfig:
@@ -189,6 +319,12 @@ class RunConfig:
     checkpoint_every: int = 500  # steps between checkpoints (and at the end of a stage)
     keep_last: int = 3  # step checkpoints kept beside latest.pt and best.pt; 0 keeps none
     progress: bool = True  # progress bars (rank 0 only)
+
+    def problems(self, cfg: Config) -> list[str]:
+        return failing(*((getattr(self, name) >= low,
+                          f"run.{name} must be >= {low} (got {getattr(self, name)})")
+                         for name, low in (("checkpoint_every", 1), ("log_every", 1),
+                                           ("keep_last", 0))))
 
 
 @dataclass
@@ -328,7 +464,6 @@ def resolve(preset: str | None = None, config_file: str | None = None,
     return with_backend_budget(cfg)
 
 
-ADDED_LABELS_FILE = "added_labels.csv"  # in a run: the labels `semigen review` added
 # The command line's flags, and the API's keywords without a section, as config fields.
 FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
                "added_labels": "data.added_labels",
@@ -358,9 +493,6 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
                   {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
                    if v is not None},
                   base_file=base if isinstance(base, Config) or not base else str(base))
-    added = Path(cfg.run.out) / ADDED_LABELS_FILE  # `semigen review`'s labels, when continuing
-    if cfg.data.added_labels is None and added.is_file():
-        cfg.data.added_labels = str(added)
     for name in ("source", "labels_csv", "added_labels"):  # found from any working directory
         value = getattr(cfg.data, name)
         if value and Path(value).expanduser().exists():
@@ -384,128 +516,31 @@ MAX_SYNTHETIC_RATIO = 64  # generated images per real labeled image in a round's
 
 
 def validate(cfg: Config) -> None:
-    """Refuse a config that cannot run, before any data is read; every problem is listed."""
-    problems = []
-
-    def check(ok: bool, message: str):
-        if not ok:
-            problems.append(message)
-
-    d, r, lab, run = cfg.data, cfg.runtime, cfg.label, cfg.run
-    for section in dataclasses.fields(cfg):  # inf or nan where a number goes trains nothing
-        for f in dataclasses.fields(getattr(cfg, section.name)):
-            value = getattr(getattr(cfg, section.name), f.name)
-            check(not isinstance(value, float) or math.isfinite(value),
-                  f"{section.name}.{f.name} must be a finite number (got {value})")
-            check(not isinstance(value, int) or abs(value) < 2**32,  # steps, sizes, counts
-                  f"{section.name}.{f.name} is too large (got {_shorten(value)})")
-    for name, value in (("runtime.seed", r.seed), ("data.split_seed", d.split_seed),
-                        ("evaluate.seed", cfg.evaluate.seed)):
-        check(0 <= value < 2**32, f"{name} must be between 0 and 2**32 - 1 (got {value})")
-    # a learning rate this large diverges at once: refused rather than trained into NaN
-    for name, value in (("label.lr", lab.lr), ("label.pretrain_lr", lab.pretrain_lr),
-                        ("generate.lr", cfg.generate.lr), ("fit.label_lr", cfg.fit.label_lr)):
-        check(value <= MAX_LR, f"{name} must be at most {MAX_LR} (got {value})")
-    check(d.labels_per_class >= 1, f"data.labels_per_class must be >= 1 (got {d.labels_per_class})")
-    check(d.image_size is None or 8 <= d.image_size <= 512,
-          f"data.image_size must be between 8 and 512 (got {d.image_size})")
-    check(8 <= d.max_side <= 512, f"data.max_side must be between 8 and 512 (got {d.max_side})")
-    check(not _inside(run.out, d.source), f"run.out {run.out} lies inside the data folder "
-          f"{d.source}: the run's own files would be read as images; choose an --out outside it")
-    check(d.channels in CHANNELS, f"data.channels must be one of {CHANNELS} (got {d.channels!r})")
-    check(r.device in DEVICES, f"runtime.device must be one of {DEVICES} (got {r.device!r})")
-    check(r.devices >= 1, f"runtime.devices must be >= 1 (got {r.devices})")
-    check(r.precision in PRECISIONS,
-          f"runtime.precision must be one of {PRECISIONS} (got {r.precision!r})")
-    check(r.num_workers >= 0, f"runtime.num_workers must be >= 0 (got {r.num_workers})")
-    check(r.threads >= 0, f"runtime.threads must be >= 0 (got {r.threads})")
-    check(lab.mode in LABEL_MODES, f"label.mode must be one of {LABEL_MODES} (got {lab.mode!r})")
-    check(lab.net in NETS, f"label.net must be one of {NETS} (got {lab.net!r})")
-    check(lab.steps >= 1, f"label.steps must be >= 1 (got {lab.steps})")
-    check(lab.batch_size >= 1, f"label.batch_size must be >= 1 (got {lab.batch_size})")
-    check(lab.lr > 0, f"label.lr must be > 0 (got {lab.lr})")
-    check(0 <= lab.ema_decay < 1, f"label.ema_decay must be in [0, 1) (got {lab.ema_decay})")
-    check(lab.uratio >= 1, f"label.uratio must be >= 1 (got {lab.uratio})")
-    check(lab.lambda_u >= 0, f"label.lambda_u must be >= 0 (got {lab.lambda_u})")
-    check(lab.class_prior in CLASS_PRIORS,
-          f"label.class_prior must be one of {CLASS_PRIORS} (got {lab.class_prior!r})")
-    check(lab.thresholds in THRESHOLDS,
-          f"label.thresholds must be one of {THRESHOLDS} (got {lab.thresholds!r})")
-    check(0 < lab.threshold <= 1, f"label.threshold must be in (0, 1] (got {lab.threshold})")
-    check(0 <= lab.threshold_momentum < 1,
-          f"label.threshold_momentum must be in [0, 1) (got {lab.threshold_momentum})")
-    check(lab.eval_unlabeled >= 0,
-          f"label.eval_unlabeled must be >= 0 (got {lab.eval_unlabeled})")
-    check(lab.eval_every >= 1, f"label.eval_every must be >= 1 (got {lab.eval_every})")
-    check(lab.calibration_steps >= 0,
-          f"label.calibration_steps must be >= 0 (got {lab.calibration_steps})")
-    check(lab.pretrain_steps >= 0,
-          f"label.pretrain_steps must be >= 0 (got {lab.pretrain_steps})")
-    for name in ("pretrain_batch_size", "width"):
-        check(getattr(lab, name) >= 2, f"label.{name} must be >= 2 (got {getattr(lab, name)})")
-    for name in ("pretrain_lr", "pretrain_temperature"):
-        check(getattr(lab, name) > 0, f"label.{name} must be > 0 (got {getattr(lab, name)})")
-    check(lab.mode != "all-labels" or d.source in BUILTINS,
-          "label.mode all-labels needs a built-in data set, whose held-out labels are known "
-          f"(data.source is {d.source!r})")
-    gen = cfg.generate
-    check(gen.backend in GENERATE_BACKENDS,
-          f"generate.backend must be one of {GENERATE_BACKENDS} (got {gen.backend!r})")
-    check(gen.mode in LABEL_MODES, f"generate.mode must be one of {LABEL_MODES} (got {gen.mode!r})")
-    check(0 <= gen.min_confidence <= 1,
-          f"generate.min_confidence must be in [0, 1] (got {gen.min_confidence})")
-    for name in ("steps", "batch_size", "z_dim", "width", "sample_every", "grid_per_class",
-                 "sample_steps"):
-        check(getattr(gen, name) >= 1, f"generate.{name} must be >= 1 (got {getattr(gen, name)})")
-    check(gen.lr > 0, f"generate.lr must be > 0 (got {gen.lr})")
-    check(gen.class_loss >= 0, f"generate.class_loss must be >= 0 (got {gen.class_loss})")
-    check(0 <= gen.ema_decay < 1, f"generate.ema_decay must be in [0, 1) (got {gen.ema_decay})")
-    check(gen.guidance >= 0, f"generate.guidance must be >= 0 (got {gen.guidance})")
-    check(0 <= gen.label_dropout < 1,
-          f"generate.label_dropout must be in [0, 1) (got {gen.label_dropout})")
-    check(gen.backend != "diffusion" or gen.guidance == 0 or gen.label_dropout > 0,
-          f"generate.guidance {gen.guidance} needs generate.label_dropout > 0: guidance uses "
-          "the unconditional model, which is learnt from images whose class is hidden")
-    check(gen.sample_steps <= 1000,
-          f"generate.sample_steps must be <= 1000, the training schedule's steps "
-          f"(got {gen.sample_steps})")
-    check(gen.mode != "all-labels" or d.source in BUILTINS,
-          "generate.mode all-labels needs a built-in data set, whose held-out labels are known "
-          f"(data.source is {d.source!r})")
-    fit = cfg.fit
-    for name in ("synthetic_per_class", "label_steps", "generate_steps"):
-        check(getattr(fit, name) >= 1, f"fit.{name} must be >= 1 (got {getattr(fit, name)})")
-    for name in ("per_class", "round_per_class", "evaluator_steps"):
-        value = getattr(cfg.evaluate, name)
-        check(value >= 1, f"evaluate.{name} must be >= 1 (got {value})")
-    check(fit.rounds >= -1, f"fit.rounds must be >= 0, or -1 for auto (got {fit.rounds})")
-    ev = cfg.evaluate
-    check(ev.judge_steps >= 0, f"evaluate.judge_steps must be >= 0 (got {ev.judge_steps})")
-    check(ev.features is None or Path(ev.features).expanduser().is_file(),
-          f"evaluate.features: {ev.features}: no such file (a state dict of "
-          f"evaluate.features_net, {ev.features_net})")
-    weights = cfg.evaluate.inception_weights
-    check(weights in (None, "download") or Path(weights).expanduser().is_file(),
-          f"evaluate.inception_weights: {weights}: no such file (a torchvision Inception-v3 "
-          "state dict, or download)")
-    check(0 <= fit.synthetic_ratio <= MAX_SYNTHETIC_RATIO,
-          f"fit.synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO}] (got {fit.synthetic_ratio})")
-    check(fit.label_lr > 0, f"fit.label_lr must be > 0 (got {fit.label_lr})")
-    check(0 <= fit.variation_strength < 1,
-          f"fit.variation_strength must be in [0, 1) (got {fit.variation_strength})")
-    check(fit.variation_strength == 0 or gen.backend == "diffusion",
-          "fit.variation_strength needs generate.backend diffusion (a GAN cannot vary a real "
-          f"image; the backend is {gen.backend!r})")
-    check(fit.synthetic_weight >= 0,
-          f"fit.synthetic_weight must be >= 0 (got {fit.synthetic_weight})")
-    check(0 <= fit.synthetic_min_confidence < 1,
-          f"fit.synthetic_min_confidence must be in [0, 1) (got {fit.synthetic_min_confidence})")
-    check(run.checkpoint_every >= 1,
-          f"run.checkpoint_every must be >= 1 (got {run.checkpoint_every})")
-    check(run.log_every >= 1, f"run.log_every must be >= 1 (got {run.log_every})")
-    check(run.keep_last >= 0, f"run.keep_last must be >= 0 (got {run.keep_last})")
+    """Refuse a config that cannot run, before any data is read; every problem is listed, each
+    section naming its own."""
+    problems = [problem for section in dataclasses.fields(cfg)
+                for problem in numbers_problems(section.name, getattr(cfg, section.name))]
+    for section in dataclasses.fields(cfg):
+        problems += getattr(cfg, section.name).problems(cfg)
     if problems:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
+
+
+def numbers_problems(name: str, section) -> list[str]:
+    """inf or nan where a number goes trains nothing; an integer this large is no step count,
+    size or seed."""
+    return failing(*((not isinstance(value, float) or math.isfinite(value),
+                      f"{name}.{f.name} must be a finite number (got {value})")
+                     for f in dataclasses.fields(section)
+                     if isinstance(value := getattr(section, f.name), float)),
+                   *((abs(value) < 2**32, f"{name}.{f.name} is too large (got {_shorten(value)})")
+                     for f in dataclasses.fields(section)
+                     if isinstance(value := getattr(section, f.name), int)))
+
+
+def failing(*checks: tuple[bool, str]) -> list[str]:
+    """The messages of the checks that fail."""
+    return [message for ok, message in checks if not ok]
 
 
 def _inside(path: str | None, folder: str | None) -> bool:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BUILTINS, ConfigError, make_config
+from .config import BUILTINS, ConfigError
 from .data import DataError, added, class_folders, load_dataset
 from .generation.export import png_bytes, write_png
-from .rundir import check_output, replacing
+from .run import Layout, check_output, replacing, run_config
 
 log = logging.getLogger("semigen")
 FORMATS = ("imagefolder", "hf", "csv")
@@ -48,7 +48,7 @@ def export(run: Path, format: str, out: str | Path, min_confidence: float | None
            generated_per_class: int = 0, overwrite: bool = False) -> dict:
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: choose one of {', '.join(FORMATS)}")
-    cfg = make_config(out=str(run), base=run / "config.yaml")  # with the run's added labels
+    cfg = run_config(run)  # with the run's added labels
     threshold = cfg.generate.min_confidence if min_confidence is None else min_confidence
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--min-confidence {threshold}: must lie between 0 and 1")
@@ -80,9 +80,10 @@ def collect(run: Path, cfg, data, threshold: float, generated_per_class: int,
                   original(image_id), image)
              for image_id, image, label in zip(data.labeled.ids, data.labeled.images,
                                                data.labeled.labels, strict=True)]
-    pseudo = run / "pseudo_labels.csv"
+    pseudo = Layout(run).pseudo_labels
     if not pseudo.is_file():
-        raise DataError(f"{run} has no pseudo_labels.csv yet: `semigen label {run}` writes it")
+        raise DataError(f"{run} has no pseudo-labels yet ({pseudo}): `semigen label {run}` "
+                        "writes them")
     index = {name: i for i, name in enumerate(data.classes)}
     where = {image_id: i for i, image_id in enumerate(data.unlabeled.ids)}
     with open(pseudo, newline="", encoding="utf-8") as f:

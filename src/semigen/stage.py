@@ -1,8 +1,8 @@
 """The stage skeleton: what every training loop of semigen shares, written once.
 
 A stage (label, represent, calibrate, generate, a round's label-rN or generate-rN) is opened
-with `open_stage` (the config's checks, the refusal to continue another run's directory, the
-runtime, the run directory, its checkpointer and the checkpoint to resume from), restores or
+in an open run (`semigen.run`) with `open_stage` (the runtime, its checkpointer and the
+checkpoint to resume from), restores or
 starts its objects with `resume_or_start`, and runs its steps with `run_steps`: progress,
 a loss line every ``run.log_every`` steps, the stage's own periodic work, a checkpoint every
 ``run.checkpoint_every`` steps written by rank 0 alone, and the barrier after it. Each stage
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,46 +24,54 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, runtime
-from .config import Config, ConfigError, validate
-from .rundir import RunDir, check_continuation, note_resume
+from .config import Config, ConfigError
+from .run import Records, Run
 
 
 @dataclass
 class Stage:
-    """One training stage of a run: its name (``checkpoints/<name>/``, the ``stage`` of its
-    stats lines), its config and runtime, the run directory it writes, and where it resumes."""
+    """One training stage of an open run: its name (``checkpoints/<name>/``, the ``stage`` of
+    its stats lines), the run, its runtime, its checkpoints and where it resumes."""
     name: str
-    cfg: Config
+    run: Run
     rt: runtime.Runtime
-    run_dir: RunDir
     ckpts: checkpoint.Checkpointer
     resume_from: Path | None
-    changed: list[str] = field(default_factory=list)  # config fields changed since config.yaml
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cfg(self) -> Config:
+        return self.run.cfg
+
+    @property
+    def records(self) -> Records:
+        return self.run.records
 
     @property
     def show_progress(self) -> bool:
         return self.rt.is_writer and self.cfg.run.progress
 
+    def finished(self) -> None:
+        """Record the stage as finished (a fit skips it when continued), with its wall time."""
+        self.run.mark_finished(self.name, time.perf_counter() - self.started)
+
     def part(self, name: str, resume: str | None = None) -> Stage:
         """A stage inside this one (the representation stage inside label), in the same run
         directory with checkpoints of its own; it resumes by `resume` (default: the run's)."""
-        ckpts = checkpoint.Checkpointer(self.run_dir.checkpoints / name, self.cfg.run.keep_last)
-        return Stage(name, self.cfg, self.rt, self.run_dir, ckpts,
+        ckpts = checkpoint.Checkpointer(self.run.layout.stage_folder(name),
+                                        self.cfg.run.keep_last)
+        return Stage(name, self.run, self.rt, ckpts,
                      ckpts.resume_path(resume or self.cfg.run.resume))
 
 
 @contextmanager
-def open_stage(cfg: Config, name: str, model_fields: dict[str, tuple[str, ...]]
-               ) -> Iterator[Stage]:
-    """Open stage `name` of the run in ``cfg.run.out``. Everything that can refuse (the config,
-    a run directory of other data or of another model by `model_fields`, a checkpoint to resume
-    that is not there) refuses before anything is written."""
-    validate(cfg)
-    changed = check_continuation(cfg, model_fields)
-    rt = runtime.start(cfg.runtime)
-    with RunDir(cfg.run.out, writer=rt.is_writer) as run_dir:
-        ckpts = checkpoint.Checkpointer(run_dir.checkpoints / name, cfg.run.keep_last)
-        yield Stage(name, cfg, rt, run_dir, ckpts, ckpts.resume_path(cfg.run.resume), changed)
+def open_stage(run: Run, name: str) -> Iterator[Stage]:
+    """Open stage `name` of the open `run`: its runtime (devices, DDP, the seed), its
+    checkpoints, and the checkpoint to resume from (refused if it is not there)."""
+    run.note_changes()
+    rt = runtime.start(run.cfg.runtime)
+    ckpts = checkpoint.Checkpointer(run.layout.stage_folder(name), run.cfg.run.keep_last)
+    yield Stage(name, run, rt, ckpts, ckpts.resume_path(run.cfg.run.resume))
 
 
 def resume_or_start(stage: Stage, objects: dict, init: Path | None = None,
@@ -82,16 +91,16 @@ def resume_or_start(stage: Stage, objects: dict, init: Path | None = None,
         checkpoint.restore(state, objects)
         with checkpoint.reading(state, stage.name):
             start_step = int(state["step"])
-        note_resume(stage.run_dir, stage.name, stage.resume_from, state, stage.cfg)
+        stage.records.note_resume(stage.name, stage.resume_from, state, stage.cfg)
     else:
-        stage.run_dir.rewind(stage.name, 0)  # lines of an attempt that died before a checkpoint
+        stage.records.rewind(stage.name, 0)  # lines of an attempt that died before a checkpoint
         if init is not None:
             state = checkpoint.load(init)
             if check is not None:
                 check(state, init)
             checkpoint.restore(state, {k: v for k, v in objects.items()
                                        if init_objects is None or k in init_objects})
-            stage.run_dir.info(f"{stage.name}: starting from {init}")
+            stage.records.info(f"{stage.name}: starting from {init}")
     if stage.rt.is_writer:
         stage.ckpts.remove_leftovers()
     return start_step, state
@@ -193,7 +202,7 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                        if isinstance(v, float) and not math.isfinite(v)]
                 if bad:
                     raise diverged(stage, done, f"{bad[0]} is {logged[bad[0]]}")
-                stage.run_dir.stats(stage.name, done, **logged)
+                stage.records.stats(stage.name, done, **logged)
             stopping = bool(asked)  # a signal from here on stops after the next step
             saving = checkpoint_state is not None and (
                 due(done, run.checkpoint_every, total_steps) or stopping)
@@ -208,6 +217,6 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                     stage.ckpts.save(state, done)
                 stage.rt.fabric.barrier()
             if stopping:
-                stage.run_dir.info(f"{stage.name}: stopped by {asked[0]} after step {done} of "
+                stage.records.info(f"{stage.name}: stopped by {asked[0]} after step {done} of "
                                    f"{total_steps}" + (", checkpoint saved" if saving else ""))
                 raise StopRequested(asked[0])

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ADDED_LABELS_FILE as FILE  # noqa: F401  (the name review writes)
 from .report import DataError
 
 

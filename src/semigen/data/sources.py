@@ -386,8 +386,9 @@ def _merge_duplicates(entries: list[_Entry], report: DataReport) -> list[_Entry]
     return list(by_path.values())
 
 
-def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
-    report = DataReport(source=str(root))
+def _folder_entries(root: Path, cfg: DataConfig, report: DataReport
+                    ) -> tuple[list[_Entry], list[str]]:
+    """The images of a folder (its layout, and the labels CSV), each once, and the classes."""
     entries, classes = _scan_layout(root, report)
     if cfg.labels_csv:
         entries += _read_csv(Path(cfg.labels_csv).expanduser(), root, classes, report,
@@ -400,8 +401,26 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
     elif not (root / "labeled").is_dir():
         raise DataError(f"{root}: expected DATA/labeled/<class>/... and DATA/unlabeled/... "
                         "(optional DATA/test/<class>/...), or --labels labels.csv")
-    entries = _merge_duplicates(entries, report)
     report.classes = classes
+    return _merge_duplicates(entries, report), classes
+
+
+def _check_classes(classes: list[str], labeled_count: Counter, report: DataReport) -> None:
+    """Every class needs a labeled image, and a classifier two classes."""
+    for c in classes:
+        if labeled_count[c] == 0:
+            report.errors.append(f"class '{c}' has no labeled images (labeled/{c}/ is empty "
+                                 "or all its files were skipped): give it at least one")
+    if not classes:
+        report.errors.append("no classes: put images in labeled/<class>/ or label rows in the CSV")
+    elif len(classes) == 1:
+        report.errors.append(f"only one class ('{classes[0]}'): a classifier needs at least two "
+                             "to tell apart; add labeled/<another class>/ (or CSV labels)")
+
+
+def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
+    report = DataReport(source=str(root))
+    entries, classes = _folder_entries(root, cfg, report)
 
     images, index = decode_once(entries, cfg, progress)
     good = [(entry, row) for entry, row in zip(entries, index["rows"], strict=True)
@@ -417,15 +436,7 @@ def _load_folder(root: Path, cfg: DataConfig, progress: bool) -> Dataset:
                                "the run uses the rest")
 
     labeled_count = Counter(e.label for e, _ in good if e.split == "train" and e.label)
-    for c in classes:
-        if labeled_count[c] == 0:
-            report.errors.append(f"class '{c}' has no labeled images (labeled/{c}/ is empty "
-                                 "or all its files were skipped): give it at least one")
-    if not classes:
-        report.errors.append("no classes: put images in labeled/<class>/ or label rows in the CSV")
-    elif len(classes) == 1:
-        report.errors.append(f"only one class ('{classes[0]}'): a classifier needs at least two "
-                             "to tell apart; add labeled/<another class>/ (or CSV labels)")
+    _check_classes(classes, labeled_count, report)
     if not good:
         report.errors.append("no readable images")
         return _empty_dataset(root.name, classes, report)

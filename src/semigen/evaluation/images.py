@@ -30,7 +30,9 @@ from ..config import BUILTINS, Config, make_config
 from ..data import to_float
 from ..generation import generate_per_class
 from ..labeling import nets
-from ..rundir import read_metrics
+from ..labeling.train import MODEL_FIELDS, train_classifier
+from ..run import Layout, open_run, read_metrics
+from .distances import nearest_distances, precision_recall
 
 log = logging.getLogger("semigen")
 
@@ -144,7 +146,7 @@ def evaluator_run(recipe: Config, shape: tuple[int, int, int]) -> Path:
     return Path(recipe.data.cache_dir).expanduser() / "evaluators" / name
 
 
-def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
+def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int, data=None
                    ) -> tuple[nn.Module, dict]:
     """The evaluator classifier of `cfg`'s built-in data set at image `shape` (trained and
     cached on first use), with a description: where it is, its test accuracy, its budget."""
@@ -152,18 +154,19 @@ def load_evaluator(cfg: Config, shape: tuple[int, int, int], steps: int
         raise ValueError(f"image metrics need a built-in data set for their evaluator network "
                          f"(data.source is {cfg.data.source!r})")
     recipe = evaluator_config(cfg, shape, steps)
-    out = Path(recipe.run.out)
-    latest = checkpoint.stage_path(out, "label")
-    if not (latest.exists() and "label" in read_metrics(out)):  # or stopped: train (resume)
-        from ..labeling.train import train
+    out = Layout(recipe.run.out)
+    latest = out.checkpoint("label")
+    if not (latest.exists() and "label" in read_metrics(out.root)):  # or stopped: train (resume)
         log.info(f"training the evaluator classifier for {cfg.data.source} on all its training "
-                 f"labels (once; cached in {out})")
-        train(recipe)
-        (out / "evaluator.json").write_text(json.dumps(evaluator_key(recipe, shape), indent=1))
+                 f"labels (once; cached in {out.root})")
+        with open_run(recipe, MODEL_FIELDS, data=data if recipe.data == cfg.data else None
+                      ) as evaluator:
+            train_classifier(evaluator)
+        out.evaluator.write_text(json.dumps(evaluator_key(recipe, shape), indent=1))
     state = checkpoint.load(latest)
     description = {"network": f"semigen evaluator ({state['net']['name']}, all-labels, "
                               f"{state['step']} steps)", "path": str(latest),
-                   "test_accuracy": read_metrics(out)["label"].get("test_accuracy")}
+                   "test_accuracy": read_metrics(out.root)["label"].get("test_accuracy")}
     return nets.from_checkpoint(state), description
 
 
@@ -207,17 +210,6 @@ def feature_distances(real: torch.Tensor, fake: torch.Tensor) -> dict:
         torch.manual_seed(0)  # the same images give the same KID
         kid_mean, kid_std = kid.compute()
     return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
-
-
-def nearest_distances(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """Pixel-space L2 distance from each uint8 query image to its nearest reference image."""
-    refs = references.flatten(1).float() / 255
-    found = []
-    for i in range(0, len(queries), 250):
-        q = queries[i:i + 250].flatten(1).float() / 255
-        found.append(torch.cat([torch.cdist(q, refs[j:j + 20000]).amin(1, keepdim=True)
-                                for j in range(0, len(refs), 20000)], 1).amin(1))
-    return torch.cat(found)
 
 
 def memorisation(fake: torch.Tensor, real: torch.Tensor, train: torch.Tensor,
@@ -284,7 +276,6 @@ def image_metrics(generator: nn.Module, judge: Judge, real, classes: list[str], 
 def judged(judge: Judge, real: torch.Tensor, real_labels: np.ndarray, fake: torch.Tensor,
            fake_labels: torch.Tensor, classes: list[str], per_class: int) -> dict:
     """`image_metrics`' figures of generated images `fake` in one judge's features."""
-    from .judge import precision_recall
     features, classifier = judge.features, judge.classifier
     real_features, fake_features = embed_images(features, real), embed_images(features, fake)
     found = {"n_real": len(real), "n_fake": len(fake),

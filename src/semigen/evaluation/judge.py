@@ -36,8 +36,9 @@ from ..config import Config, make_config
 from ..data import Dataset, to_float
 from ..data.sources import fingerprint
 from ..labeling import nets, represent
-from ..rundir import read_metrics
+from ..run import open_run, read_metrics
 from ..stage import open_stage
+from .images import evaluator_net
 
 log = logging.getLogger("semigen")
 
@@ -88,7 +89,6 @@ def judge_config(cfg: Config, data: Dataset) -> Config:
     """The recipe of the data set's judge features: SimCLR for ``evaluate.judge_steps`` steps,
     with the evaluator's architecture (unlike the run's classifier), in a cache folder keyed
     by the training images, their size and everything else that decides its weights."""
-    from .images import evaluator_net
     recipe = make_config(**{
         "label.net": evaluator_net(cfg.label.backbone or cfg.label.net),
         "data.source": cfg.data.source, "data.labels_csv": cfg.data.labels_csv,
@@ -132,13 +132,13 @@ def judge_features(cfg: Config, data: Dataset, device: str = "cpu"
         log.info(f"training the judge's self-supervised features ({recipe.label.net}, "
                  f"{recipe.label.pretrain_steps} steps) on the training images (once; cached in "
                  f"{out})")
-        with open_stage(recipe, "judge", {}) as stage:
+        with open_run(recipe, data=data) as judge_run, open_stage(judge_run, "judge") as stage:
             net = nets.build(**nets.arguments(recipe.label.net, data.shape, len(data.classes),
                                               recipe.label.width))
             colour = not represent.colour_tells_classes_apart(data.labeled.images,
                                                               data.labeled.labels)
             represent.pretrain(stage.part(represent.STAGE, "auto"), data, net, colour)
-            stage.run_dir.update_metrics("judge", {"steps": recipe.label.pretrain_steps,
+            stage.records.update_metrics("judge", {"steps": recipe.label.pretrain_steps,
                                                    "net": recipe.label.net})
     features = represent.load_representation(out, recipe, data, device)
     dim = features(to_float(torch.zeros(1, *data.shape).permute(0, 3, 1, 2)).to(device)
@@ -162,32 +162,3 @@ def probe_classifier(features: FeatureNetwork, data: Dataset) -> tuple[nn.Module
     return ProbeClassifier(features.module, probe, len(data.classes)), {
         "by": "a linear probe on the judge's features, trained on the labeled images",
         "labels": len(y), "held_out_accuracy": held_out, "folds": folds if folds >= 2 else 0}
-
-
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) and density and coverage
-    (Naeem et al. 2020) of `fake` features against `real` ones. Each real point's ball reaches
-    its k-th nearest real neighbour; precision: the share of generated points inside some real
-    ball (realism); recall: the share of real points inside some generated ball, the same rule
-    the other way (diversity: a generator that draws one image per class has recall near 0);
-    density: real balls per generated point / k; coverage: the share of real balls holding a
-    generated point."""
-    real, fake = real.float(), fake.float()
-    if len(real) <= k or len(fake) <= k:
-        return {}
-    real_radius = kth_neighbour_distance(real, k)
-    fake_radius = kth_neighbour_distance(fake, k)
-    inside = torch.cat([torch.cdist(fake[i:i + 1000], real) <= real_radius[None]
-                        for i in range(0, len(fake), 1000)])  # fake x real
-    reached = torch.cat([torch.cdist(real[i:i + 1000], fake) <= fake_radius[None]
-                         for i in range(0, len(real), 1000)])  # real x fake
-    return {"precision": inside.any(1).float().mean().item(),
-            "recall": reached.any(1).float().mean().item(),
-            "density": (inside.sum(1).float().mean() / k).item(),
-            "coverage": inside.any(0).float().mean().item(), "k": k}
-
-
-def kth_neighbour_distance(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Each point's distance to its k-th nearest other point."""
-    return torch.cat([torch.cdist(points[i:i + 1000], points).kthvalue(k + 1, dim=1).values
-                      for i in range(0, len(points), 1000)])

@@ -22,8 +22,16 @@ from torchvision.utils import make_grid
 from ..config import load_run_config
 from ..data import load_dataset
 from ..generation import BACKENDS
-from ..generation.data import read_pseudo_labels
-from ..rundir import as_run_path, read_metrics, read_stats, replacing
+from ..run import (
+    Layout,
+    Run,
+    as_run_path,
+    read_metrics,
+    read_pseudo_labels,
+    read_stages,
+    read_stats,
+    replacing,
+)
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
 SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
@@ -96,6 +104,26 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def metrics_section(metrics: dict) -> str:
     """The classifier beside its baselines, round by round; pseudo-labels and images too."""
+    parts = ["<h2>Results</h2>",
+             "<p>Held-out real images only. Image columns: the round's generator scored by the "
+             "evaluator network (built-in data sets). CAS: the classification accuracy score "
+             "of the generated images the round's classifier was given (a linear probe "
+             "trained on them alone, scored on the labeled images): whether they teach.</p>",
+             _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
+                     "class consistency", "worst class", "CAS"], results_rows(metrics))]
+    if metrics.get("fit", {}).get("rounds_note"):
+        parts.append(f'<p class="warn">Joint rounds: {html.escape(metrics["fit"]["rounds_note"])}'
+                     '.</p>')
+    parts += generator_paragraphs(metrics.get("evaluate", {}))
+    if metrics.get("seconds"):
+        times = ", ".join(f"{k} {_duration(v)}" for k, v in metrics["seconds"].items()
+                          if v is not None)
+        parts.append(f"<p>Wall time per stage: {html.escape(times)}.</p>")
+    return "\n".join(parts)
+
+
+def results_rows(metrics: dict) -> list[list]:
+    """A row per classifier: the labels-only baseline, each round, the all-labels baseline."""
     rows = []
     baselines = {k.removeprefix("baseline-"): v for k, v in metrics.items()
                  if k.startswith("baseline-")}
@@ -114,17 +142,13 @@ def metrics_section(metrics: dict) -> str:
     if "all-labels" in baselines:
         rows.append(["all-labels baseline", baselines["all-labels"].get("test_accuracy"),
                      None, None, None, None, None])
-    parts = ["<h2>Results</h2>",
-             "<p>Held-out real images only. Image columns: the round's generator scored by the "
-             "evaluator network (built-in data sets). CAS: the classification accuracy score "
-             "of the generated images the round's classifier was given (a linear probe "
-             "trained on them alone, scored on the labeled images): whether they teach.</p>",
-             _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
-                     "class consistency", "worst class", "CAS"], rows)]
-    if metrics.get("fit", {}).get("rounds_note"):
-        parts.append(f'<p class="warn">Joint rounds: {html.escape(metrics["fit"]["rounds_note"])}'
-                     '.</p>')
-    teaching = metrics.get("evaluate", {}).get("teaching", {})
+    return rows
+
+
+def generator_paragraphs(evaluated: dict) -> list[str]:
+    """What the final generator's images teach, and how they are judged."""
+    parts = []
+    teaching = evaluated.get("teaching", {})
     if "cas_labeled" in teaching:
         on_test = (f", the test images' {teaching['cas_test']:.1%} (the same probe trained on "
                    f"the labeled images instead: {teaching['labels_probe_test']:.1%})"
@@ -133,7 +157,7 @@ def metrics_section(metrics: dict) -> str:
                      f"score): a linear probe trained on {teaching['per_class']} of them per "
                      f"class, in {html.escape(teaching['features'])}, gives the labeled images' "
                      f"class {_fmt(teaching['cas_labeled'])}{on_test}.</p>")
-    images = metrics.get("evaluate", {}).get("images", {})
+    images = evaluated.get("images", {})
     if "fid" in images:
         about = images["feature_network"]
         sampler = images.get("generator", {"backend": "gan"})
@@ -163,10 +187,7 @@ def metrics_section(metrics: dict) -> str:
             parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
     elif "skipped" in images:
         parts.append(f"<p>Image metrics: {html.escape(images['skipped'])}</p>")
-    if "seconds" in metrics:
-        times = ", ".join(f"{k} {_duration(v)}" for k, v in metrics["seconds"].items())
-        parts.append(f"<p>Wall time per stage: {html.escape(times)}.</p>")
-    return "\n".join(parts)
+    return parts
 
 
 def representation_section(metrics: dict, classes: list[str]) -> str:
@@ -262,7 +283,7 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
 def sample_section(run_path: Path, classes: list[str]) -> str:
     """The last grid of each generator stage (round), one row per class."""
     last: dict[str, tuple[int, Path]] = {}
-    for path in (run_path / "samples").glob("*.png"):
+    for path in Layout(run_path).samples.glob("*.png"):
         found = SAMPLE_GRID.search(path.name)
         if found and int(found.group(2)) >= last.get(found.group(1), (-1, None))[0]:
             last[found.group(1)] = (int(found.group(2)), path)
@@ -300,7 +321,7 @@ def curve_panels(stats: list[dict]) -> list[tuple[str, str]]:
 
 
 def curves_section(run_path: Path) -> str:
-    stats = read_stats(run_path) if (run_path / "stats.jsonl").exists() else []
+    stats = read_stats(run_path) if Layout(run_path).stats.exists() else []
     if not stats:
         return ""
     plt = _pyplot()
@@ -438,12 +459,17 @@ window.addEventListener("load", function () {
 """
 
 
-def write_report(run_path: str | Path) -> Path:
-    """Write ``RUN/report.html`` from what the run directory holds; return its path."""
+def write_report(run_path: str | Path, run: Run | None = None) -> Path:
+    """Write the run's report.html from what the run directory holds (with the open `run`'s
+    data, else the images read again through its config); return its path."""
     run_path = as_run_path(run_path)
-    cfg = load_run_config(run_path / "config.yaml")
+    layout = Layout(run_path)
+    cfg = run.cfg if run is not None else load_run_config(layout.config)
+    data = run.data if run is not None else load_dataset(cfg.data)
     metrics = read_metrics(run_path)
-    data = load_dataset(cfg.data)
+    seconds = {name: entry.get("seconds") for name, entry in read_stages(run_path).items()}
+    if seconds:
+        metrics["seconds"] = seconds  # the wall times, from the stages' record
     import matplotlib
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
@@ -451,7 +477,7 @@ def write_report(run_path: str | Path) -> Path:
                     calibration_section(metrics, data.classes),
                     sample_section(run_path, data.classes),
                     curves_section(run_path), confusion_section(metrics, data.classes)]
-        pseudo = run_path / "pseudo_labels.csv"
+        pseudo = layout.pseudo_labels
         rows = read_pseudo_label_rows(pseudo, data) if pseudo.exists() else []
         sections.insert(3, class_share_section(metrics, data, rows))
         if rows:
@@ -467,7 +493,7 @@ seed {cfg.runtime.seed}. <span id="image-status"></span></p>
 {"".join(s for s in sections if s)}
 <script>{CHECK}</script></body></html>
 """
-    path = run_path / "report.html"
+    path = layout.report
     with replacing(path) as f:
         f.write(page)
     return path

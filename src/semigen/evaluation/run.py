@@ -5,7 +5,7 @@ class folders of ``--test DATA``): accuracy overall and per
 class, the confusion matrix, calibration; the pseudo-labels against the held-out truth where it is
 known. With a generator in the run and a built-in data set: FID, KID and class consistency,
 overall and per class; with a generator, in every run, the classification accuracy score
-of its images (`teaching`). Results go to metrics.json (``evaluate``) and are returned."""
+of its images (`teaching`). Results go to the run's metrics (``evaluate``) and are returned."""
 
 from __future__ import annotations
 
@@ -18,13 +18,16 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .. import checkpoint
 from ..config import BUILTINS, Config
-from ..data import DataError, ImageSet, load_dataset, read_class_folders
+from ..data import DataError, ImageSet, read_class_folders
 from ..generation import from_checkpoint
-from ..generation.data import read_pseudo_labels, training_set
+from ..generation.data import training_set
 from ..labeling import nets
 from ..labeling.predict import predict, scores
-from ..rundir import RunDir, check_split, writer_of
+from ..run import Run, open_run, writer_of
 from ..runtime import use_threads
+from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
+from .judge import judge_features, probe_classifier
+from .teaching import teaching_metrics
 
 log = logging.getLogger("semigen")
 
@@ -39,11 +42,10 @@ def classifier_metrics(model, data, device="cpu") -> dict:
             "confusion_matrix": confusion.tolist()}
 
 
-def pseudo_label_metrics(run_path: Path, data) -> dict:
-    path = run_path / "pseudo_labels.csv"
-    if not path.exists() or data.unlabeled_truth is None:
+def pseudo_label_metrics(run: Run) -> dict:
+    data, pseudo = run.data, run.pseudo_labels()
+    if pseudo is None or data.unlabeled_truth is None:
         return {}
-    pseudo = read_pseudo_labels(path, data.classes)
     truth = dict(zip(data.unlabeled.ids, data.unlabeled_truth.tolist(), strict=True))
     rows = [(label, conf, truth[i]) for i, (label, conf) in pseudo.items() if i in truth]
     if not rows:
@@ -59,22 +61,26 @@ def pseudo_label_metrics(run_path: Path, data) -> dict:
     return found
 
 
-def latest_checkpoint(run_path: Path, stage: str) -> Path | None:
-    path = checkpoint.stage_path(run_path, checkpoint.final_stage(run_path, stage))
+def latest_checkpoint(run: Run, stage: str) -> Path | None:
+    path = run.layout.final_checkpoint(stage)
     return path if path.exists() else None
 
 
-def evaluate_run(cfg: Config, test: str | None = None) -> dict:
-    """Every metric the run's checkpoints allow; `test` (a folder of class folders) replaces
-    the data set's own held-out images for the classifier."""
-    run_path = Path(cfg.run.out)
-    busy = writer_of(run_path)  # another process trains this run: read it, store nothing
+def evaluate(cfg: Config, test: str | None = None) -> dict:
+    """`semigen evaluate`: open the run and evaluate it; while another process trains it, the
+    run is read and the metrics are printed, not stored."""
+    busy = writer_of(cfg.run.out)
     if busy:
-        log.warning(f"{run_path} is being written by {busy}: the metrics are printed, not "
+        log.warning(f"{cfg.run.out} is being written by {busy}: the metrics are printed, not "
                     "stored in its metrics.json (run evaluate again when it has finished)")
-    data = load_dataset(cfg.data)
-    data.report.raise_if_errors()
-    check_split(run_path, data.split_record(cfg.data))
+    with open_run(cfg, writing=not busy) as run:
+        return evaluate_run(run, test)
+
+
+def evaluate_run(run: Run, test: str | None = None) -> dict:
+    """Every metric the open run's checkpoints allow; `test` (a folder of class folders)
+    replaces the data set's own held-out images for the classifier."""
+    cfg, data = run.cfg, run.data
     use_threads(cfg.runtime.threads)
     found: dict = {"data": cfg.data.source}
     if test is not None:
@@ -83,23 +89,20 @@ def evaluate_run(cfg: Config, test: str | None = None) -> dict:
             raise DataError(f"{test}: no readable test images in its class folders")
         found["test_data"] = {"source": str(test), "images": len(data.test),
                               "skipped": [f"{path}: {why}" for path, why in skipped]}
-    label_ckpt = latest_checkpoint(run_path, "label")
+    label_ckpt = latest_checkpoint(run, "label")
     if label_ckpt is not None and data.test is not None:
         found["classifier"] = classifier_metrics(nets.from_checkpoint(checkpoint.load(label_ckpt)),
                                                  data) | {"checkpoint": str(label_ckpt)}
-    found["pseudo_labels"] = pseudo_label_metrics(run_path, data)
-    gen_ckpt = latest_checkpoint(run_path, "generate")
+    found["pseudo_labels"] = pseudo_label_metrics(run)
+    gen_ckpt = latest_checkpoint(run, "generate")
     if gen_ckpt is not None:  # what the images teach: every run, its own folders too
-        from .teaching import teaching_metrics
-        found["teaching"] = teaching_metrics(cfg, data, run_path, gen_ckpt, label_ckpt)
-        found["images"] = generator_metrics(cfg, data, gen_ckpt, cfg.evaluate.per_class)
-    if not busy:
-        with RunDir(run_path) as run_dir:
-            run_dir.update_metrics("evaluate", found)
+        found["teaching"] = teaching_metrics(run, gen_ckpt, label_ckpt)
+        found["images"] = generator_metrics(run, gen_ckpt, cfg.evaluate.per_class)
+    run.records.update_metrics("evaluate", found)
     return found
 
 
-def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: int,
+def generator_metrics(run: Run, generator_checkpoint: Path, per_class: int,
                       copying: bool = True, beside: bool = True) -> dict:
     """FID, KID, precision, recall and class consistency of a generator checkpoint against
     the real test images (without a test folder: the training images), and with `copying` how
@@ -108,11 +111,10 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
     check, under ``judge``, unless `beside` is False); a user's own images get the
     self-supervised judge (`judge`), or Inception-v3's features with
     ``evaluate.inception_weights``."""
-    from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
-    from .judge import judge_features, probe_classifier
+    cfg, data = run.cfg, run.data
     classifier = about = features = second = None
     if cfg.data.source in BUILTINS:
-        classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps)
+        classifier, about = load_evaluator(cfg, data.shape, cfg.evaluate.evaluator_steps, data)
         features = EvaluatorFeatures(classifier)
     if (cfg.evaluate.judge_steps or cfg.evaluate.features) and (features is None or beside):
         judge_net, judge_about = judge_features(cfg, data)
@@ -140,19 +142,17 @@ def generator_metrics(cfg: Config, data, generator_checkpoint: Path, per_class: 
                                 sample_steps=cfg.generate.sample_steps)
     found = image_metrics(generator, Judge(features, classifier), real, data.classes, per_class,
                           cfg.evaluate.seed,
-                          generator_training_images(state, Path(cfg.run.out), data)
-                          if copying else None, second)
+                          generator_training_images(state, run) if copying else None,
+                          second)
     if "judge" in found:
         found["judge"]["feature_network"] = judge_about
     return {"feature_network": about, "real": against, "checkpoint": str(generator_checkpoint),
             "generator": generator.settings(), **found}
 
 
-def generator_training_images(state: dict, run_path: Path, data) -> np.ndarray:
+def generator_training_images(state: dict, run: Run) -> np.ndarray:
     """The images a generator checkpoint learned from: its mode, its confidence bar, and the
     run's latest pseudo-labels."""
-    path = run_path / "pseudo_labels.csv"
-    pseudo = read_pseudo_labels(path, data.classes) if path.exists() else None
     with checkpoint.reading(state, "generator"):
         mode, min_confidence = state["mode"], state["config"]["generate"]["min_confidence"]
-    return training_set(data, mode, pseudo, min_confidence, False)[0]
+    return training_set(run.data, mode, run.pseudo_labels(), min_confidence, False)[0]

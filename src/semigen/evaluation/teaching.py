@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from .. import checkpoint
 from ..generation import from_checkpoint, generate_per_class
 from ..labeling import nets, represent
+from ..run import Run
 
 
 def linear_probe(features: torch.Tensor, labels: np.ndarray) -> LogisticRegression:
@@ -75,15 +76,16 @@ def ranking(scores: dict) -> tuple[float, float]:
     return (scores["cas"], -scores["cas_nll"])
 
 
-def teaching_metrics(cfg, data, run_path: Path, generator_checkpoint: Path,
-                     classifier_checkpoint: Path | None, device: str = "cpu") -> dict:
+def teaching_metrics(run: Run, generator_checkpoint: Path, classifier_checkpoint: Path | None,
+                     device: str = "cpu") -> dict:
     """The classification accuracy score of a generator: ``fit.synthetic_per_class`` images
     of each class (seeds from ``evaluate.seed``, the generator's configured guidance), a
     linear probe on their features, scored on the labeled images and, where there are any, on
     the held-out test images; beside it, the same probe trained on the labeled images
     themselves and scored on the test images (what the few true labels teach). Features: the
     run's representation, else the classifier's own."""
-    features, about = represent.load_representation(run_path, cfg, data, device), \
+    cfg, data = run.cfg, run.data
+    features, about = represent.load_representation(run.path, cfg, data, device), \
         "the run's self-supervised representation"
     if features is None and classifier_checkpoint is not None:
         features = nets.from_checkpoint(checkpoint.load(classifier_checkpoint)).features

@@ -4,7 +4,7 @@ Backends stand side by side as a table (`backends.py`, ``generate.backend``): ``
 conditional GAN, the default) and ``diffusion`` (a class-conditional UNet with classifier-free
 guidance). The rest of semigen (joint rounds, export, evaluation, the report) uses only this:
 
-- `train(cfg, round_index, init)`: train the configured backend into ``cfg.run.out``;
+- `train_generator(run, round_index, init)`: train the configured backend into an open run;
 - `from_checkpoint(state)`: any backend's generator, rebuilt from its checkpoint alone;
 - `sample(generator, labels, seeds)`: images in [-1, 1], image i from ``seeds[i]`` alone,
   whatever the batch it is drawn in;
@@ -30,11 +30,11 @@ from .sampling import (
     save_grid,
     variations_per_class,
 )
-from .train import STAGE, backend_of, check_backend, model_fields, train
+from .train import STAGE, backend_of, check_backend, model_fields, train_generator
 
 __all__ = ["BACKENDS", "STAGE", "backend_of", "check_backend", "from_checkpoint",
            "generate_per_class", "grid_seeds", "model_fields", "noise_from_seeds", "sample",
-           "save_grid", "train", "variations_per_class"]
+           "save_grid", "train_generator", "variations_per_class"]
 
 
 def from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = None,

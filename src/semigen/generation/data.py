@@ -9,44 +9,12 @@ training image with its true label; built-ins)."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from ..data import DataError, Dataset, StepBatchSampler, load_dataset, to_float
-from ..rundir import check_split
+from ..data import DataError, Dataset, StepBatchSampler, to_float
 from ..stage import Stage
 from ..training import same_weights_on_all_ranks
-
-
-def read_pseudo_labels(path: Path, classes: list[str]) -> dict[str, tuple[int, float]]:
-    """``id -> (class index, confidence)`` from a pseudo_labels.csv; the latest round wins."""
-    index = {c: i for i, c in enumerate(classes)}
-    found: dict[str, tuple[int, float, int]] = {}
-    damaged = (f"{path}: damaged; run `semigen label` on this run again to rewrite it (it "
-               "resumes from its last checkpoint)")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not {"path", "label", "confidence"} <= set(reader.fieldnames or ()):
-                raise DataError(f"{damaged} (no path,label,confidence header)")
-            for line, row in enumerate(reader, start=2):
-                if row["label"] not in index:
-                    raise DataError(f"{path} line {line}: label '{row['label']}' is not a "
-                                    f"class of this run ({', '.join(classes)})")
-                try:
-                    rnd, conf = int(row.get("round") or 0), float(row["confidence"])
-                except (TypeError, ValueError):
-                    raise DataError(f"{damaged} (line {line})") from None
-                if not 0 <= conf <= 1:
-                    raise DataError(f"{damaged} (line {line}: confidence {conf})")
-                if row["path"] not in found or rnd >= found[row["path"]][2]:
-                    found[row["path"]] = (index[row["label"]], conf, rnd)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{damaged} ({type(e).__name__})") from None
-    return {k: (label, conf) for k, (label, conf, _) in found.items()}
 
 
 def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] | None,
@@ -94,40 +62,29 @@ def image_batches(images: np.ndarray, labels: np.ndarray, weights: torch.Tensor,
 
 
 def open_training_set(stage: Stage, round_index: int
-                      ) -> tuple[Dataset, np.ndarray, np.ndarray, torch.Tensor]:
-    """The data set and the (images, labels, sampling weights) that `stage` trains on, after
-    the checks every backend needs: the run's split is this data's, and every DDP rank read the
-    same pseudo-labels. Round 0 records the run's config (a round's config is the fit's)."""
-    cfg, run_dir, rt = stage.cfg, stage.run_dir, stage.rt
-    gen = cfg.generate
-    data = load_dataset(cfg.data, progress=stage.show_progress)
-    data.report.raise_if_errors()
-    pool_changed = check_split(run_dir.path, data.split_record(cfg.data))
-    if round_index == 0:
-        run_dir.note_continuation(stage.changed)
-    if pool_changed:
-        run_dir.info(pool_changed)
-    pseudo_path = run_dir.path / "pseudo_labels.csv"
-    pseudo = read_pseudo_labels(pseudo_path, data.classes) if pseudo_path.exists() else None
-    images, labels, weights = training_set(data, gen.mode, pseudo, gen.min_confidence,
-                                           gen.weight_by_confidence)
+                      ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """The (images, labels, sampling weights) that `stage` trains on; every DDP rank must have
+    read the same pseudo-labels. Round 0 records the run's config (a round's config is the
+    fit's)."""
+    run, rt, gen = stage.run, stage.rt, stage.cfg.generate
+    images, labels, weights = training_set(run.data, gen.mode, run.pseudo_labels(),
+                                           gen.min_confidence, gen.weight_by_confidence)
     sizes = rt.fabric.all_gather(torch.tensor(len(labels), device=rt.device)).reshape(-1)
     if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
         raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")
-    counts = np.bincount(labels, minlength=len(data.classes)).tolist()
-    run_dir.info(f"{stage.name} ({gen.backend}, {gen.mode}): {len(labels)} training images, "
-                 f"per class {counts}")
+    counts = np.bincount(labels, minlength=len(run.data.classes)).tolist()
+    stage.records.info(f"{stage.name} ({gen.backend}, {gen.mode}): {len(labels)} training "
+                       f"images, per class {counts}")
     if round_index == 0:
-        run_dir.write_config(cfg)
-        if not (run_dir.path / "split.json").exists():  # a generator trained on DATA alone
-            run_dir.write_json("split.json", data.split_record(cfg.data))
-    return data, images, labels, weights
+        run.write_config()
+        run.write_split(only_if_missing=True)  # a generator trained on DATA alone
+    return images, labels, weights
 
 
 def finish_training(stage: Stage, net: torch.nn.Module, labels: np.ndarray, num_classes: int,
                     total_steps: int) -> dict:
     """Check that every rank ends with the same weights, then record the stage as done."""
-    cfg, run_dir = stage.cfg, stage.run_dir
+    cfg, run_dir = stage.cfg, stage.records
     prints = same_weights_on_all_ranks(stage.rt.fabric, net, "generator")
     counts = np.bincount(labels, minlength=num_classes).tolist()
     metrics = {"backend": cfg.generate.backend, "mode": cfg.generate.mode, "steps": total_steps,
@@ -135,6 +92,7 @@ def finish_training(stage: Stage, net: torch.nn.Module, labels: np.ndarray, num_
                "world_size": stage.rt.world_size}
     run_dir.stats(stage.name, total_steps, event="done", weight_fingerprints=prints, **metrics)
     run_dir.update_metrics(stage.name, metrics)
+    stage.finished()
     run_dir.info(f"{stage.name} done: {len(labels)} images, {total_steps} steps; grids in "
-                 f"{run_dir.path / 'samples'}")
+                 f"{stage.run.layout.samples}")
     return metrics

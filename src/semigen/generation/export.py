@@ -16,10 +16,9 @@ from pathlib import Path
 import cv2
 import torch
 
-from .. import checkpoint
 from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
-from ..rundir import check_output, replacing
+from ..run import Layout, check_output, load_stage, replacing
 from ..runtime import mix_seed, pick_accelerator, progress
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
@@ -76,7 +75,7 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
     manifest is written as the images are and renamed into place at the end."""
     out = check_output(out, run_path, overwrite, folder=True,
                        data_source=run_data_source(run_path))
-    path, state = checkpoint.load_stage(run_path, STAGE, which, "generator")
+    path, state = load_stage(run_path, STAGE, which, "generator")
     classes = state["classes"]
     total = per_class * len(classes)
     need = check_disk_space(out, total, tuple(state["image_shape"]))
@@ -128,6 +127,6 @@ def write_png(path: Path, pixels) -> None:
 def run_data_source(run_path: str | Path) -> str | None:
     """The data folder a run was trained on (its config.yaml), if it names one."""
     try:
-        return load_yaml(Path(run_path) / "config.yaml").get("data", {}).get("source")
+        return load_yaml(Layout(run_path).config).get("data", {}).get("source")
     except (ConfigError, AttributeError):
         return None

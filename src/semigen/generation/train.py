@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint, runtime
-from ..config import Config
+from ..run import Run
 from ..stage import due, open_stage, resume_or_start, run_steps
 from ..training import payload
 from .backends import BACKENDS
@@ -43,16 +43,17 @@ def backend_of(state: dict) -> str:
     return state.get("backend", "gan")
 
 
-def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
-    """Train ``cfg.generate.backend`` in ``cfg.generate.mode`` into ``cfg.run.out``; a joint
-    round continues from the generator checkpoint `init`."""
+def train_generator(run: Run, round_index: int = 0, init: Path | None = None) -> dict:
+    """Train ``generate.backend`` in ``generate.mode`` into the open `run`; a joint round
+    continues from the generator checkpoint `init`."""
+    cfg, data = run.cfg, run.data
     gen = cfg.generate
     backend = BACKENDS[gen.backend]
     name = checkpoint.stage_name(STAGE, round_index)
     total_steps = gen.steps if round_index == 0 else cfg.fit.generate_steps
-    with open_stage(cfg, name, model_fields(gen.backend)) as stage:
+    with open_stage(run, name) as stage:
         rt = stage.rt
-        data, images, labels, weights = open_training_set(stage, round_index)
+        images, labels, weights = open_training_set(stage, round_index)
         num_classes = len(data.classes)
         model = backend.build(gen, num_classes, data.shape)
         start_step, _ = resume_or_start(
@@ -77,7 +78,7 @@ def train(cfg: Config, round_index: int = 0, init: Path | None = None) -> dict:
                 backend.sync(model, rt.fabric)
                 if rt.is_writer:
                     save_grid(ema.module, num_classes, gen.grid_per_class,
-                              stage.run_dir.path / "samples" / f"{name}-step-{done:08d}.png")
+                              run.layout.sample_grid(name, done))
 
         def checkpoint_state() -> dict:
             return payload("generator", name, gen.mode, model.net_args, data.classes,

@@ -106,7 +106,7 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
     each half of the labeled images predicts the other half. Returns the estimate and the
     temperature (also logged and in metrics.json), or None where no class has two labeled
     images."""
-    lab, rt, run_dir = stage.cfg.label, stage.rt, stage.run_dir
+    lab, rt, run_dir = stage.cfg.label, stage.rt, stage.records
     semi = lab.mode == "semi"
     classes = len(data.classes)
     fold = two_folds(data.labeled.labels, classes, allowed=data.held_out_allowed())
@@ -182,9 +182,9 @@ def record_estimate(stage: Stage, name: str, step: int, found: dict,
                     sentence: tuple[str, bool]) -> None:
     """A held-out estimate's figures into stats.jsonl, metrics.json and the log (as stage
     `name`), and its sentence into the log: a warning when near chance."""
-    stage.run_dir.stats(name, step, event="done", **found)
-    stage.run_dir.update_metrics(name, found)
-    stage.run_dir.info(f"{name} done: " + format_metrics(found))
+    stage.records.stats(name, step, event="done", **found)
+    stage.records.update_metrics(name, found)
+    stage.records.info(f"{name} done: " + format_metrics(found))
     note, near_chance = sentence
     if stage.rt.is_writer:
         (log.warning if near_chance else log.info)(note)

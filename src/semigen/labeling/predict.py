@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from .. import checkpoint
 from ..config import ConfigError
 from ..data import Dataset, read_images
-from ..rundir import check_output, replacing
+from ..run import check_output, load_stage, replacing
 from ..runtime import pick_accelerator
 from . import losses, nets
 
@@ -62,16 +61,6 @@ def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
     return found
 
 
-def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: torch.Tensor,
-                        round_index: int = 0) -> None:
-    confidence, labels = probs.reshape(len(ids), len(classes)).max(dim=1)  # none: 0 x C
-    with replacing(path) as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "confidence", "round"])
-        for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
-            writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
-
-
 def format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in metrics.items() if not isinstance(v, list))
@@ -83,7 +72,7 @@ def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
     are listed in the log. `which` is latest, best, or a checkpoint path. `out` is never one
     of the images read, nor an existing file unless `overwrite`. Returns counts."""
     out = check_output(out, run_path, overwrite)
-    path, state = checkpoint.load_stage(run_path, "label", which, "classifier")
+    path, state = load_stage(run_path, "label", which, "classifier")
     model = nets.from_checkpoint(state)
     found, skipped = read_images(images, tuple(state["image_shape"]), progress=True)
     source = Path(images).expanduser()

@@ -16,6 +16,7 @@ fine-tunes the pretrained network with FixMatch."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -27,8 +28,10 @@ from sklearn.semi_supervised import LabelSpreading
 from torch import nn
 
 from .. import checkpoint
+from ..config import Config
 from ..data import Dataset, to_float
 from ..data.transforms import contrastive_views, seeded_cpu_rng
+from ..run import Layout
 from ..runtime import mix_seed
 from ..stage import Stage, resume_or_start, run_steps
 from . import losses, nets, prior
@@ -296,11 +299,12 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     return found, unlabeled_probs, features
 
 
-def load_representation(run_path, cfg, data: Dataset, device) -> nn.Module | None:
-    """The feature extractor the run's representation stage learned (``RUN/checkpoints/
-    represent/``), its BatchNorm measured on the training images, in eval mode; None where the
-    run learned none (labels-only, or no representation steps)."""
-    path = checkpoint.stage_path(run_path, STAGE)
+def load_representation(run_path: Path, cfg: Config, data: Dataset, device
+                        ) -> nn.Module | None:
+    """The feature extractor the representation stage of the run in `run_path` learned, its
+    BatchNorm measured on the training images, in eval mode; None where the run learned none
+    (labels-only, or no representation steps)."""
+    path = Layout(run_path).checkpoint(STAGE)
     if not path.exists():
         return None
     lab = cfg.label

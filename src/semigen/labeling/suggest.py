@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from .. import checkpoint
 from ..config import load_run_config
 from ..data import DataError, added, load_dataset, to_float
-from ..rundir import as_run_path, check_output, replacing
+from ..run import Layout, as_run_path, check_output, load_stage, replacing
 from . import nets
 
 log = logging.getLogger("semigen")
@@ -58,13 +57,14 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
     out = check_output(out, run_path, overwrite)
     if n < 1:
         raise DataError(f"--n must be >= 1 (got {n})")
-    _, state = checkpoint.load_stage(run_path, "label", "latest", "classifier")
+    _, state = load_stage(run_path, "label", "latest", "classifier")
     model = nets.from_checkpoint(state)
-    data = load_dataset(load_run_config(run_path / "config.yaml").data)
+    data = load_dataset(load_run_config(Layout(run_path).config).data)
     if not len(data.unlabeled):
         raise DataError(f"{run_path}: its data has no unlabeled images to suggest")
     features, probs = features_and_probs(model, data.unlabeled.images)
-    decided = added.read(run_path / added.FILE)  # labeled in `semigen review` since the split
+    # the images labeled in `semigen review` since the split
+    decided = added.read(Layout(run_path).added_labels)
     open_ids = np.array([i for i, image in enumerate(data.unlabeled.ids) if image not in decided],
                         dtype=np.int64)
     picks = open_ids[choose(features[open_ids], probs[open_ids], n, seed)].tolist()

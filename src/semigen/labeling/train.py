@@ -18,6 +18,8 @@ their class to every labeled batch, and trains ``fit.label_steps`` steps at ``fi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +27,15 @@ import torch
 
 from .. import checkpoint
 from ..config import Config, ConfigError
-from ..data import DataError, Dataset, added, endless_batches, load_dataset, strong, weak
+from ..data import DataError, Dataset, endless_batches, strong, weak
 from ..data.transforms import contrastive_views
-from ..rundir import RunDir, check_continuation, check_split, read_run_json, set_aside
-from ..runtime import is_main_process, mix_seed
+from ..run import Run
+from ..runtime import mix_seed
 from ..stage import Stage, due, open_stage, resume_or_start, run_steps
 from ..training import payload, same_weights_on_all_ranks, sync_buffers
 from . import calibrate, nets, prior, represent
 from .fixmatch import fine_tuning, initial_levels, step_loss
-from .predict import evaluate, format_metrics, predict, scores, write_pseudo_labels
+from .predict import evaluate, format_metrics, predict, scores
 
 STAGE = "label"
 log = logging.getLogger("semigen")
@@ -60,53 +62,18 @@ def check_backbone(cfg: Config) -> None:
         raise ConfigError(f"bad config:\n  {problem}")
 
 
-def take_added_labels(cfg: Config) -> None:
-    """Before a run continues with labels added since its split (``data.added_labels``: the
-    run's added_labels.csv, which `semigen review` writes): set aside what they make stale
-    (`rundir.set_aside`), so that the classifier and everything after it train again with them
-    as true labels. The self-supervised features saw no label and are kept: continuing costs
-    the fine-tuning, not the features."""
-    run_path = Path(cfg.run.out)
-    saved = read_run_json(run_path, "split.json")
-    if saved is None or not is_main_process():
-        return
-    labels = added.read(cfg.data.added_labels) if cfg.data.added_labels else {}
-    if saved.get("added_labels") == (added.fingerprint(labels) if labels else None):
-        return
-    check_continuation(cfg, MODEL_FIELDS)  # another data set's run is refused, not changed
-    with RunDir(run_path) as run_dir:
-        before = {image: saved["classes"][c] for image, c in
-                  zip(saved.get("labeled", []), saved.get("labeled_labels", []), strict=False)}
-        new = sum(image not in before for image in labels)
-        corrected = sum(image in before and before[image] != label
-                        for image, label in labels.items())
-        target = set_aside(run_path)
-        run_dir.info(f"{new} labels added, {corrected} corrected ({cfg.data.added_labels}): the "
-                     "classifier and what follows it train again with them; the self-supervised "
-                     f"features are kept; the earlier results are in {target}")
-
-
-def open_data(stage: Stage, round_index: int) -> Dataset:
-    """The data set, after the checks: this run's split, no unreadable input, unlabeled images
-    for semi mode. Round 0 records the data report, the config and the split."""
-    cfg, run_dir = stage.cfg, stage.run_dir
-    data = load_dataset(cfg.data, progress=stage.show_progress)
-    run_split = data.split_record(cfg.data)
-    pool_changed = check_split(run_dir.path, run_split)
-    if round_index == 0:
-        run_dir.note_continuation(stage.changed)
-    if pool_changed:
-        run_dir.info(pool_changed)
-    run_dir.write_json("data_report.json", data.report.to_dict())
-    data.report.raise_if_errors()
-    if cfg.label.mode == "semi" and not len(data.unlabeled):
-        raise DataError(f"{cfg.data.source}: label.mode semi needs unlabeled images "
+def check_data(run: Run) -> None:
+    """Refuse semi mode without unlabeled images, before anything is trained."""
+    if run.cfg.label.mode == "semi" and not len(run.data.unlabeled):
+        raise DataError(f"{run.cfg.data.source}: label.mode semi needs unlabeled images "
                         "(DATA/unlabeled/ or CSV rows with an empty label)")
-    if round_index == 0:  # a round continues a run whose config and split are written
-        run_dir.info(data.report.format())
-        run_dir.write_config(cfg)
-        run_dir.write_json("split.json", run_split)
-    return data
+
+
+def record_split(run: Run) -> None:
+    """Round 0 of the classifier records what the run is: its data, config and split."""
+    run.records.info(run.data.report.format())
+    run.write_config()
+    run.write_split()
 
 
 def rows_by_path(rows: torch.Tensor | None, ids_then: list[str] | None, ids_now: list[str],
@@ -136,110 +103,158 @@ def rows_by_path(rows: torch.Tensor | None, ids_then: list[str] | None, ids_now:
     return rebuilt
 
 
-def train(cfg: Config, round_index: int = 0, init: Path | None = None,
-          synthetic: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """Train the classifier of ``cfg.label.mode`` into ``cfg.run.out``; return final metrics.
+@dataclass
+class Teaching:
+    """What fine-tuning learns from besides the labels: the features' labels of the unlabeled
+    images (the second teacher), the nuisances its views carry, the class prior, and round 0's
+    calibration (the cross-fitted accuracy estimate and temperature)."""
+    feature_labels: torch.Tensor | None
+    nuisances: object
+    class_prior: torch.Tensor | None
+    calibration: dict | None = None
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration["temperature"] if self.calibration else 1.0
+
+
+def train_classifier(run: Run, round_index: int = 0, init: Path | None = None,
+                     synthetic: tuple[np.ndarray, np.ndarray] | None = None,
+                     feature_step: Callable[[Stage], torch.Tensor | None] | None = None
+                     ) -> dict:
+    """Train the classifier of ``label.mode`` into the open `run`; return final metrics.
 
     Round 0 trains from scratch for ``label.steps``. A joint round starts from the classifier
     checkpoint `init` and mixes the `synthetic` (uint8 N x H x W x C images, class indices) into
-    the labeled batches, ``fit.synthetic_ratio`` of them per real labeled image."""
-    check_backbone(cfg)
-    if round_index == 0:
-        take_added_labels(cfg)
-    lab = cfg.label
+    the labeled batches, ``fit.synthetic_ratio`` of them per real labeled image; its
+    `feature_step` (`semigen.joint`) gives the features' labels anew when it starts."""
+    cfg, data, lab = run.cfg, run.data, run.cfg.label
     name = checkpoint.stage_name(STAGE, round_index)
     total_steps, lr = (lab.steps, lab.lr) if round_index == 0 else \
         (cfg.fit.label_steps, cfg.fit.label_lr)
-    with open_stage(cfg, name, MODEL_FIELDS) as stage:
-        rt, run_dir = stage.rt, stage.run_dir
-        data = open_data(stage, round_index)
+    check_data(run)
+    with open_stage(run, name) as stage:
+        if round_index == 0:  # a round continues a run whose config and split are written
+            record_split(run)
         images, labels = training_set(data, lab.mode)
-        num_classes = len(data.classes)
-        architecture = lab.backbone or lab.net
-        net_args = nets.arguments(architecture, data.shape, num_classes, lab.width)
-        net = nets.build(**net_args).to(rt.device)
         fresh = round_index == 0 and stage.resume_from is None
-        if fresh and lab.weights:  # every mode: the baselines start from the same weights
-            run_dir.info(nets.load_backbone_weights(net, architecture, lab.weights))
-
-        feature_labels, features, nuisances, class_prior = before_labels(stage, data, net,
-                                                                         fresh)
-        calibration = None  # the cross-fitted accuracy estimate and temperature
-        if fresh and lab.mode != "all-labels" and lab.calibration_steps > 0:
-            calibration = calibrate.cross_fit(stage, data, net, features, nuisances,
-                                              class_prior)
-
+        net, net_args = build_classifier(stage, fresh)
+        teaching = teaching_before_labels(stage, net, fresh)
         # Fine-tuning: resumed, continued from the previous round, or started.
         ema, optimizer, schedule = fine_tuning(net, lab, lr, total_steps)
-        levels = initial_levels(num_classes, class_prior)
-        start_step, state = resume_or_start(
-            stage, {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule},
-            init, init_objects=("model", "ema"))
-        if state is not None:  # the levels, the features' labels and round 0's calibration go on
-            with checkpoint.reading(state, "classifier"):
-                levels = {k: state["levels"].get(k, levels[k]) for k in levels}
-                calibration = state.get("calibration")
-                feature_labels = rows_by_path(state.get("feature_labels"),
-                                              state.get("feature_label_ids"), data.unlabeled.ids,
-                                              run_dir)
-                if stage.resume_from is not None:
-                    checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
-        if (round_index > 0 and stage.resume_from is None and synthetic is not None
-                and cfg.fit.feature_step and feature_labels is not None):
-            feature_labels = labels_with_generated(stage, data, synthetic)
-        levels = {k: v.to(rt.device) for k, v in levels.items()}
-        model, optimizer = rt.fabric.setup(net, optimizer)
-        ema.to(rt.device)
-
-        streams = 4 * round_index  # each round draws batches of its own
-        batches = fine_tuning_batches(stage, data, (images, labels), synthetic, streams,
-                                      start_step)
-        temperature = calibration["temperature"] if calibration else 1.0
-        teacher = feature_labels if lab.second_teacher else None
-        nuisance_seed = rt.data_seed(streams + 3)
-        # A fixed sample of unlabeled images scores the pseudo-labels during training.
-        probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
-
-        def step(t: int) -> dict:
-            nonlocal levels
-            loss, parts, levels = step_loss(model, lab, rt, batches, teacher, levels,
-                                            nuisances, mix_seed(nuisance_seed, t),
-                                            cfg.fit.synthetic_weight)
-            optimizer.zero_grad(set_to_none=True)
-            rt.fabric.backward(loss)
-            optimizer.step()
-            schedule.step()
-            ema.update_parameters(net)
-            return {"loss": loss, "lr": schedule.get_last_lr()[0], **parts}
-
-        def after_step(done: int, saving: bool) -> None:
-            evaluating = due(done, lab.eval_every, total_steps)
-            if evaluating or saving:
-                sync_buffers(rt.fabric, net)
-                sync_buffers(rt.fabric, ema.module)
-            if evaluating:  # test figures are logged, never used to choose anything
-                found = evaluate(nets.tempered(ema.module, temperature), data, rt.device, probe)
-                run_dir.stats(name, done, **found)
-
-        def checkpoint_state() -> dict:
-            # Every rank's RNG is kept, so that each resumes its own stream.
-            rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
-                rt.world_size, -1).cpu()
-            return payload("classifier", name, lab.mode, net_args, data.classes, data.shape,
-                           cfg.to_dict(), model=net.state_dict(), ema=ema.state_dict(),
-                           optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                           levels={k: v.cpu() for k, v in levels.items()},
-                           feature_labels=feature_labels,
-                           feature_label_ids=list(data.unlabeled.ids), calibration=calibration,
-                           temperature=temperature, rng=[{"torch": r} for r in rng])
-
-        run_steps(stage, start_step, total_steps, step, f"{name} ({lab.mode})",
-                  after_step=after_step, checkpoint_state=checkpoint_state)
-        prints = same_weights_on_all_ranks(rt.fabric, net, "classifier")
-        return finish(stage, data, nets.tempered(ema.module, temperature), ema.module,
+        objects = {"model": net, "ema": ema, "optimizer": optimizer, "schedule": schedule}
+        start_step, levels = resume_fine_tuning(stage, objects, teaching, init, feature_step)
+        fine_tune(stage, objects, net_args, teaching, levels, (images, labels), synthetic,
+                  4 * round_index, start_step, total_steps)  # each round draws its own batches
+        prints = same_weights_on_all_ranks(stage.rt.fabric, net, "classifier")
+        return finish(stage, data, nets.tempered(ema.module, teaching.temperature), ema.module,
                       round_index, {"weight_fingerprints": prints, "steps": total_steps,
-                                    "labeled": len(labels), "calibration": calibration,
+                                    "labeled": len(labels), "calibration": teaching.calibration,
                                     "synthetic": 0 if synthetic is None else len(synthetic[1])})
+
+
+def build_classifier(stage: Stage, fresh: bool) -> tuple[torch.nn.Module, dict]:
+    """The classifier network and its arguments; a fresh one starts from ``label.weights``
+    where given (in every mode: the baselines start from the same weights)."""
+    lab, data = stage.cfg.label, stage.run.data
+    architecture = lab.backbone or lab.net
+    net_args = nets.arguments(architecture, data.shape, len(data.classes), lab.width)
+    net = nets.build(**net_args).to(stage.rt.device)
+    if fresh and lab.weights:
+        stage.records.info(nets.load_backbone_weights(net, architecture, lab.weights))
+    return net, net_args
+
+
+def teaching_before_labels(stage: Stage, net, fresh: bool) -> Teaching:
+    """The features and their labels (`before_labels`), then the cross-fitted estimate and
+    temperature (`calibrate`), for a fresh semi-supervised (or labels-only) stage."""
+    lab, data = stage.cfg.label, stage.run.data
+    feature_labels, features, nuisances, class_prior = before_labels(stage, data, net, fresh)
+    teaching = Teaching(feature_labels, nuisances, class_prior)
+    if fresh and lab.mode != "all-labels" and lab.calibration_steps > 0:
+        teaching.calibration = calibrate.cross_fit(stage, data, net, features, nuisances,
+                                                   class_prior)
+    return teaching
+
+
+def resume_fine_tuning(stage: Stage, objects: dict, teaching: Teaching, init: Path | None,
+                       feature_step: Callable | None) -> tuple[int, dict]:
+    """Restore `objects` from the checkpoint the stage resumes from (or, in a joint round, the
+    previous round's `init`); the levels, the features' labels and round 0's calibration go on
+    from it. A joint round starting afresh takes the features' labels from its `feature_step`.
+    Returns the step to start at and the levels of the class thresholds."""
+    data, rt = stage.run.data, stage.rt
+    levels = initial_levels(len(data.classes), teaching.class_prior)
+    start_step, state = resume_or_start(stage, objects, init, init_objects=("model", "ema"))
+    if state is not None:
+        with checkpoint.reading(state, "classifier"):
+            levels = {k: state["levels"].get(k, levels[k]) for k in levels}
+            teaching.calibration = state.get("calibration")
+            teaching.feature_labels = rows_by_path(state.get("feature_labels"),
+                                                   state.get("feature_label_ids"),
+                                                   data.unlabeled.ids, stage.records)
+            if stage.resume_from is not None:
+                checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
+    if (feature_step is not None and stage.resume_from is None
+            and teaching.feature_labels is not None):
+        teaching.feature_labels = feature_step(stage)
+    return start_step, {k: v.to(rt.device) for k, v in levels.items()}
+
+
+def fine_tune(stage: Stage, objects: dict, net_args: dict, teaching: Teaching, levels: dict,
+              labeled: tuple, synthetic: tuple | None, streams: int, start_step: int,
+              total_steps: int) -> None:
+    """FixMatch fine-tuning from `start_step` to `total_steps`: the step, the test figures every
+    ``label.eval_every`` steps, and the checkpoints."""
+    cfg, data, rt, name = stage.cfg, stage.run.data, stage.rt, stage.name
+    lab = cfg.label
+    net, ema, optimizer, schedule = (objects[k] for k in ("model", "ema", "optimizer",
+                                                          "schedule"))
+    model, optimizer = rt.fabric.setup(net, optimizer)
+    ema.to(rt.device)
+    batches = fine_tuning_batches(stage, data, labeled, synthetic, streams, start_step)
+    teacher = teaching.feature_labels if lab.second_teacher else None
+    nuisance_seed = rt.data_seed(streams + 3)
+    # A fixed sample of unlabeled images scores the pseudo-labels during training.
+    probe = np.random.default_rng(0).permutation(len(data.unlabeled))[:lab.eval_unlabeled]
+
+    def step(t: int) -> dict:
+        nonlocal levels
+        loss, parts, levels = step_loss(model, lab, rt, batches, teacher, levels,
+                                        teaching.nuisances, mix_seed(nuisance_seed, t),
+                                        cfg.fit.synthetic_weight)
+        optimizer.zero_grad(set_to_none=True)
+        rt.fabric.backward(loss)
+        optimizer.step()
+        schedule.step()
+        ema.update_parameters(net)
+        return {"loss": loss, "lr": schedule.get_last_lr()[0], **parts}
+
+    def after_step(done: int, saving: bool) -> None:
+        evaluating = due(done, lab.eval_every, total_steps)
+        if evaluating or saving:
+            sync_buffers(rt.fabric, net)
+            sync_buffers(rt.fabric, ema.module)
+        if evaluating:  # test figures are logged, never used to choose anything
+            found = evaluate(nets.tempered(ema.module, teaching.temperature), data, rt.device,
+                             probe)
+            stage.records.stats(name, done, **found)
+
+    def checkpoint_state() -> dict:
+        # Every rank's RNG is kept, so that each resumes its own stream.
+        rng = rt.fabric.all_gather(checkpoint.rng_state()["torch"]).reshape(
+            rt.world_size, -1).cpu()
+        return payload("classifier", name, lab.mode, net_args, data.classes, data.shape,
+                       cfg.to_dict(), model=net.state_dict(), ema=ema.state_dict(),
+                       optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                       levels={k: v.cpu() for k, v in levels.items()},
+                       feature_labels=teaching.feature_labels,
+                       feature_label_ids=list(data.unlabeled.ids),
+                       calibration=teaching.calibration, temperature=teaching.temperature,
+                       rng=[{"torch": r} for r in rng])
+
+    run_steps(stage, start_step, total_steps, step, f"{name} ({lab.mode})",
+              after_step=after_step, checkpoint_state=checkpoint_state)
 
 
 def fine_tuning_batches(stage: Stage, data: Dataset, labeled: tuple, synthetic: tuple | None,
@@ -265,36 +280,13 @@ def fine_tuning_batches(stage: Stage, data: Dataset, labeled: tuple, synthetic: 
     return batches
 
 
-def labels_with_generated(stage: Stage, data: Dataset, synthetic: tuple) -> torch.Tensor | None:
-    """A joint round's feature step: the unlabeled images' labels spread again over the
-    representation's features, from the true labels and the round's generated images as
-    labeled points; None (the previous round's labels stay) where the run has no
-    representation."""
-    rt, run_dir = stage.rt, stage.run_dir
-    features = represent.load_representation(run_dir.path, stage.cfg, data, rt.device)
-    if features is None:
-        return None
-    real = nets.embed(features, np.concatenate([data.labeled.images, data.unlabeled.images]),
-                      rt.device)
-    spread = represent.labels_with_generated(real, nets.embed(features, synthetic[0], rt.device),
-                                             data, synthetic[1])
-    found = {"feature_step_generated": len(synthetic[1]),
-             "features_mean_confidence": spread.max(1).values.mean().item()}
-    if data.unlabeled_truth is not None:  # logged, never used to choose anything
-        found |= scores(spread, data.unlabeled_truth, "features_pseudo_label")
-    run_dir.stats(stage.name, 0, event="feature_step", **found)
-    run_dir.info(f"{stage.name}: the features' labels spread again with {len(synthetic[1])} "
-                 "generated images as labeled points")
-    return spread
-
-
 def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     """Semi mode, before any label is used: features learned from every training image
     (`represent`), then their labels. Returns the features' label distribution of each
     unlabeled image and the features (None where none were learned, or on a resume: the
     checkpoint has them), the nuisances the fine-tuning views carry, and the class prior
     (estimated or uniform; None where no labels came from features: uniform)."""
-    lab, run_dir = stage.cfg.label, stage.run_dir
+    lab, run_dir = stage.cfg.label, stage.records
     semi = lab.mode == "semi"
     learned = semi and lab.pretrain_steps > 0
     from_features = learned or (semi and bool(lab.weights))
@@ -338,7 +330,7 @@ def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: i
            facts: dict) -> dict:
     """Pseudo-labels for every unlabeled image from the final (tempered) EMA classifier, the
     final metrics with the stage's `facts`, and the stage recorded as done."""
-    rt, run_dir = stage.rt, stage.run_dir
+    rt, run_dir = stage.rt, stage.records
     prints = facts["weight_fingerprints"]
     probs = predict(classifier, data.unlabeled.images, rt.device)
     final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs)
@@ -350,11 +342,11 @@ def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: i
                        "world_size": rt.world_size, "labeled": facts["labeled"],
                        "unlabeled": len(data.unlabeled), "synthetic": facts["synthetic"]}
     if rt.is_writer:
-        write_pseudo_labels(run_dir.path / "pseudo_labels.csv", data.unlabeled.ids, data.classes,
-                            probs, round_index)
+        stage.run.write_pseudo_labels(probs, round_index)
     run_dir.stats(stage.name, facts["steps"], event="done", weight_fingerprints=prints,
                   **metrics)
     run_dir.update_metrics(stage.name, metrics)
+    stage.finished()
     rt.fabric.barrier()  # the next stage, on every rank, reads what rank 0 just wrote
     run_dir.info(f"{stage.name} done: " + format_metrics(metrics))
     warning = prior.overconfidence(metrics | (facts.get("calibration") or {}))

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -30,8 +30,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ..data.images import read_image
 from ..evaluation.report import metrics_section
 from ..generation.export import png_bytes
-from ..rundir import replacing
-from .state import CACHE, Review
+from ..run import Layout, replacing
+from .state import Review
 
 HERE = Path(__file__).parent
 PAGE = 48  # images per page
@@ -57,13 +57,17 @@ def create_app(review: Review, token: str | None = None,
     `hosts` are the host names it answers to ("*": any, for a non-local --host)."""
     app = FastAPI(title="semigen review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
-    templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+    app.middleware("http")(guard(token))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    classes = review.classes
-    keys = {c: KEYS[c] for c in range(min(len(classes), len(KEYS)))}
+    app.include_router(pages(review))
+    app.include_router(images_and_decisions(review))
+    return app
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
+
+def guard(token: str | None):
+    """The check every request passes: the token (when there is one), decisions only as JSON
+    from a page of the same origin; and the headers every answer carries."""
+    async def check(request: Request, call_next):
         if token is not None:
             given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
             if not secrets.compare_digest(given.encode(), token.encode()):
@@ -84,141 +88,176 @@ def create_app(review: Review, token: str | None = None,
                                     "default-src 'self'; img-src 'self' data:; "
                                     "style-src 'self' 'unsafe-inline'")
         return response
+    return check
+
+
+def class_index(review: Review, c: int) -> int:
+    if not 0 <= c < len(review.classes):
+        raise HTTPException(404, f"no class {c}")
+    return c
+
+
+def pages(review: Review) -> APIRouter:
+    """The HTML pages: overview, a class, Label next, label errors, generated, figures."""
+    router = APIRouter()
+    templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+    keys = {c: KEYS[c] for c in range(min(len(review.classes), len(KEYS)))}
 
     def render(request: Request, template: str, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, template, {
-            "run": review.run, "classes": classes, "keys": keys,
+            "run": review.run, "classes": review.classes, "keys": keys,
             "added": len(review.decisions.labels), **context})
 
-    def class_index(c: int) -> int:
-        if not 0 <= c < len(classes):
-            raise HTTPException(404, f"no class {c}")
-        return c
-
-    @app.get("/", response_class=HTMLResponse)
+    @router.get("/", response_class=HTMLResponse)
     def overview(request: Request):
-        predicted = review.predicted
-        rows = []
-        for c, name in enumerate(classes):
-            mine = review.probs[predicted == c].max(1) if len(predicted) else np.zeros(0)
-            rows.append({"index": c, "name": name,
-                         "labeled": int((review.data.labeled.labels == c).sum()),
-                         "added": sum(v == name for v in review.decisions.labels.values()),
-                         "pseudo": len(mine), "mean_confidence": float(mine.mean())
-                         if len(mine) else None,
-                         "low": int((mine < 0.5).sum())})
-        label = review.metrics.get("label", {})
-        return render(request, "overview.html", rows=rows, pairs=review.pairs, label=label,
-                    unlabeled=len(review.data.unlabeled), suggestions=len(review.suggestions))
+        return render(request, "overview.html", rows=overview_rows(review), pairs=review.pairs,
+                      label=review.metrics.get("label", {}),
+                      unlabeled=len(review.data.unlabeled),
+                      suggestions=len(review.suggestions))
 
-    @app.get("/class/{c}", response_class=HTMLResponse)
+    @router.get("/class/{c}", response_class=HTMLResponse)
     def by_class(request: Request, c: int, page: int = 1, second: int | None = None):
-        c = class_index(c)
-        probs = review.probs
-        members = np.flatnonzero(review.predicted == c)
-        order = np.argsort(-probs[members], axis=1)
-        runner_up = order[:, 1] if probs.shape[1] > 1 else order[:, 0]
-        if second is not None:
-            class_index(second)
-            keep = runner_up == second
-            members, runner_up = members[keep], runner_up[keep]
-        confidence = probs[members, c]
-        by_confidence = np.argsort(confidence, kind="stable")  # the least sure first
-        pages = max(1, -(-len(members) // PAGE))
-        page = min(max(1, page), pages)
-        shown = by_confidence[(page - 1) * PAGE: page * PAGE]
-        cards = [{"index": int(members[k]), "confidence": float(confidence[k]),
-                  "second": int(runner_up[k]),
-                  "second_probability": float(probs[members[k], runner_up[k]]),
-                  "decided": review.decisions.labels.get(review.data.unlabeled.ids[members[k]])}
-                 for k in shown]
-        return render(request, "class.html", c=c, name=classes[c], cards=cards, total=len(members),
-                    page=page, pages=pages, second=second)
+        return render(request, "class.html", **class_page(review, c, page, second))
 
-    @app.get("/next", response_class=HTMLResponse)
+    @router.get("/next", response_class=HTMLResponse)
     def label_next(request: Request):
         return render(request, "next.html", total=len(review.suggestions))
 
-    @app.get("/errors", response_class=HTMLResponse)
+    @router.get("/errors", response_class=HTMLResponse)
     def label_errors(request: Request, page: int = 1):
-        rows = review.label_issues["rows"]
-        pages = max(1, -(-len(rows) // PAGE))
-        page = min(max(1, page), pages)
-        shown = [r | {"decided": review.decisions.labels.get(r["id"])}
-                 for r in rows[(page - 1) * PAGE: page * PAGE]]
-        return render(request, "errors.html", rows=shown, flagged=review.label_issues["flagged"],
-                    source=review.label_issues["source"], total=len(rows),
-                    page=page, pages=pages)
+        return render(request, "errors.html", **errors_page(review, page))
 
-    @app.get("/generated", response_class=HTMLResponse)
+    @router.get("/generated", response_class=HTMLResponse)
     def generated(request: Request):
         return render(request, "generated.html", groups=review.generated)
 
-    @app.get("/figures", response_class=HTMLResponse)
+    @router.get("/figures", response_class=HTMLResponse)
     def figures(request: Request):
-        has_report = (review.run / "report.html").is_file()
         # metrics_section escapes what it prints; the same table as the report's
         return render(request, "figures.html", table=metrics_section(review.metrics),
-                    has_report=has_report, label=review.metrics.get("label", {}))
+                      has_report=Layout(review.run).report.is_file(),
+                      label=review.metrics.get("label", {}))
 
-    @app.get("/report")
+    @router.get("/report")
     def report():
-        path = review.run / "report.html"
+        path = Layout(review.run).report
         if not path.is_file():
             raise HTTPException(404, "this run has no report.html yet (semigen report RUN)")
         return FileResponse(path, media_type="text/html")
 
-    @app.get("/thumb/{part}/{index}.png")
+    return router
+
+
+def overview_rows(review: Review) -> list[dict]:
+    """Per class: the user's labels, the labels added here, pseudo-labels, their mean
+    confidence and how many fall below one half."""
+    predicted, rows = review.predicted, []
+    for c, name in enumerate(review.classes):
+        mine = review.probs[predicted == c].max(1) if len(predicted) else np.zeros(0)
+        rows.append({"index": c, "name": name,
+                     "labeled": int((review.data.labeled.labels == c).sum()),
+                     "added": sum(v == name for v in review.decisions.labels.values()),
+                     "pseudo": len(mine), "mean_confidence": float(mine.mean())
+                     if len(mine) else None,
+                     "low": int((mine < 0.5).sum())})
+    return rows
+
+
+def class_page(review: Review, c: int, page: int, second: int | None) -> dict:
+    """A class's pseudo-labeled images, the least sure first, `PAGE` a page; with `second`,
+    only those whose runner-up class it is (a confused pair)."""
+    c, probs = class_index(review, c), review.probs
+    members = np.flatnonzero(review.predicted == c)
+    order = np.argsort(-probs[members], axis=1)
+    runner_up = order[:, 1] if probs.shape[1] > 1 else order[:, 0]
+    if second is not None:
+        class_index(review, second)
+        keep = runner_up == second
+        members, runner_up = members[keep], runner_up[keep]
+    confidence = probs[members, c]
+    by_confidence = np.argsort(confidence, kind="stable")  # the least sure first
+    pages = max(1, -(-len(members) // PAGE))
+    page = min(max(1, page), pages)
+    cards = [{"index": int(members[k]), "confidence": float(confidence[k]),
+              "second": int(runner_up[k]),
+              "second_probability": float(probs[members[k], runner_up[k]]),
+              "decided": review.decisions.labels.get(review.data.unlabeled.ids[members[k]])}
+             for k in by_confidence[(page - 1) * PAGE: page * PAGE]]
+    return {"c": c, "name": review.classes[c], "cards": cards, "total": len(members),
+            "page": page, "pages": pages, "second": second}
+
+
+def errors_page(review: Review, page: int) -> dict:
+    rows = review.label_issues["rows"]
+    pages = max(1, -(-len(rows) // PAGE))
+    page = min(max(1, page), pages)
+    shown = [r | {"decided": review.decisions.labels.get(r["id"])}
+             for r in rows[(page - 1) * PAGE: page * PAGE]]
+    return {"rows": shown, "flagged": review.label_issues["flagged"],
+            "source": review.label_issues["source"], "total": len(rows), "page": page,
+            "pages": pages}
+
+
+def images_and_decisions(review: Review) -> APIRouter:
+    """The images (by number, never by path) and the decisions, taken as JSON."""
+    router = APIRouter()
+
+    @router.get("/thumb/{part}/{index}.png")
     def thumb(part: Literal["labeled", "unlabeled"], index: int):
         if not 0 <= index < len(review.images(part)):
             raise HTTPException(404, "no such image")
         return Response(thumbnail(review, part, index), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/generated-image/{c}/{k}.png")
+    @router.get("/generated-image/{c}/{k}.png")
     def generated_image(c: int, k: int):
-        group = review.generated[class_index(c)] if review.generated else None
+        group = review.generated[class_index(review, c)] if review.generated else None
         if group is None or not 0 <= k < len(group["files"]):
             raise HTTPException(404, "no such image")
         return FileResponse(group["files"][k], media_type="image/png")
 
-    @app.get("/api/next")
-    def next_suggestion():
-        decided = review.decisions
-        ids = review.data.unlabeled.ids
-        labeled = sum(ids[i] in decided.labels for i in review.suggestions)
-        skipped = sum(ids[i] in decided.skipped and ids[i] not in decided.labels
-                      for i in review.suggestions)
-        left = [i for i in review.suggestions
-                if ids[i] not in decided.labels and ids[i] not in decided.skipped]
-        found = {"total": len(review.suggestions), "labeled": labeled, "skipped": skipped,
-                 "left": len(left), "added": len(decided.labels)}
-        if not left:
-            return found | {"index": None}
-        i = left[0]
-        order = np.argsort(-review.probs[i])
-        return found | {"index": int(i), "predicted": int(order[0]),
-                        "confidence": float(review.probs[i, order[0]]),
-                        "second": int(order[1]) if len(order) > 1 else None,
-                        "image": f"/thumb/unlabeled/{i}.png"}
+    @router.get("/api/next")
+    def next_image():
+        return next_suggestion(review)
 
-    @app.post("/api/label")
+    @router.post("/api/label")
     def set_label(choice: LabelChoice):
         images = review.images(choice.part)
         if not 0 <= choice.index < len(images):
             raise HTTPException(404, "no such image")
-        label = None if choice.label is None else classes[class_index(choice.label)]
+        label = None if choice.label is None else review.classes[class_index(review,
+                                                                             choice.label)]
         review.decisions.set_label(images.ids[choice.index], label)
         return JSONResponse({"added": len(review.decisions.labels)})
 
-    @app.post("/api/skip")
+    @router.post("/api/skip")
     def set_skip(choice: SkipChoice):
         if not 0 <= choice.index < len(review.data.unlabeled):
             raise HTTPException(404, "no such image")
         review.decisions.set_skipped(review.data.unlabeled.ids[choice.index], choice.skipped)
         return JSONResponse({"skipped": len(review.decisions.skipped)})
 
-    return app
+    return router
+
+
+def next_suggestion(review: Review) -> dict:
+    """Label next's state: the counts, and the first suggestion not yet labeled or skipped."""
+    decided, ids = review.decisions, review.data.unlabeled.ids
+    labeled = sum(ids[i] in decided.labels for i in review.suggestions)
+    skipped = sum(ids[i] in decided.skipped and ids[i] not in decided.labels
+                  for i in review.suggestions)
+    left = [i for i in review.suggestions
+            if ids[i] not in decided.labels and ids[i] not in decided.skipped]
+    found = {"total": len(review.suggestions), "labeled": labeled, "skipped": skipped,
+             "left": len(left), "added": len(decided.labels)}
+    if not left:
+        return found | {"index": None}
+    i = left[0]
+    order = np.argsort(-review.probs[i])
+    return found | {"index": int(i), "predicted": int(order[0]),
+                    "confidence": float(review.probs[i, order[0]]),
+                    "second": int(order[1]) if len(order) > 1 else None,
+                    "image": f"/thumb/unlabeled/{i}.png"}
 
 
 def thumbnail(review: Review, part: str, index: int) -> bytes:
@@ -227,7 +266,7 @@ def thumbnail(review: Review, part: str, index: int) -> bytes:
     array; made once and kept under ``RUN/review/thumbs/`` by the image's id."""
     image_id = review.image_id(part, index)
     key = hashlib.sha256(image_id.encode("utf-8", "surrogateescape")).hexdigest()
-    path = review.run / CACHE / "thumbs" / key[:2] / f"{key}.png"
+    path = Layout(review.run).review_thumbnail(key)
     if path.is_file():
         return path.read_bytes()
     image = None

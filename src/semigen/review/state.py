@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint
 from ..config import BUILTINS, load_run_config
 from ..data import added, load_dataset, read_class_folders
 from ..labeling import nets
 from ..labeling.suggest import choose, features_and_probs
-from ..rundir import as_run_path, read_metrics, replacing
+from ..run import Layout, as_run_path, load_stage, read_metrics, replacing
 
 log = logging.getLogger("semigen")
-CACHE = "review"  # RUN/review/: thumbnails, predictions, generated images, skipped images
 
 
 @dataclass
@@ -41,9 +39,9 @@ class Decisions:
 
     @classmethod
     def open(cls, run: Path) -> Decisions:
-        skipped_file = run / CACHE / "skipped.csv"
+        skipped_file = Layout(run).review_skipped
         skipped = set(added.read(skipped_file)) if skipped_file.is_file() else set()
-        return cls(run, added.read(run / added.FILE), skipped)
+        return cls(run, added.read(Layout(run).added_labels), skipped)
 
     def set_label(self, image: str, label: str | None) -> None:
         """Label `image` (None: take its added label back, as undo does)."""
@@ -53,7 +51,7 @@ class Decisions:
             else:
                 self.labels[image] = label
                 self.skipped.discard(image)
-            added.write(self.run / added.FILE, self.labels)
+            added.write(Layout(self.run).added_labels, self.labels)
             self._write_skipped()
 
     def set_skipped(self, image: str, skipped: bool) -> None:
@@ -62,7 +60,8 @@ class Decisions:
             self._write_skipped()
 
     def _write_skipped(self) -> None:
-        added.write(self.run / CACHE / "skipped.csv", {k: "skipped" for k in sorted(self.skipped)})
+        added.write(Layout(self.run).review_skipped,
+                    {k: "skipped" for k in sorted(self.skipped)})
 
 
 @dataclass
@@ -96,8 +95,8 @@ def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed
          ) -> Review:
     """Everything the pages show, for the run in `run`."""
     run = as_run_path(run)
-    cfg = load_run_config(run / "config.yaml")
-    path, state = checkpoint.load_stage(run, "label", "latest", "classifier")
+    cfg = load_run_config(Layout(run).config)
+    path, state = load_stage(run, "label", "latest", "classifier")
     model = nets.from_checkpoint(state)
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
@@ -120,7 +119,7 @@ def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.nda
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
                          f"{'/'.join(data.unlabeled.ids)}".encode()).hexdigest()[:16]
-    cache = run / CACHE / f"predictions-{key}.npz"
+    cache = Layout(run).review_predictions(key)
     if cache.is_file():
         with np.load(cache) as found:
             return found["features"], found["probs"]
@@ -198,10 +197,9 @@ def generated_images(run: Path, data, model, per_class: int) -> list[dict]:
     generator."""
     from ..generation.export import sample_to_folder
 
-    if per_class < 1 or not checkpoint.stage_path(run, checkpoint.final_stage(
-            run, "generate")).is_file():
+    if per_class < 1 or not Layout(run).final_checkpoint("generate").is_file():
         return []
-    folder = run / CACHE / "generated"
+    folder = Layout(run).review_generated
     done = folder / "manifest.csv"
     if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
         sample_to_folder(run, per_class, folder, seed=0, overwrite=True)

@@ -1,0 +1,32 @@
+"""The checkpoints of a run's stages, by stage name: the last round's, refused unless they hold
+what the command needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import CheckpointError, load, reading
+from .layout import Layout
+
+
+def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
+    """A stage's ``latest`` checkpoint under ``RUN/checkpoints/<stage>/`` (its last joint
+    round's, if any), or a path; refused unless it holds a `kind` (classifier, generator)."""
+    if which == "best":
+        raise CheckpointError("--checkpoint best is gone: it was chosen by test accuracy, and "
+                              "semigen chooses nothing on the test set; use latest (the "
+                              "weights the pseudo-labels came from) or a checkpoint file")
+    path = Layout(run_path).final_checkpoint(stage) if which == "latest" else Path(which)
+    if which == "latest" and not path.is_file():
+        raise CheckpointError(f"{run_path} has no {kind} yet ({path} is missing): train it with "
+                              f"`semigen {stage} {run_path}` first")
+    state = load(path)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")
+    with reading(state, kind):
+        classes, shape = state["classes"], state["image_shape"]
+        if not (isinstance(classes, list) and len(classes) == state["net"]["num_classes"]
+                and len(shape) == 3):
+            raise ValueError(f"{len(classes)} class names for {state['net']['num_classes']} "
+                             f"outputs, image shape {shape}")
+    return path, state
