@@ -5,15 +5,16 @@
 - `atomic`: files replaced whole (`replacing`);
 - `records`: the log, stats.jsonl and TensorBoard, metrics.json, stages.json;
 - `outputs`: what a command may write to, and what is a run directory;
-- `continuation`: the same data, split and model as before, or a refusal; labels added since
-  the split set aside what they make stale;
+- `continuation`: the same data, split and model as before, or a refusal;
+- `earlier`: what labels added since the split make stale, set aside in ``RUN/earlier/``;
 - `pseudo_labels`: ``pseudo_labels.csv``'s format, read and written;
 - `checkpoints`: a stage's last checkpoint, by name;
 - `run`: `open_run`, which does all of the above once and yields the open `Run`."""
 
 from .atomic import replacing
 from .checkpoints import load_stage
-from .continuation import check_continuation, check_split, set_aside
+from .continuation import check_continuation, check_split
+from .earlier import set_aside
 from .layout import Layout
 from .lock import RunInUse, lock_run, unlock_run, writer_of, writing
 from .outputs import as_run_path, check_output, is_run_directory

@@ -1,15 +1,12 @@
-"""Continuing a run: the same data, split and model as its records say, or a clear refusal;
-and, when labels were added since the split, what they make stale set aside (nothing deleted).
-"""
+"""Continuing a run: the same data, split and model as its records say, or a clear refusal
+naming what differs."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from ..config import BUILTINS, Config, ConfigError, differences, load_run_config
-from .layout import KEPT_WITH_NEW_LABELS, OWN_ENTRIES, STALE_WITH_NEW_LABELS, Layout
+from .layout import OWN_ENTRIES, Layout
 from .records import read_json
 
 # Fields that say what a run's data is. A command that continues a run must agree with its
@@ -75,25 +72,6 @@ def _same_data_value(name: str, old, new) -> bool:
     if old in BUILTINS or new in BUILTINS:
         return False
     return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
-
-
-def set_aside(run_path: str | Path) -> Path:
-    """Move what a change of labels makes stale into ``RUN/earlier/<n>/`` (n = 1, 2, ...: nothing
-    is deleted, the earlier figures stay readable there) with a copy of stats.jsonl, so that the
-    stages train again on the new labels; the self-supervised features' checkpoints stay."""
-    layout = Layout(run_path)
-    n = 1 + max((int(p.name) for p in layout.earlier.glob("*") if p.name.isdigit()), default=0)
-    target = Layout(layout.earlier / str(n))
-    target.checkpoints.mkdir(parents=True)
-    for entry in STALE_WITH_NEW_LABELS:
-        if getattr(layout, entry).exists():
-            os.replace(getattr(layout, entry), getattr(target, entry))
-    for stage in sorted(layout.checkpoints.glob("*")):
-        if stage.name not in KEPT_WITH_NEW_LABELS:
-            os.replace(stage, target.stage_folder(stage.name))
-    if layout.stats.is_file():
-        shutil.copy2(layout.stats, target.stats)
-    return target.root
 
 
 def check_split(run_path: str | Path, record: dict) -> str | None:

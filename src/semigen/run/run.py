@@ -11,9 +11,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..config import Config, make_config, validate
-from ..data import Dataset, added, load_dataset
+from ..data import Dataset, load_dataset
 from ..runtime import is_main_process
-from .continuation import changed_fields, check_continuation, check_split, set_aside
+from . import earlier
+from .continuation import changed_fields, check_continuation, check_split
 from .layout import Layout
 from .pseudo_labels import read_pseudo_labels, write_pseudo_labels
 from .records import Records, read_json, read_metrics, read_stages
@@ -117,7 +118,7 @@ def open_run(cfg: Config, model_fields: dict[str, tuple[str, ...]] | None = None
     writer = writing and is_main_process()
     with Records(cfg.run.out, writer=writer) as records:
         if take_added_labels and writer:
-            _set_aside_for_added_labels(cfg, records)
+            earlier.take_added_labels(cfg, records)
         if data is None:
             data = load_dataset(cfg.data, progress=writer and cfg.run.progress)
         records.write_json(records.layout.data_report, data.report.to_dict())
@@ -142,27 +143,3 @@ def run_config(run_path: str | Path, **options) -> Config:
     `options` (as `make_config` takes them) over it."""
     return with_added_labels(make_config(out=str(run_path), base=Layout(run_path).config,
                                          **options))
-
-
-def _set_aside_for_added_labels(cfg: Config, records: Records) -> None:
-    """Before a run continues with labels added since its split (``data.added_labels``): set
-    aside what they make stale (`continuation.set_aside`), so that the classifier and
-    everything after it train again with them as true labels. The self-supervised features saw
-    no label and are kept: continuing costs the fine-tuning, not the features."""
-    layout = Layout(cfg.run.out)
-    saved = read_json(layout.split)
-    if saved is None:
-        return
-    labels = added.read(cfg.data.added_labels) if cfg.data.added_labels else {}
-    if saved.get("added_labels") == (added.fingerprint(labels) if labels else None):
-        return
-    before = {image: saved["classes"][c] for image, c in
-              zip(saved.get("labeled", []), saved.get("labeled_labels", []), strict=False)}
-    new = sum(image not in before for image in labels)
-    corrected = sum(image in before and before[image] != label
-                    for image, label in labels.items())
-    target = set_aside(layout.root)
-    records.info(f"{new} labels added, {corrected} corrected ({cfg.data.added_labels}): the "
-                 "classifier and what follows it train again with them; the self-supervised "
-                 f"features are kept; the earlier results are in {target}")
-
