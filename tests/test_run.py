@@ -53,3 +53,15 @@ def test_a_part_of_a_run_shares_its_data(tmp_path):
         with run.part(other) as part:
             assert part.data is not run.data
             assert part.data.labeled.ids != run.data.labeled.ids
+
+
+def test_a_stage_stopped_before_the_first_record_leaves_nothing_finished(tmp_path):
+    """A new run stopped inside its label stage has figures of the parts that ran (represent)
+    and no stages record: nothing counts as finished, and nothing is carried over."""
+    cfg = resolve(preset="tiny", overrides={"run.out": str(tmp_path)})
+    (tmp_path / "metrics.json").write_text(json.dumps({"represent": {}, "calibrate": {}}))
+    with Records(tmp_path) as records:
+        run = Run(cfg, records, data=None)
+        assert not run.finished("represent") and not run.finished("label")
+        run.mark_finished("label", 5.0)
+    assert list(json.loads((tmp_path / "stages.json").read_text())) == ["label"]

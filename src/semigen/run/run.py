@@ -31,6 +31,10 @@ class Run:
         self.records = records
         self.data = data
         self._changes_noted = False
+        # A run written before stages.json existed (a stage finished, none recorded): its
+        # metrics.json says what finished.
+        self._before_stages = not self.layout.stages.exists() and bool(
+            {"label", "generate"} & read_metrics(self.path).keys())
 
     @property
     def path(self) -> Path:
@@ -64,7 +68,7 @@ class Run:
     def finished_stages(self) -> dict:
         """stages.json: each finished stage's wall time. A run written before stages.json
         existed counts every entry of its metrics.json as finished, as it did then."""
-        if not self.layout.stages.exists() and self.layout.metrics.exists():
+        if self._before_stages and not self.layout.stages.exists():
             metrics = read_metrics(self.path)
             seconds = metrics.get("seconds", {})
             return {name: {"seconds": seconds.get(name)} for name in metrics
@@ -75,7 +79,7 @@ class Run:
         return stage in self.finished_stages()
 
     def mark_finished(self, stage: str, seconds: float) -> None:
-        if self.writer and not self.layout.stages.exists():
+        if self.writer and self._before_stages and not self.layout.stages.exists():
             for name, entry in self.finished_stages().items():  # carried over, once
                 self.records.mark_finished(name, entry.get("seconds") or 0.0)
         self.records.mark_finished(stage, seconds)
