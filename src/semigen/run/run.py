@@ -5,7 +5,6 @@ through ``run.records`` and ``run.layout``."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -17,9 +16,7 @@ from . import earlier
 from .continuation import changed_fields, check_continuation, check_split
 from .layout import Layout
 from .pseudo_labels import read_pseudo_labels, write_pseudo_labels
-from .records import Records, read_json, read_metrics, read_stages
-
-log = logging.getLogger("semigen")
+from .records import Records, read_metrics, read_stages
 
 
 class Run:
@@ -59,9 +56,6 @@ class Run:
         if not (only_if_missing and self.layout.split.exists()):
             self.records.write_json(self.layout.split, self.data.split_record(self.cfg.data))
 
-    def split(self) -> dict | None:
-        return read_json(self.layout.split)
-
     def metrics(self) -> dict:
         return read_metrics(self.path)
 
@@ -98,12 +92,7 @@ class Run:
              ) -> AbstractContextManager[Run]:
         """A run of its own that belongs to this one (a baseline inside it) on the same data:
         opened without reading the images again."""
-        return open_run(cfg, model_fields,
-                        data=self.data if _same_data(cfg, self.cfg) else None)
-
-
-def _same_data(a: Config, b: Config) -> bool:
-    return a.data == b.data
+        return open_run(cfg, model_fields, data=self.data if cfg.data == self.cfg.data else None)
 
 
 @contextmanager
@@ -134,8 +123,8 @@ def open_run(cfg: Config, model_fields: dict[str, tuple[str, ...]] | None = None
 
 
 def with_added_labels(cfg: Config) -> Config:
-    """`cfg` reading the run's own added_labels.csv (`semigen review` writes it) when it names
-    none, and the data's paths made absolute (found from any working directory)."""
+    """`cfg` reading the run's own added_labels.csv (`semigen review` writes it), as an
+    absolute path, when it names none."""
     own = Layout(cfg.run.out).added_labels
     if cfg.data.added_labels is None and own.is_file():
         cfg.data.added_labels = str(own.resolve())
