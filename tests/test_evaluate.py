@@ -62,6 +62,11 @@ def test_image_metrics_name_their_network_and_n(evaluated):
     assert images["feature_network"]["path"].startswith(str(cache))
     assert "all-labels, 30 steps" in images["feature_network"]["network"]
     assert "below 2x the dimension" in images["warning"]  # 10 per class is far too few
+    # variety: 10 generated against 10 real, beside 10 other real, in both judges' features
+    for judge in (images, images["judge"]):
+        assert judge["per_class"]["3"]["variety"]["n"] == 10
+        assert 0 <= judge["variety"]["recall_ratio"] and judge["variety"]["worst_class"] in \
+            judge["per_class"]
     # the evaluator is cached: a second evaluation does not train it again
     checkpoint_file = next(cache.rglob("latest.pt"))
     before = checkpoint_file.stat().st_mtime_ns

@@ -30,6 +30,27 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
             "coverage": inside.any(0).float().mean().item(), "k": k}
 
 
+def beside_real(real: torch.Tensor, fake: torch.Tensor, k: int = 3, seed: int = 0) -> dict:
+    """`precision_recall` of generated features against real ones of one class, beside the same
+    figures of a second, disjoint set of real features of that class: what real images reach of
+    each other is the scale a generator's recall is read on. Both sides hold the same N (recall
+    grows with N) from the same reference set, with the same k; ``*_ratio`` is generated / real
+    (1: as varied as new real images; near 0: one image drawn over and over). Empty when there
+    are too few real images for two sets of more than k."""
+    n = min(len(fake), len(real) // 2)
+    if n <= k:
+        return {}
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    reference, second = real[order[:n]], real[order[n:2 * n]]
+    generated, real_beside = precision_recall(reference, fake[:n], k), \
+        precision_recall(reference, second, k)
+    found = {"n": n, "k": k}
+    for name in ("precision", "recall", "density", "coverage"):
+        found[name], found[f"real_{name}"] = generated[name], real_beside[name]
+        found[f"{name}_ratio"] = generated[name] / max(real_beside[name], 1e-8)
+    return found
+
+
 def kth_neighbour_distance(points: torch.Tensor, k: int) -> torch.Tensor:
     """Each point's distance to its k-th nearest other point."""
     return torch.cat([torch.cdist(points[i:i + 1000], points).kthvalue(k + 1, dim=1).values

@@ -32,7 +32,7 @@ from ..generation import generate_per_class
 from ..labeling import nets
 from ..labeling.train import MODEL_FIELDS, train_classifier
 from ..run import Layout, open_run, read_metrics
-from .distances import nearest_distances, precision_recall
+from .distances import beside_real, nearest_distances, precision_recall
 
 log = logging.getLogger("semigen")
 
@@ -242,6 +242,23 @@ def recognised(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return (predicted == labels).float()
 
 
+def variety_summary(per_class: dict) -> dict:
+    """The classes' recall and coverage beside real against real (`beside_real`), averaged over
+    the classes that have them, and the class whose generated images cover least of what its
+    real ones cover: the figure that says whether a generator draws many images or one."""
+    found = {name: v["variety"] for name, v in per_class.items() if "variety" in v}
+    if not found:
+        return {}
+    mean = {key: float(np.mean([v[key] for v in found.values()]))
+            for key in ("recall", "real_recall", "recall_ratio", "coverage", "real_coverage",
+                        "coverage_ratio")}
+    worst = min(found, key=lambda name: found[name]["recall_ratio"])
+    return {"variety": mean | {"worst_class": worst,
+                               "worst_recall_ratio": found[worst]["recall_ratio"],
+                               "n_per_class": min(v["n"] for v in found.values()),
+                               "k": next(iter(found.values()))["k"]}}
+
+
 @dataclass
 class Judge:
     """What judges generated images, having taken no part in training: a feature network (FID,
@@ -295,12 +312,16 @@ def judged(judge: Judge, real: torch.Tensor, real_labels: np.ndarray, fake: torc
         # A user's small test folder may hold 0 or 1 image of a class: no distance then.
         if len(real_c) >= 2:
             found["per_class"][name] |= feature_distances(real_c, fake_c)
+        variety = beside_real(real_c, fake_c, seed=c)
+        if variety:
+            found["per_class"][name]["variety"] = variety
     per_class_fid = [v["fid"] for v in found["per_class"].values() if "fid" in v]
     if len(per_class_fid) == len(classes):
         # Class-aware: the images asked for a class against that class's real images. A
         # generator whose classes are mixed up draws realistic images that the class-blind FID
         # accepts; here they sit among the wrong class's images.
         found["class_fid"] = float(np.mean(per_class_fid))
+    found |= variety_summary(found["per_class"])
     if min(per_class, len(real)) < 2 * dims:
         found["warning"] = (f"per-class FID uses {per_class} generated images against "
                             f"{dims}-dimensional features: below 2x the dimension, it is biased "

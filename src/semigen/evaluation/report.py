@@ -106,11 +106,14 @@ def metrics_section(metrics: dict) -> str:
     """The classifier beside its baselines, round by round; pseudo-labels and images too."""
     parts = ["<h2>Results</h2>",
              "<p>Held-out real images only. Image columns: the round's generator scored by the "
-             "evaluator network (built-in data sets). CAS: the classification accuracy score "
+             "evaluator network (built-in data sets); variety (x real): the share of what "
+             "real images of a class cover that its generated images cover, averaged over the "
+             "classes (1: as varied as real images). CAS: the classification accuracy score "
              "of the generated images the round's classifier was given (a linear probe "
              "trained on them alone, scored on the labeled images): whether they teach.</p>",
              _table(["classifier", "test accuracy", "pseudo-label accuracy", "FID",
-                     "class consistency", "worst class", "CAS"], results_rows(metrics))]
+                     "class consistency", "worst class", "variety (x real)", "CAS"],
+                    results_rows(metrics))]
     if metrics.get("fit", {}).get("rounds_note"):
         parts.append(f'<p class="warn">Joint rounds: {html.escape(metrics["fit"]["rounds_note"])}'
                      '.</p>')
@@ -129,7 +132,7 @@ def results_rows(metrics: dict) -> list[list]:
                  if k.startswith("baseline-")}
     if "labels-only" in baselines:
         rows.append(["labels-only baseline", baselines["labels-only"].get("test_accuracy"),
-                     None, None, None, None, None])
+                     None, None, None, None, None, None])
     rounds = sorted((int(k.split("-")[1]), v) for k, v in metrics.items()
                     if re.fullmatch(r"round-\d+", k))
     if not rounds and "label" in metrics:  # a label (and generate) run without `fit`
@@ -138,10 +141,11 @@ def results_rows(metrics: dict) -> list[list]:
         name = "semi-supervised (module 1)" if r == 0 else f"joint round {r}"
         rows.append([name, found.get("test_accuracy"), found.get("pseudo_label_accuracy"),
                      found.get("fid"), found.get("class_consistency"),
-                     found.get("worst_class_consistency"), found.get("cas_labeled")])
+                     found.get("worst_class_consistency"), found.get("variety_recall_ratio"),
+                     found.get("cas_labeled")])
     if "all-labels" in baselines:
         rows.append(["all-labels baseline", baselines["all-labels"].get("test_accuracy"),
-                     None, None, None, None, None])
+                     None, None, None, None, None, None])
     return rows
 
 
@@ -169,12 +173,14 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
                      f"{html.escape(_accuracy_note(about))}. Precision: the share of generated "
                      "images that look like real ones; recall: the share of real images the "
                      "generated ones cover (low: too little variety).</p>")
+        parts += variety_paragraphs(images, "the feature network's")
         if "judge" in images:
             judge = images["judge"]
             parts.append(f"<p>The same images by the self-supervised judge a user's own data "
                          f"gets ({html.escape(judge['feature_network']['network'])}"
                          f"{html.escape(_accuracy_note(judge['feature_network']))}): "
                          f"{_judged(judge)}.</p>")
+            parts += variety_paragraphs(judge, "the self-supervised judge's")
         if "memorisation" in images:
             copied = images["memorisation"]
             parts.append(f"<p>Copying of the generator's {copied['n_train']} training images "
@@ -187,6 +193,38 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
             parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
     elif "skipped" in images:
         parts.append(f"<p>Image metrics: {html.escape(images['skipped'])}</p>")
+    return parts
+
+
+# A class whose generated images reach less than this share of what its real images reach
+# gets a sentence of its own: the generator draws too few kinds of its images.
+LOW_VARIETY = 0.5
+
+
+def variety_paragraphs(images: dict, features: str) -> list[str]:
+    """Per class: what the generated images cover of its real images, beside what a second set
+    of real images covers (same N, same k, same features), and a plain sentence for each class
+    below `LOW_VARIETY`."""
+    summary = images.get("variety")
+    if not summary:
+        return []
+    rows = [[name, v["variety"]["recall"], v["variety"]["real_recall"],
+             v["variety"]["recall_ratio"], v["variety"]["coverage_ratio"],
+             v.get("class_consistency")]
+            for name, v in images["per_class"].items() if "variety" in v]
+    low = [f"class {name}: the generated images cover {100 * ratio:.0f} % of what real images "
+           f"of {name} cover" for name, _, _, ratio, _, _ in rows if ratio < LOW_VARIETY]
+    reach, cover = 100 * summary["recall_ratio"], 100 * summary["coverage_ratio"]
+    parts = [f"<p>Variety in {html.escape(features)} features, per class: N = "
+             f"{summary['n_per_class']} generated and N real images against the same N other "
+             f"real images of the class, k = {summary['k']}. Over the classes, the generated "
+             f"images reach {reach:.0f} % of what real images reach (recall "
+             f"{summary['recall']:.2f} against {summary['real_recall']:.2f}), and cover "
+             f"{cover:.0f} % of what they cover.</p>",
+             _table(["class", "recall", "real against real", "ratio", "coverage ratio",
+                     "class consistency"], rows)]
+    if low:
+        parts.append(f'<p class="warn">{html.escape("; ".join(low))}.</p>')
     return parts
 
 

@@ -154,5 +154,6 @@ def generator_training_images(state: dict, run: Run) -> np.ndarray:
     """The images a generator checkpoint learned from: its mode, its confidence bar, and the
     run's latest pseudo-labels."""
     with checkpoint.reading(state, "generator"):
-        mode, min_confidence = state["mode"], state["config"]["generate"]["min_confidence"]
-    return training_set(run.data, mode, run.pseudo_labels(), min_confidence, False)[0]
+        mode, gen = state["mode"], state["config"]["generate"]
+        bar, floor = gen["min_confidence"], gen.get("class_floor", 0.0)  # none before it was
+    return training_set(run.data, mode, run.pseudo_labels(), bar, False, floor)[0]

@@ -4,7 +4,8 @@ class-balanced batches that are a function of (seed, step) alone, and the checks
 before and after the loop.
 
 Modes: ``semi`` (the real labels plus the pseudo-labels of ``label`` at or above
-``generate.min_confidence``), ``labels-only`` (the real labels alone) and ``all-labels`` (every
+``generate.min_confidence``, and at least the ``generate.class_floor`` most confident share of
+each class's), ``labels-only`` (the real labels alone) and ``all-labels`` (every
 training image with its true label; built-ins)."""
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from ..training import same_weights_on_all_ranks
 
 
 def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] | None,
-                 min_confidence: float, weight_by_confidence: bool
+                 min_confidence: float, weight_by_confidence: bool, class_floor: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """(images, labels, sampling weights): each class is drawn equally often; within a class,
-    images are equally likely, or in proportion to their confidence (real labels count 1)."""
+    images are equally likely, or in proportion to their confidence (real labels count 1). In
+    ``semi`` mode see `confident`."""
     images, labels = [data.labeled.images], [data.labeled.labels]
     confidence = [np.ones(len(data.labeled))]
     if mode == "all-labels":
@@ -34,8 +36,9 @@ def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] 
         if pseudo is None:
             raise DataError("generate.mode semi needs pseudo-labels: run `semigen label` first "
                             "(or use --generate.mode labels-only)")
-        chosen = [(i, *pseudo[image_id]) for i, image_id in enumerate(data.unlabeled.ids)
-                  if image_id in pseudo and pseudo[image_id][1] >= min_confidence]
+        chosen = confident([(i, *pseudo[image_id]) for i, image_id
+                            in enumerate(data.unlabeled.ids) if image_id in pseudo],
+                           min_confidence, class_floor)
         if chosen:
             rows, chosen_labels, chosen_conf = map(np.array, zip(*chosen, strict=True))
             images.append(data.unlabeled.images[rows])
@@ -45,6 +48,25 @@ def training_set(data: Dataset, mode: str, pseudo: dict[str, tuple[int, float]] 
     counts = np.bincount(labels, minlength=len(data.classes))
     weights = (confidence if weight_by_confidence else np.ones(len(labels))) / counts[labels]
     return images, labels, torch.from_numpy(weights)
+
+
+def confident(rows: list[tuple[int, int, float]], min_confidence: float, class_floor: float
+              ) -> list[tuple[int, int, float]]:
+    """The (row, label, confidence) pseudo-labels a generator learns from: those at
+    `min_confidence` or above, and in every class at least its `class_floor` share of the
+    images given that class, the most confident first. A fixed bar alone starves the classes
+    the classifier is least sure of (at few labels, a class of thousands of images learned from
+    a few dozen), and those are the classes whose variety a generator then cannot learn."""
+    by_class: dict[int, list[tuple[int, int, float]]] = {}
+    for row in rows:
+        by_class.setdefault(row[1], []).append(row)
+    kept = []
+    for members in by_class.values():
+        members.sort(key=lambda row: -row[2])
+        floor = int(np.ceil(class_floor * len(members)))
+        kept += [row for rank, row in enumerate(members)
+                 if rank < floor or row[2] >= min_confidence]
+    return sorted(kept)
 
 
 def image_batches(images: np.ndarray, labels: np.ndarray, weights: torch.Tensor,
@@ -68,7 +90,8 @@ def open_training_set(stage: Stage, round_index: int
     fit's)."""
     run, rt, gen = stage.run, stage.rt, stage.cfg.generate
     images, labels, weights = training_set(run.data, gen.mode, run.pseudo_labels(),
-                                           gen.min_confidence, gen.weight_by_confidence)
+                                           gen.min_confidence, gen.weight_by_confidence,
+                                           gen.class_floor)
     sizes = rt.fabric.all_gather(torch.tensor(len(labels), device=rt.device)).reshape(-1)
     if len(set(sizes.tolist())) != 1:  # pseudo_labels.csv, written by rank 0, was not ready
         raise RuntimeError(f"ranks read different training sets: {sizes.tolist()} images")

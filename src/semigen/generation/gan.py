@@ -2,9 +2,9 @@
 `trainer`.
 
 The generator and the discriminator (`nets.py`) learn from class-balanced batches of the mode's
-training set (`data.py`) with the hinge loss, an auxiliary class loss and DiffAugment
-(`losses.py`). The EMA generator samples. The loop around the step (resume, logging, grids,
-checkpoints) is `train.py`'s, the same for every backend."""
+training set (`data.py`) with the hinge loss, optionally an auxiliary class loss and a
+mode-seeking term, and DiffAugment (`losses.py`). The EMA generator samples. The loop around
+the step (resume, logging, grids, checkpoints) is `train.py`'s, the same for every backend."""
 
 from __future__ import annotations
 
@@ -74,14 +74,21 @@ def trainer(model: Trainable, gen, fabric):
         opt_d.step()
 
         z = torch.randn(len(y), gen.z_dim, generator=g, device=x.device)
-        g_loss, g_class = losses.generator_loss(d_model(augment(g_model(z, y), g), y), y,
-                                                gen.class_loss)
+        seeking = {}
+        if gen.mode_seeking and len(y) >= 2:  # pairs (i, i + n/2) of one class, for the term
+            y = torch.cat([y[:len(y) // 2]] * 2)
+            z = z[:len(y)]
+        fake = g_model(z, y)
+        g_loss, g_class = losses.generator_loss(d_model(augment(fake, g), y), y, gen.class_loss)
+        if len(y) >= 2 and gen.mode_seeking:
+            seeking["mode_seeking"] = losses.mode_seeking(fake, z)
+            g_loss = g_loss + gen.mode_seeking * seeking["mode_seeking"]
         opt_g.zero_grad(set_to_none=True)
         fabric.backward(g_loss)
         opt_g.step()
         ema.update_parameters(generator)
         classes = {} if d_class is None else {"d_class_loss": d_class, "g_class_loss": g_class}
-        return {"d_loss": d_loss, "g_loss": g_loss, **classes}
+        return {"d_loss": d_loss, "g_loss": g_loss, **classes, **seeking}
 
     return step
 

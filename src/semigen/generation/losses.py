@@ -48,6 +48,17 @@ def generator_loss(output, labels: torch.Tensor, class_weight: float = 0.0):
     return loss + class_weight * term, term
 
 
+def mode_seeking(images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The mode-seeking term (Mao et al. 2019, MSGAN): images i and i + n/2 share a class, and
+    the further apart their noise is, the further apart the generator must draw them; it is the
+    inverse of how far apart they are per unit of noise distance, so it falls as the images of
+    a class spread out and grows without bound as they collapse onto one."""
+    first, second = images.float().flatten(1).chunk(2)
+    noise_a, noise_b = noise.float().chunk(2)
+    apart = (first - second).abs().mean(1) / (noise_a - noise_b).abs().mean(1)
+    return 1 / (apart.mean() + 1e-5)
+
+
 def _uniform(x: torch.Tensor, generator: torch.Generator | None, *shape) -> torch.Tensor:
     return torch.rand(len(x), *shape, generator=generator, device=x.device, dtype=x.dtype)
 

@@ -33,8 +33,10 @@ def grid_seeds(per_class: int, num_classes: int) -> list[int]:
     return [mix_seed(7, c, i) for c in range(num_classes) for i in range(per_class)]
 
 
-def save_grid(generator: torch.nn.Module, num_classes: int, per_class: int, path: Path) -> None:
-    """One row per class, `per_class` images each, fixed seeds."""
+def save_grid(generator: torch.nn.Module, num_classes: int, per_class: int, path: Path
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per class, `per_class` images each, fixed seeds; returns the images (in
+    [-1, 1]) and their classes."""
     was_training = generator.training
     generator.eval()
     labels = torch.arange(num_classes).repeat_interleave(per_class)
@@ -42,6 +44,7 @@ def save_grid(generator: torch.nn.Module, num_classes: int, per_class: int, path
     generator.train(was_training)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=per_class, normalize=True, value_range=(-1, 1), padding=1)
+    return images, labels
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from ..training import payload
 from .backends import BACKENDS
 from .data import finish_training, image_batches, open_training_set
 from .sampling import save_grid
+from .variety import real_by_class, spread_ratios
 
 STAGE = "generate"
 
@@ -66,6 +67,7 @@ def train_generator(run: Run, round_index: int = 0, init: Path | None = None) ->
         batches = image_batches(images, labels, weights, gen.batch_size,
                                 rt.data_seed(streams + 2), start_step, rt.device)
         noise_seed = rt.data_seed(streams + 3)
+        real = real_by_class(images, labels, num_classes)
 
         def step(t: int) -> dict:
             x, y = next(batches)
@@ -77,8 +79,9 @@ def train_generator(run: Run, round_index: int = 0, init: Path | None = None) ->
             if saving or due(done, gen.sample_every, total_steps):
                 backend.sync(model, rt.fabric)
                 if rt.is_writer:
-                    save_grid(ema.module, num_classes, gen.grid_per_class,
-                              run.layout.sample_grid(name, done))
+                    grid = save_grid(ema.module, num_classes, gen.grid_per_class,
+                                     run.layout.sample_grid(name, done))
+                    log_variety(stage, done, spread_ratios(*grid, real), data.classes)
 
         def checkpoint_state() -> dict:
             return payload("generator", name, gen.mode, model.net_args, data.classes,
@@ -88,3 +91,18 @@ def train_generator(run: Run, round_index: int = 0, init: Path | None = None) ->
                   after_step=after_step, checkpoint_state=checkpoint_state)
         return finish_training(stage, model.objects["generator"], labels, num_classes,
                                total_steps)
+
+
+def log_variety(stage, step: int, ratios: list[float | None], classes: list[str]) -> None:
+    """The grid's spread per class over that of real training images (`variety`), in the
+    stage's stats and, for the least varied class, in its log."""
+    known = {name: round(r, 3) for name, r in zip(classes, ratios, strict=True) if r is not None}
+    if not known:
+        return
+    worst = min(known, key=known.get)
+    stage.records.stats(stage.name, step, spread_ratio=round(float(sum(known.values()))
+                                                             / len(known), 3),
+                        worst_spread_ratio=known[worst], spread_ratio_per_class=known)
+    stage.records.info(f"{stage.name} step {step}: the grid's images differ "
+                       f"{100 * sum(known.values()) / len(known):.0f} % as much as real ones "
+                       f"(least: {worst}, {100 * known[worst]:.0f} %)")

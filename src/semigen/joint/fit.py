@@ -177,6 +177,7 @@ def round_metrics(run: Run, r: int) -> None:
         found |= {k: images.get(k) for k in ("fid", "kid", "precision", "recall",
                                              "class_consistency", "worst_class_consistency",
                                              "n_fake")}
+        found["variety_recall_ratio"] = images.get("variety", {}).get("recall_ratio")
     run.records.rewind("fit", r - 1)  # a line of this round that a crash left unrecorded
     run.records.stats("fit", r, **{k: v for k, v in found.items() if v is not None})
     run.records.update_metrics(f"round-{r}", found)

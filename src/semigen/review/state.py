@@ -207,13 +207,16 @@ def generated_images(run: Path, data, model, per_class: int) -> list[dict]:
     with torch.no_grad():
         _, probs = features_and_probs(model, images.images)
     files = [folder / image_id for image_id in images.ids]
+    measured = read_metrics(run).get("evaluate", {}).get("images", {})
     out = []
     for c, name in enumerate(data.classes):
         members = np.flatnonzero(images.labels == c)
         out.append({"class": c, "name": name, "files": [files[i] for i in members],
                     "predicted": [int(probs[i].argmax()) for i in members],
                     "recognised": float((probs[members].argmax(1) == c).mean())
-                    if len(members) else 0.0})
+                    if len(members) else 0.0,
+                    # what `evaluate` measured of the class's variety, if it has
+                    "variety": measured.get("per_class", {}).get(name, {}).get("variety")})
     return out
 
 
