@@ -217,6 +217,8 @@ def test_report_shows_baselines_rounds_and_pseudo_label_examples(fitted):
     assert f"{summary['baselines']['labels-only']:.4f}" in page
     assert "generate-r1" in page and re.search(r'alt="\d examples"', page)
     assert "Copying of the generator's" in page and "held-out real images" in page
+    # variety per class beside real against real, in both judges' features, and per round
+    assert page.count("real against real</th>") == 2 and "variety (x real)" in page
 
 
 def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
