@@ -53,7 +53,7 @@ def test_pseudo_label_metrics(evaluated):
     assert 0 <= found["pseudo_label_coverage_at_0.95"] <= found["pseudo_label_coverage_at_0.9"]
 
 
-def test_image_metrics_name_their_network_and_n(evaluated):
+def test_image_metrics_name_their_network_and_n(evaluated, capsys):
     run, cache, metrics = evaluated
     images = metrics["evaluate"]["images"]
     assert images["n_fake"] == 100 and images["n_real"] == 450
@@ -73,6 +73,8 @@ def test_image_metrics_name_their_network_and_n(evaluated):
     assert main(["evaluate", str(run), "--per-class", "10", "--evaluator-steps", "30",
                  "--data.cache-dir", str(cache)]) == 0
     assert checkpoint_file.stat().st_mtime_ns == before
+    printed = json.loads(capsys.readouterr().out)["images"]
+    assert printed["variety"] == images["variety"] and len(printed["variety_per_class"]) == 10
     again = json.loads((run / "metrics.json").read_text())["evaluate"]["images"]
     assert {k: again[k] for k in ("fid", "kid", "memorisation")} == \
         {k: images[k] for k in ("fid", "kid", "memorisation")}  # the same images, the same scores

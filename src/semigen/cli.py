@@ -363,5 +363,10 @@ def _evaluate(args, extra) -> int:
                "pseudo_labels": found.get("pseudo_labels", {}),
                "images": {k: v for k, v in found.get("images", {}).items()
                           if k != "per_class"}}
+    per_class = found.get("images", {}).get("per_class", {})
+    if any("variety" in v for v in per_class.values()):  # what each class covers of real
+        summary["images"]["variety_per_class"] = {
+            name: round(v["variety"]["recall_ratio"], 3) for name, v in per_class.items()
+            if "variety" in v}
     print(json.dumps(summary, indent=1))
     return 0
