@@ -12,7 +12,7 @@ from semigen.evaluation.images import variety_summary
 from semigen.evaluation.report import variety_paragraphs
 from semigen.generation import losses
 from semigen.generation.data import confident
-from semigen.generation.variety import real_by_class, spread, spread_ratios
+from semigen.generation.variety import real_by_class, real_spreads, spread, spread_ratios
 from semigen.run import read_stats
 
 
@@ -52,7 +52,7 @@ def test_spread_is_zero_for_one_image_and_about_one_for_new_real_images():
     labels = torch.tensor([0] * 8 + [1] * 8)
     new_real = torch.rand(8, 1, 8, 8, generator=g) * 2 - 1
     copies = torch.cat([real[0][:1].repeat(8, 1, 1, 1), new_real])
-    ratios = spread_ratios(copies, labels, real)
+    ratios = spread_ratios(copies, labels, [spread(r) for r in real])
     assert ratios[0] == 0 and 0.8 < ratios[1] < 1.2
     assert spread(real[0][:1]) == 0.0  # fewer than two images: no spread
 
@@ -92,9 +92,10 @@ def test_the_spread_catches_a_generator_that_ignores_its_noise():
     from semigen.data import load_dataset
     data = load_dataset(resolve(preset="tiny").data)
     real = real_by_class(data.labeled.images, data.labeled.labels, len(data.classes))
+    real_spread = real_spreads(data.labeled.images, data.labeled.labels, len(data.classes))
     one_per_class = torch.stack([r[0] for r in real])
     labels = torch.arange(len(data.classes)).repeat_interleave(8)
-    ratios = spread_ratios(one_per_class[labels], labels, real)
+    ratios = spread_ratios(one_per_class[labels], labels, real_spread)
     assert max(ratios) == 0
     real_again = torch.cat([r[:8] for r in real])
-    assert np.mean(spread_ratios(real_again, labels, real)) > 0.8
+    assert np.mean(spread_ratios(real_again, labels, real_spread)) > 0.8

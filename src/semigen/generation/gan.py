@@ -75,12 +75,13 @@ def trainer(model: Trainable, gen, fabric):
 
         z = torch.randn(len(y), gen.z_dim, generator=g, device=x.device)
         seeking = {}
-        if gen.mode_seeking and len(y) >= 2:  # pairs (i, i + n/2) of one class, for the term
+        pairs = gen.mode_seeking and len(y) >= 2
+        if pairs:  # images i and i + n/2 of one class, for the mode-seeking term
             y = torch.cat([y[:len(y) // 2]] * 2)
             z = z[:len(y)]
         fake = g_model(z, y)
         g_loss, g_class = losses.generator_loss(d_model(augment(fake, g), y), y, gen.class_loss)
-        if len(y) >= 2 and gen.mode_seeking:
+        if pairs:
             seeking["mode_seeking"] = losses.mode_seeking(fake, z)
             g_loss = g_loss + gen.mode_seeking * seeking["mode_seeking"]
         opt_g.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ from ..training import payload
 from .backends import BACKENDS
 from .data import finish_training, image_batches, open_training_set
 from .sampling import save_grid
-from .variety import real_by_class, spread_ratios
+from .variety import real_spreads, spread_ratios
 
 STAGE = "generate"
 
@@ -67,7 +67,7 @@ def train_generator(run: Run, round_index: int = 0, init: Path | None = None) ->
         batches = image_batches(images, labels, weights, gen.batch_size,
                                 rt.data_seed(streams + 2), start_step, rt.device)
         noise_seed = rt.data_seed(streams + 3)
-        real = real_by_class(images, labels, num_classes)
+        real = real_spreads(images, labels, num_classes)
 
         def step(t: int) -> dict:
             x, y = next(batches)
@@ -100,9 +100,9 @@ def log_variety(stage, step: int, ratios: list[float | None], classes: list[str]
     if not known:
         return
     worst = min(known, key=known.get)
-    stage.records.stats(stage.name, step, spread_ratio=round(float(sum(known.values()))
-                                                             / len(known), 3),
+    mean = float(sum(known.values())) / len(known)
+    stage.records.stats(stage.name, step, spread_ratio=round(mean, 3),
                         worst_spread_ratio=known[worst], spread_ratio_per_class=known)
     stage.records.info(f"{stage.name} step {step}: the grid's images differ "
-                       f"{100 * sum(known.values()) / len(known):.0f} % as much as real ones "
+                       f"{100 * mean:.0f} % as much as real ones "
                        f"(least: {worst}, {100 * known[worst]:.0f} %)")

@@ -31,7 +31,7 @@ def spread(images: torch.Tensor) -> float:
 def real_by_class(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0
                   ) -> list[torch.Tensor]:
     """Up to `REAL_PER_CLASS` training images of each class (uint8 N x H x W x C), as floats in
-    [-1, 1], N x C x H x W: the reference of `spread_ratios`."""
+    [-1, 1], N x C x H x W."""
     pick = np.random.default_rng(seed)
     out = []
     for c in range(num_classes):
@@ -41,12 +41,17 @@ def real_by_class(images: np.ndarray, labels: np.ndarray, num_classes: int, seed
     return out
 
 
-def spread_ratios(generated: torch.Tensor, labels: torch.Tensor, real: list[torch.Tensor]
+def real_spreads(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0
+                 ) -> list[float]:
+    """The spread of each class's real training images (`real_by_class`): what `spread_ratios`
+    sets a grid's images beside, measured once per stage."""
+    return [spread(reference) for reference in real_by_class(images, labels, num_classes, seed)]
+
+
+def spread_ratios(generated: torch.Tensor, labels: torch.Tensor, real: list[float]
                   ) -> list[float | None]:
-    """Per class, the spread of its generated images over that of its real ones (None where the
-    class has fewer than two real images)."""
-    ratios = []
-    for c, reference in enumerate(real):
-        base = spread(reference)
-        ratios.append(spread(generated[labels.cpu() == c].cpu()) / base if base > 0 else None)
-    return ratios
+    """Per class, the spread of its generated images over that of its real ones, `real` from
+    `real_spreads` (None where the class has fewer than two real images)."""
+    labels = labels.cpu()
+    return [spread(generated[labels == c].cpu()) / base if base > 0 else None
+            for c, base in enumerate(real)]

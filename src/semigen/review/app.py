@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..data.images import read_image
-from ..evaluation.report import metrics_section
+from ..evaluation.report import LOW_VARIETY, metrics_section
 from ..generation.export import png_bytes
 from ..run import Layout, replacing
 from .state import Review
@@ -129,7 +129,8 @@ def pages(review: Review) -> APIRouter:
 
     @router.get("/generated", response_class=HTMLResponse)
     def generated(request: Request):
-        return render(request, "generated.html", groups=review.generated)
+        return render(request, "generated.html", groups=review.generated,
+                      low_variety=LOW_VARIETY)
 
     @router.get("/figures", response_class=HTMLResponse)
     def figures(request: Request):
