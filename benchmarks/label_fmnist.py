@@ -75,6 +75,8 @@ def run_one(args, name: str, overrides: dict, seed: int) -> dict:
             "test_accuracy": metrics["test_accuracy"], "pseudo_label_accuracy": pseudo,
             "estimated_accuracy": estimate.get("estimated_accuracy"),
             "features_test_accuracy": estimate.get("features_test_accuracy"),
+            "features_chosen": estimate.get("features_chosen"),
+            "features_candidates": estimate.get("features_candidates"),
             "test_ece": metrics["test_ece"], "pseudo_label_ece": pseudo_ece,
             "test_ece_uncalibrated": metrics.get("test_ece_uncalibrated", metrics["test_ece"]),
             "classifier_estimate": calibration.get("classifier_estimate"),

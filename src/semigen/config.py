@@ -30,6 +30,7 @@ BACKEND_BUDGET = {"gan": {"steps": 4000, "batch_size": 128},
 GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the modules
 THRESHOLDS = ("adaptive", "fixed")
 CLASS_PRIORS = ("estimate", "uniform")
+FEATURE_CHOICES = ("auto", "self-supervised", "pretrained", "both")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
 
@@ -130,6 +131,15 @@ class LabelConfig:
     pretrain_batch_size: int = 128  # images per step (two views each)
     pretrain_lr: float = 3e-3  # Adam
     pretrain_temperature: float = 0.2  # of the contrastive loss
+    # frozen pretrained features, a candidate beside the self-supervised ones (semi mode):
+    # auto (EfficientNet-Lite0 where semigen[pretrained] is installed, else none) | none |
+    # efficientnet-lite0, -lite1, -lite2 | timm:NAME | torchvision:NAME
+    pretrained: str = "auto"
+    pretrained_weights: str = ""  # a state dict file for label.pretrained, not its default
+    pretrained_size: int = 0  # the side it reads; 0: the files' own, within 64-224 px
+    # the features the labels spread over: auto (the best held-out estimate of the candidates)
+    # | self-supervised | pretrained | both (the two side by side)
+    features: str = "auto"
     width: int = 16  # channels of the cnn's first stage (it doubles twice)
     # honest confidence: each half of the labels held out in turn (semi, labels-only)
     calibration_steps: int = 250  # fine-tuning steps per half; 0: no estimate, temperature 1
@@ -153,6 +163,13 @@ class LabelConfig:
             (self.net in NETS, f"label.net must be one of {NETS} (got {self.net!r})"),
             (0 <= self.ema_decay < 1,
              f"label.ema_decay must be in [0, 1) (got {self.ema_decay})"),
+            (self.features in FEATURE_CHOICES,
+             f"label.features must be one of {FEATURE_CHOICES} (got {self.features!r})"),
+            (self.features in ("auto", "self-supervised") or self.pretrained != "none",
+             f"label.features {self.features} needs a pretrained network (label.pretrained is "
+             "none)"),
+            (self.pretrained_size == 0 or 16 <= self.pretrained_size <= 1024,
+             f"label.pretrained_size must be 0 or 16-1024 (got {self.pretrained_size})"),
             (self.class_prior in CLASS_PRIORS,
              f"label.class_prior must be one of {CLASS_PRIORS} (got {self.class_prior!r})"),
             (self.thresholds in THRESHOLDS,

@@ -244,9 +244,27 @@ def representation_section(metrics: dict, classes: list[str]) -> str:
              None]]
     css = ' class="warn"' if near_chance else ""
     sentence = html.escape(note[0].upper() + note[1:])
-    return (f"<h2>Labels from self-supervised features</h2><p{css}>{sentence}.</p>"
+    return (f"<h2>Labels from the features</h2><p{css}>{sentence}.</p>"
             + _table(["accuracy of the features' labels", "accuracy", "95 % low", "95 % high"],
-                     rows))
+                     rows) + candidates_table(found))
+
+
+def candidates_table(found: dict) -> str:
+    """Which features the labels spread over (self-supervised, pretrained, both), why, and
+    each candidate's held-out estimate; beside it, where the truth is known, how many of the
+    unlabeled images each one's labels get right (shown, never used to choose)."""
+    each = found.get("features_candidates")
+    if not each:
+        return ""
+    truth = any("pseudo_label_accuracy" in v for v in each.values())
+    rows = [[name + (" (chosen)" if name == found["features_chosen"] else ""),
+             v.get("estimated_accuracy"), v.get("estimate_low"), v.get("estimate_high")]
+            + ([v.get("pseudo_label_accuracy")] if truth else []) for name, v in each.items()]
+    why = html.escape(f"The labels spread over the {found['features_chosen']} features: "
+                      f"{found['features_chosen_why']}.")
+    return (f"<p>{why}</p>" + _table(
+        ["features", "held-out estimate", "95 % low", "95 % high"]
+        + (["unlabeled images right (known truth)"] if truth else []), rows))
 
 
 def calibration_section(metrics: dict, classes: list[str]) -> str:

@@ -115,10 +115,10 @@ class ImageNetInput(nn.Module):
     """semigen's [-1, 1] images, grey or RGB, as an ImageNet backbone expects them: three
     channels, each standardised with ImageNet's statistics."""
 
-    def __init__(self):
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), False)
 
     def forward(self, x):
         x = (x + 1) / 2

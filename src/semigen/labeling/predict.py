@@ -63,7 +63,8 @@ def evaluate(model, data: Dataset, device, unlabeled_index: np.ndarray,
 
 def format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in metrics.items() if not isinstance(v, list))
+                     for k, v in metrics.items()
+                     if not isinstance(v, list | dict) and not k.endswith("_why"))
 
 
 def predict_images(run_path: str | Path, images: str | Path, out: str | Path,

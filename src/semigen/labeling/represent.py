@@ -64,7 +64,8 @@ def recalibrate_batch_norm(module: nn.Module, images: np.ndarray, device, limit:
 
 
 class Features(NamedTuple):
-    """Every training image's features (labeled images first) and their neighbour graph."""
+    """Every training image's features (labeled images first) and a neighbour graph: that of
+    these features, or of the candidate the labels spread over (`chosen_features`)."""
     values: torch.Tensor
     links: sparse.csr_matrix
 
@@ -208,6 +209,75 @@ def pretrain(stage: Stage, data: Dataset, net: nn.Module, colour: bool) -> None:
               checkpoint_state=checkpoint_state)
 
 
+def standardised(values: torch.Tensor) -> torch.Tensor:
+    """Each feature centred and scaled to unit spread over the images: a pretrained network's
+    features are non-negative and a few of them large, so that without it a handful decide
+    every cosine."""
+    return (values - values.mean(0)) / (values.std(0) + 1e-6)
+
+
+def candidates(own: torch.Tensor, pretrained_values: torch.Tensor | None
+               ) -> dict[str, torch.Tensor]:
+    """The features the labels may spread over: the network's own (self-supervised), the frozen
+    pretrained ones where there are any, and both side by side (each scaled to unit length
+    first, so that the cosine of the pair is the mean of the two cosines)."""
+    found = {"self-supervised": own}
+    if pretrained_values is not None:
+        other = standardised(pretrained_values)
+        found["pretrained"] = other
+        found["both"] = torch.cat([F.normalize(own, dim=1), F.normalize(other, dim=1)], 1)
+    return found
+
+
+def choose(estimates: dict[str, dict], forced: str) -> tuple[str, str]:
+    """The candidate to use and why: `forced` where the user named one, else the highest
+    held-out estimate (the first listed on a tie: the self-supervised features, then the
+    pretrained ones)."""
+    if forced != "auto":
+        return forced, "named by label.features"
+    if len(estimates) == 1:
+        return next(iter(estimates)), "the only candidate (no pretrained network)"
+    scored = {k: v["estimated_accuracy"] for k, v in estimates.items()
+              if v.get("estimated_accuracy") is not None}
+    if not scored:
+        return "self-supervised", "no held-out estimate to choose by (no class has two labels)"
+    best = max(scored, key=lambda k: (scored[k], -list(scored).index(k)))
+    others = ", ".join(f"{k} {v:.0%}" for k, v in scored.items() if k != best)
+    return best, (f"the best held-out estimate, {scored[best]:.0%} (against {others}; "
+                  f"{estimates[best]['estimate_held_out']} labeled images held out in turn)")
+
+
+def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.Tensor | None,
+                    forced: str) -> tuple[sparse.csr_matrix, dict]:
+    """The neighbour graph of the candidate features chosen on held-out labels (`choose`),
+    and the figures of each candidate: its held-out estimate (and, where the truth is known,
+    how many of the unlabeled images its labels get right: logged, never used to choose)."""
+    labeled = np.arange(len(data.labeled))
+    graphs, estimates = {}, {}
+    for name, values in candidates(own, pretrained_values).items():
+        graphs[name] = neighbour_graph(values)
+        estimates[name] = cross_validated_accuracy(graphs[name], labeled, data.labeled.labels,
+                                                   len(data.classes),
+                                                   allowed=data.held_out_allowed())
+        if data.unlabeled_truth is not None:
+            guess = first_labels(data, graphs[name])[len(data.labeled):].argmax(1).numpy()
+            estimates[name]["pseudo_label_accuracy"] = float(
+                (guess == data.unlabeled_truth).mean())
+    name, why = choose(estimates, forced)
+    return graphs[name], {"features_candidates": estimates, "features_chosen": name,
+                          "features_chosen_why": why}
+
+
+def describe_choice(found: dict) -> str:
+    """The log's line on the candidate features: each one's held-out estimate, and which the
+    labels spread over, and why."""
+    each = "; ".join(
+        f"{name} {est['estimated_accuracy']:.0%}" if est.get("estimated_accuracy") is not None
+        else f"{name} (no estimate)" for name, est in found["features_candidates"].items())
+    return (f"{STAGE}: the labels spread over the {found['features_chosen']} features, "
+            f"{found['features_chosen_why']} (held out: {each})")
+
+
 def first_labels(data: Dataset, links: sparse.csr_matrix) -> torch.Tensor:
     """`propagate` over every training image (labeled first, then unlabeled): the labeled
     images keep their labels, the unlabeled ones get the spread distribution."""
@@ -252,17 +322,23 @@ def describe_estimate(found: dict, num_classes: int, subject: str = "labels from
     return text, near
 
 
-def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_prior: bool
+def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_prior: bool,
+                         pretrained_values: torch.Tensor | None = None, forced: str = "auto"
                          ) -> tuple[dict, torch.Tensor, Features]:
-    """After the representation stage: spread the labels over the learned features; with
+    """After the representation stage: spread the labels over the learned features (or the
+    frozen `pretrained_values`, or both: whichever the held-out labels favour,
+    `chosen_features`); with
     `estimate_prior`, estimate how common each class is among the unlabeled images and
     re-weight their labels by it (`prior`); fit the classifier's head to those labels
     (fine-tuning starts from them), and return their figures (accuracy held out from the
     labeled images, against known truth, the class prior as ``class_prior``), the unlabeled
-    images' label distributions, and the features (labeled images first), with their graph."""
+    images' label distributions, and the features (labeled images first: the network's own,
+    which its head reads) with the graph of the chosen ones."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
-    features = features_of(net.features, images, device)
+    own = embed(net.features, images, device)
+    links, choice = chosen_features(data, own, pretrained_values, forced)
+    features = Features(own, links)
     targets = first_labels(data, features.links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
     # The shares an estimate must move away from to be used are the split's: labels added
@@ -279,9 +355,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
     fit_head(net.head, features.values, targets)
-    labeled = np.arange(len(data.labeled))
-    found = cross_validated_accuracy(features.links, labeled, data.labeled.labels,
-                                     len(data.classes), allowed=allowed)
+    found = dict(choice["features_candidates"][choice["features_chosen"]]) | choice
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
     found["class_prior_estimated"] = estimate is not None

