@@ -87,3 +87,16 @@ def test_contrastive_loss_has_gradients_for_both_views():
     z1, z2 = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
     losses.contrastive_loss(z1, z2).backward()
     assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0
+
+
+def test_decoupled_contrastive_loss_leaves_the_partner_out_of_the_denominator():
+    # As above, partner at similarity 1, the two negatives at 0: -1 + log(2) at temperature 1.
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert losses.contrastive_loss(z, z, 1.0, decoupled=True).item() == \
+        pytest.approx(-1 + math.log(2))
+    # always below NT-Xent (its denominator holds one term fewer), and still rewards the
+    # right partner over a swapped one
+    z1, z2 = torch.randn(8, 5), torch.randn(8, 5)
+    assert losses.contrastive_loss(z1, z2, decoupled=True) < losses.contrastive_loss(z1, z2)
+    assert losses.contrastive_loss(z, z, 0.1, decoupled=True) < \
+        losses.contrastive_loss(z, z.flip(0), 0.1, decoupled=True)

@@ -31,6 +31,7 @@ GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the mo
 THRESHOLDS = ("adaptive", "fixed")
 CLASS_PRIORS = ("estimate", "uniform")
 FEATURE_CHOICES = ("auto", "self-supervised", "pretrained", "both")
+PRETRAIN_LOSSES = ("nt-xent", "dcl")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
 
@@ -131,6 +132,8 @@ class LabelConfig:
     pretrain_batch_size: int = 128  # images per step (two views each)
     pretrain_lr: float = 3e-3  # Adam
     pretrain_temperature: float = 0.2  # of the contrastive loss
+    # nt-xent: SimCLR's loss | dcl: decoupled (the positive pair out of the denominator)
+    pretrain_loss: str = "nt-xent"
     # frozen pretrained features, a candidate beside the self-supervised ones (semi mode):
     # auto (EfficientNet-Lite0 where semigen[pretrained] is installed, else none) | none |
     # efficientnet-lite0, -lite1, -lite2 | timm:NAME | torchvision:NAME
@@ -163,6 +166,8 @@ class LabelConfig:
             (self.net in NETS, f"label.net must be one of {NETS} (got {self.net!r})"),
             (0 <= self.ema_decay < 1,
              f"label.ema_decay must be in [0, 1) (got {self.ema_decay})"),
+            (self.pretrain_loss in PRETRAIN_LOSSES,
+             f"label.pretrain_loss must be one of {PRETRAIN_LOSSES} (got {self.pretrain_loss!r})"),
             (self.features in FEATURE_CHOICES,
              f"label.features must be one of {FEATURE_CHOICES} (got {self.features!r})"),
             (self.features in ("auto", "self-supervised") or self.pretrained != "none",

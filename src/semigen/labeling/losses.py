@@ -62,14 +62,21 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
                                         norm="l1").item()
 
 
-def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2
-                     ) -> torch.Tensor:
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
+                     decoupled: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent: row i of `z1` and row i of `z2` embed two views of one image; each
     embedding must pick its partner, by cosine similarity / temperature, out of the other
-    2N - 1 embeddings of the batch (the views of the other images are its negatives)."""
+    2N - 1 embeddings of the batch (the views of the other images are its negatives).
+    `decoupled`: DCL (Yeh et al. 2022), the partner left out of the denominator, so that a
+    pair already close stops damping the push away from the negatives (small batches learn
+    faster)."""
     n = len(z1)
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    similarity = (z @ z.T / temperature).masked_fill(
-        torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    similarity = (z @ z.T / temperature).masked_fill(self_pairs, float("-inf"))
     partners = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(similarity, partners)
+    if not decoupled:
+        return F.cross_entropy(similarity, partners)
+    positive = similarity[torch.arange(2 * n, device=z.device), partners]
+    negatives = similarity.masked_fill(self_pairs.roll(n, dims=1), float("-inf"))
+    return (torch.logsumexp(negatives, dim=1) - positive).mean()

@@ -195,7 +195,8 @@ def pretrain(stage: Stage, data: Dataset, net: nn.Module, colour: bool) -> None:
             batch = pool[index].to(rt.device).float() / 255
             views = torch.cat([augment(batch), augment(batch)]) * 2 - 1
         z1, z2 = model(views.contiguous(memory_format=torch.channels_last)).chunk(2)
-        loss = losses.contrastive_loss(z1, z2, lab.pretrain_temperature)
+        loss = losses.contrastive_loss(z1, z2, lab.pretrain_temperature,
+                                       decoupled=lab.pretrain_loss == "dcl")
         optimizer.zero_grad(set_to_none=True)
         rt.fabric.backward(loss)
         optimizer.step()
