@@ -173,20 +173,24 @@ def input_side(data: Dataset, wanted: int) -> int:
     return int(min(LARGEST, max(SMALLEST, max(sides))))
 
 
-def images_at(data: Dataset, data_cfg, side: int) -> np.ndarray:
-    """The training images (labeled first, then unlabeled), uint8 N x H x W x C, with their
-    longest side `side` where the files have that much: folder images are decoded again from
-    their files (through the decoded-image cache) and matched by path; built-ins, and images
-    no larger than the run's copy, are the run's copy (enlarged by `features` as needed)."""
-    ids = list(data.labeled.ids) + list(data.unlabeled.ids)
-    own = np.concatenate([data.labeled.images, data.unlabeled.images])
+def images_at(data: Dataset, data_cfg, side: int, sets: tuple[str, ...] = ("labeled",
+                                                                           "unlabeled")
+              ) -> np.ndarray:
+    """The images of `sets` (by default the training images: labeled first, then unlabeled),
+    uint8 N x H x W x C, with their longest side `side` where the files have that much: folder
+    images are decoded again from their files (through the decoded-image cache) and matched by
+    path; built-ins, and images no larger than the run's copy, are the run's copy (enlarged by
+    `features` as needed)."""
+    ids = [i for name in sets for i in getattr(data, name).ids]
+    own = np.concatenate([getattr(data, name).images for name in sets])
     if data_cfg.source in BUILTINS or side <= max(data.shape[:2]):
         return own
     from dataclasses import replace
 
     from ..data import load_dataset
     larger = load_dataset(replace(data_cfg, max_side=side, image_size=None))
-    rows = {i: (s, k) for s in (larger.labeled, larger.unlabeled) for k, i in enumerate(s.ids)}
+    rows = {i: (s, k) for s in (larger.labeled, larger.unlabeled, larger.test) if s is not None
+            for k, i in enumerate(s.ids)}
     if any(i not in rows for i in ids):  # a file changed since the run read it
         log.warning("pretrained features: the files changed since the run read them; the "
                     "run's own copy of the images is used")
