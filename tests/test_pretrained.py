@@ -72,6 +72,9 @@ def test_a_user_weights_file_is_what_the_features_come_from(weights_file):
     assert torch.equal(dict(net.net.named_parameters())[first], state[first])
     images = np.random.default_rng(0).integers(0, 256, (5, 12, 12, 1), dtype=np.uint8)
     values = pretrained.features(net, images, 32, "cpu")
+    assert not any(m.training for m in net.modules())  # BatchNorm uses its running statistics
+    assert torch.allclose(pretrained.features(net, images[2:3], 32, "cpu")[0], values[2],
+                          atol=1e-4)
     # mean- and max-pooled feature map: twice the network's width, grey read as RGB
     assert values.shape == (5, 2 * timm.create_model("test_efficientnet").num_features)
     assert (values[:, values.shape[1] // 2:] >= values[:, :values.shape[1] // 2] - 1e-5).all()
@@ -191,5 +194,9 @@ def test_efficientnet_lite0_weights_come_from_their_wheel():
     model = net.net
     assert torch.equal(model._conv_stem.weight, shipped["_conv_stem.weight"])
     assert torch.equal(model._bn1.running_var, shipped["_bn1.running_var"])
-    images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
-    assert pretrained.features(net, images, 64, "cpu").shape == (2, 2560)
+    images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    together = pretrained.features(net, images, 64, "cpu")
+    assert together.shape == (4, 2560)
+    # frozen, in eval mode: an image's features do not depend on the batch it came in
+    alone = pretrained.features(net, images[:1], 64, "cpu")
+    assert torch.allclose(alone[0], together[0], atol=1e-4)

