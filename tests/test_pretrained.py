@@ -200,3 +200,21 @@ def test_efficientnet_lite0_weights_come_from_their_wheel():
     # frozen, in eval mode: an image's features do not depend on the batch it came in
     alone = pretrained.features(net, images[:1], 64, "cpu")
     assert torch.allclose(alone[0], together[0], atol=1e-4)
+
+
+def test_a_joint_round_spreads_over_the_features_the_label_stage_chose(tmp_path, weights_file,
+                                                                         caplog):
+    """Module 1 chose the pretrained features; the round's feature step places its generated
+    images among those features too (read at the network's size), not the network's own."""
+    import semigen
+    path, _ = weights_file
+    caplog.set_level("INFO")
+    run = tmp_path / "fit"
+    semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                data__cache_dir=str(tmp_path / "cache"),
+                label__pretrained="timm:test_efficientnet", label__pretrained_weights=str(path),
+                label__pretrained_size=32, label__features="pretrained")
+    assert read_metrics(run)["represent"]["features_chosen"] == "pretrained"
+    assert "spread again over the pretrained features, with" in caplog.text
+    # the training images' features came from the cache the label stage filled
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1
