@@ -218,3 +218,20 @@ def test_a_joint_round_spreads_over_the_features_the_label_stage_chose(tmp_path,
     assert "spread again over the pretrained features, with" in caplog.text
     # the training images' features came from the cache the label stage filled
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1
+
+
+def test_a_download_that_fails_says_how_to_go_on_offline(monkeypatch):
+    """timm:NAME without a weights file asks timm for its pretrained weights (a download, or
+    its cache); without a network that fails, and the message names the way out."""
+    asked = {}
+
+    def create_model(name, pretrained=False, **kwargs):
+        asked[name] = pretrained
+        if pretrained:
+            raise OSError("no route to host")
+        return timm.models.create_model(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    with pytest.raises(ValueError, match="could not fetch its weights.*pretrained_weights"):
+        pretrained.feature_network("timm:test_efficientnet")
+    assert asked == {"test_efficientnet": True}
