@@ -235,3 +235,21 @@ def test_a_download_that_fails_says_how_to_go_on_offline(monkeypatch):
     with pytest.raises(ValueError, match="could not fetch its weights.*pretrained_weights"):
         pretrained.feature_network("timm:test_efficientnet")
     assert asked == {"test_efficientnet": True}
+
+
+def test_on_many_images_the_pretrained_features_keep_their_leading_components(monkeypatch):
+    rng = torch.Generator().manual_seed(0)
+    spreads = torch.tensor([5.0, 3.0, 1.0, 0.1, 0.01])
+    values = torch.randn(400, 5, generator=rng) * spreads @ torch.linalg.qr(
+        torch.randn(5, 5, generator=rng))[0]
+    kept = represent.principal(values, 2)
+    assert kept.shape == (400, 2)
+    # the two directions of largest spread, largest first: most of the variance is kept
+    assert kept.var(0)[0] > kept.var(0)[1] > 0.5
+    assert kept.var(0).sum() > 0.9 * (values.var(0).sum() - 1.1)
+    assert torch.equal(kept, represent.principal(values, 2))  # deterministic
+    monkeypatch.setattr(represent, "REDUCE_ABOVE", 100)
+    monkeypatch.setattr(represent, "PRINCIPAL", 3)
+    found = represent.candidates(torch.randn(400, 4), values)
+    assert found["pretrained"].shape == (400, 3) and found["both"].shape == (400, 7)
+    assert represent.candidates(torch.randn(50, 4), values[:50])["pretrained"].shape == (50, 5)
