@@ -27,21 +27,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from semigen import checkpoint
 from semigen.config import from_dict, load_yaml
 from semigen.data import load_dataset
 from semigen.labeling import nets, pretrained, represent
-from semigen.run import Layout, read_metrics
-
-
-def self_supervised(cfg, data, images: np.ndarray, test: np.ndarray, run: str):
-    lab = cfg.label
-    net = nets.build(**nets.arguments(lab.backbone or lab.net, data.shape, len(data.classes),
-                                      lab.width))
-    encoder = nn.Sequential(net.features, represent.projector(net.head.in_features))
-    encoder.load_state_dict(checkpoint.load(Layout(run).checkpoint(represent.STAGE))["model"])
-    represent.recalibrate_batch_norm(net.features, images, "cpu")
-    return nets.embed(net.features, images, "cpu"), nets.embed(net.features, test, "cpu")
+from semigen.run import read_metrics
 
 
 def pretrained_of(cfg, data):
@@ -121,7 +110,8 @@ def main() -> None:
         cfg = from_dict(load_yaml(f"{run}/config.yaml"))
         data = load_dataset(cfg.data)
         images = np.concatenate([data.labeled.images, data.unlabeled.images])
-        own, own_test = self_supervised(cfg, data, images, data.test.images, run)
+        net = represent.load_representation(run, cfg, data, "cpu")  # the run's own, as it was
+        own, own_test = (nets.embed(net, x, "cpu") for x in (images, data.test.images))
         other, other_test = pretrained_of(cfg, data)
         train_sets = represent.candidates(own, other)
         test_sets = represent.candidates(own_test, other_test)

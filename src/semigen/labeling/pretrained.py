@@ -198,8 +198,6 @@ def images_at(data: Dataset, data_cfg, side: int, sets: tuple[str, ...] = ("labe
     return np.stack([rows[i][0].images[rows[i][1]] for i in ids])
 
 
-
-
 @torch.no_grad()
 def features(net: nn.Module, images: np.ndarray, side: int, device, batch_size: int = 64
              ) -> torch.Tensor:
