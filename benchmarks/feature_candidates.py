@@ -96,20 +96,31 @@ def score_candidate(data, values: torch.Tensor, test_values: torch.Tensor, truth
     return found
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def finished_runs(doc: str):
+    """The command line of a script on finished label runs (RUNS with {seed}, --seeds, --truth,
+    --out), and each run's seed, directory, config, data and training images."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("runs", help="label run directories, with {seed}")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--truth", help="a folder set's truth CSV, with {seed}")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(1)
+
+    def each():
+        for seed in args.seeds:
+            run = args.runs.format(seed=seed)
+            cfg = from_dict(load_yaml(f"{run}/config.yaml"))
+            data = load_dataset(cfg.data)
+            yield seed, run, cfg, data, np.concatenate([data.labeled.images,
+                                                        data.unlabeled.images])
+    return args, each()
+
+
+def main() -> None:
+    args, runs = finished_runs(__doc__)
     results = []
-    for seed in args.seeds:
-        run = args.runs.format(seed=seed)
-        cfg = from_dict(load_yaml(f"{run}/config.yaml"))
-        data = load_dataset(cfg.data)
-        images = np.concatenate([data.labeled.images, data.unlabeled.images])
+    for seed, run, cfg, data, images in runs:
         net = represent.load_representation(run, cfg, data, "cpu")  # the run's own, as it was
         own, own_test = (nets.embed(net, x, "cpu") for x in (images, data.test.images))
         other, other_test = pretrained_of(cfg, data)
@@ -118,6 +129,9 @@ def main() -> None:
         # the test rows standardised with the training images' statistics, as one would
         if other is not None:
             scaled = (other_test - other.mean(0)) / (other.std(0) + 1e-6)
+            if len(other) > represent.REDUCE_ABOVE and other.shape[1] > represent.PRINCIPAL:
+                mean, vectors = represent.principal_directions(represent.standardised(other))
+                scaled = (scaled - mean) @ vectors
             test_sets["pretrained"] = scaled
             test_sets["both"] = torch.cat([nn.functional.normalize(own_test, dim=1),
                                            nn.functional.normalize(scaled, dim=1)], 1)

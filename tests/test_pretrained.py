@@ -36,19 +36,49 @@ def weights_file(tmp_path):
 
 
 def test_choose_takes_the_best_held_out_estimate_or_what_the_user_named():
-    est = {"self-supervised": {"estimated_accuracy": 0.6, "estimate_held_out": 40},
-           "pretrained": {"estimated_accuracy": 0.7, "estimate_held_out": 40},
-           "both": {"estimated_accuracy": 0.65, "estimate_held_out": 40}}
-    name, why = represent.choose(est, "auto")
-    assert name == "pretrained" and "70%" in why and "self-supervised 60%" in why
-    assert represent.choose(est, "both") == ("both", "named by label.features")
-    # A tie keeps the first listed: the network's own features.
-    tie = {k: {**v, "estimated_accuracy": 0.5} for k, v in est.items()}
-    assert represent.choose(tie, "auto")[0] == "self-supervised"
-    none = {k: {"estimated_accuracy": None} for k in est}
-    assert represent.choose(none, "auto")[0] == "self-supervised"
-    assert represent.choose({"self-supervised": est["self-supervised"]}, "auto")[0] == \
-        "self-supervised"
+    def ways(spread, linear):
+        return {"spread": {"estimated_accuracy": spread, "estimate_held_out": 40},
+                "linear": {"estimated_accuracy": linear, "estimate_held_out": 40}}
+    est = {"self-supervised": ways(0.6, 0.55), "pretrained": ways(0.7, 0.75),
+           "both": ways(0.65, 0.6)}
+    name, how, why = represent.choose(est)
+    assert (name, how) == ("pretrained", "linear") and "75%" in why
+    assert "self-supervised spread 60%" in why and "pretrained spread 70%" in why
+    # what the user names is kept; the rest is still chosen on the estimates
+    assert represent.choose(est, "both")[:2] == ("both", "spread")
+    assert represent.choose(est, "auto", "spread")[:2] == ("pretrained", "spread")
+    assert represent.choose(est, "both", "linear") == ("both", "linear",
+                                                       "named by label.features and "
+                                                       "label.labels_by")
+    # A tie keeps the first listed: spreading, over the network's own features.
+    tie = {k: ways(0.5, 0.5) for k in est}
+    assert represent.choose(tie)[:2] == ("self-supervised", "spread")
+    none = {k: ways(None, None) for k in est}
+    assert represent.choose(none)[:2] == ("self-supervised", "spread")
+
+
+def test_a_linear_probe_reads_a_detail_that_the_neighbours_do_not_share():
+    """Two classes told apart by one small feature beside two large ones of pure noise: the
+    neighbour graph follows the noise, a linear probe on the labeled points finds the one
+    feature; the held-out estimate sees the difference, as the choice needs."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 300)
+    values = torch.from_numpy(rng.normal(size=(600, 3)) * [0.1, 10, 10]).float()
+    values[:, 0] += torch.from_numpy(2.0 * truth - 1.0).float()
+    labeled = np.concatenate([np.flatnonzero(truth == c)[:10] for c in (0, 1)])
+    order = np.concatenate([labeled, np.setdiff1d(np.arange(600), labeled)])
+    values, truth = values[order], truth[order]
+    probs = represent.linear_labels(values, np.arange(20), truth[:20], 2)
+    assert probs.shape == (600, 2) and torch.allclose(probs.sum(1), torch.ones(600))
+    assert (probs.argmax(1).numpy() == truth).mean() > 0.95
+    held, held_probs = represent.held_out_linear(values, truth[:20], 2)
+    linear = represent.accuracy_held_out(held, held_probs, truth[:20])
+    spread = represent.cross_validated_accuracy(represent.neighbour_graph(values),
+                                                np.arange(20), truth[:20], 2)
+    assert sorted(held) == list(range(20))
+    assert linear["estimated_accuracy"] > 0.95 > 0.75 > spread["estimated_accuracy"]
+    # a class never seen in the fit gets probability 0
+    assert represent.linear_labels(values, np.arange(20), truth[:20], 3)[:, 2].abs().max() == 0
 
 
 def test_candidates_side_by_side_weigh_each_network_equally():
@@ -152,12 +182,14 @@ def test_label_stage_chooses_among_the_candidates_and_says_which(tmp_path, weigh
     found = read_metrics(out)["represent"]
     each = found["features_candidates"]
     assert list(each) == ["self-supervised", "pretrained", "both"]
-    best = max(v["estimated_accuracy"] for v in each.values())
-    assert each[found["features_chosen"]]["estimated_accuracy"] == best
+    assert all(list(ways) == ["spread", "linear"] for ways in each.values())
+    best = max(v["estimated_accuracy"] for ways in each.values() for v in ways.values())
+    assert each[found["features_chosen"]][found["labels_by"]]["estimated_accuracy"] == best
     # the stage's estimate is the chosen candidate's; known truth is shown, never used
     assert found["estimated_accuracy"] == best
-    assert all(0 <= v["pseudo_label_accuracy"] <= 1 for v in each.values())
-    assert "the labels spread over the " in caplog.text and "held out:" in caplog.text
+    assert all(0 <= v["pseudo_label_accuracy"] <= 1
+               for ways in each.values() for v in ways.values())
+    assert "represent: the labels " in caplog.text and "the best held-out estimate" in caplog.text
     assert "computed for 1347 images" in caplog.text
     # forced: the pretrained features alone, read from the cache this time
     caplog.clear()
@@ -165,14 +197,14 @@ def test_label_stage_chooses_among_the_candidates_and_says_which(tmp_path, weigh
     train(tiny(out, tmp_path, **common, **{"label.features": "pretrained"}))
     found = read_metrics(out)["represent"]
     assert found["features_chosen"] == "pretrained"
-    assert found["features_chosen_why"] == "named by label.features"
+    assert found["features_chosen_why"].endswith("label.features as named")
     assert found["estimated_accuracy"] == found["features_candidates"]["pretrained"][
-        "estimated_accuracy"]
+        found["labels_by"]]["estimated_accuracy"]
     assert "read from" in caplog.text
     # the report shows the candidates
     from semigen.evaluation.report import write_report
     html = write_report(out).read_text()
-    assert "pretrained (chosen)" in html and "named by label.features" in html
+    assert "pretrained (chosen)" in html and "label.features as named" in html
 
 
 def test_self_supervised_alone_computes_no_pretrained_features(tmp_path, caplog):

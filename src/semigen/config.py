@@ -31,6 +31,7 @@ GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the mo
 THRESHOLDS = ("adaptive", "fixed")
 CLASS_PRIORS = ("estimate", "uniform")
 FEATURE_CHOICES = ("auto", "self-supervised", "pretrained", "both")
+LABELS_BY_CHOICES = ("auto", "spread", "linear")
 PRETRAIN_LOSSES = ("nt-xent", "dcl")
 NETS = ("cnn", "wrn10_2", "wrn28_2")
 CHANNELS = ("auto", "gray", "rgb")
@@ -143,6 +144,9 @@ class LabelConfig:
     # the features the labels spread over: auto (the best held-out estimate of the candidates)
     # | self-supervised | pretrained | both (the two side by side)
     features: str = "auto"
+    # how labels come from those features: auto (the best held-out estimate) | spread (label
+    # spreading along the neighbour graph) | linear (a logistic probe on the labeled images)
+    labels_by: str = "auto"
     width: int = 16  # channels of the cnn's first stage (it doubles twice)
     # honest confidence: each half of the labels held out in turn (semi, labels-only)
     calibration_steps: int = 250  # fine-tuning steps per half; 0: no estimate, temperature 1
@@ -170,6 +174,8 @@ class LabelConfig:
              f"label.pretrain_loss must be one of {PRETRAIN_LOSSES} (got {self.pretrain_loss!r})"),
             (self.features in FEATURE_CHOICES,
              f"label.features must be one of {FEATURE_CHOICES} (got {self.features!r})"),
+            (self.labels_by in LABELS_BY_CHOICES,
+             f"label.labels_by must be one of {LABELS_BY_CHOICES} (got {self.labels_by!r})"),
             (self.features in ("auto", "self-supervised") or self.pretrained != "none",
              f"label.features {self.features} needs a pretrained network (label.pretrained is "
              "none)"),

@@ -250,20 +250,23 @@ def representation_section(metrics: dict, classes: list[str]) -> str:
 
 
 def candidates_table(found: dict) -> str:
-    """Which features the labels spread over (self-supervised, pretrained, both), why, and
-    each candidate's held-out estimate; beside it, where the truth is known, how many of the
-    unlabeled images each one's labels get right (shown, never used to choose)."""
+    """Which features the labels came from (self-supervised, pretrained, both) and how
+    (spread, linear probe), why, and each candidate's held-out estimate; beside it, where the
+    truth is known, how many of the unlabeled images each one's labels get right (shown, never
+    used to choose)."""
     each = found.get("features_candidates")
     if not each:
         return ""
-    truth = any("pseudo_label_accuracy" in v for v in each.values())
-    rows = [[name + (" (chosen)" if name == found["features_chosen"] else ""),
+    pairs = [(name, how, v) for name, ways in each.items() for how, v in ways.items()]
+    truth = any("pseudo_label_accuracy" in v for _, _, v in pairs)
+    chosen = (found["features_chosen"], found.get("labels_by", "spread"))
+    rows = [[name + (" (chosen)" if (name, how) == chosen else ""), how,
              v.get("estimated_accuracy"), v.get("estimate_low"), v.get("estimate_high")]
-            + ([v.get("pseudo_label_accuracy")] if truth else []) for name, v in each.items()]
-    why = html.escape(f"The labels spread over the {found['features_chosen']} features: "
-                      f"{found['features_chosen_why']}.")
+            + ([v.get("pseudo_label_accuracy")] if truth else []) for name, how, v in pairs]
+    from ..labeling.represent import way
+    why = html.escape(f"The labels were {way(found)}: {found['features_chosen_why']}.")
     return (f"<p>{why}</p>" + _table(
-        ["features", "held-out estimate", "95 % low", "95 % high"]
+        ["features", "labels by", "held-out estimate", "95 % low", "95 % high"]
         + (["unlabeled images right (known truth)"] if truth else []), rows))
 
 

@@ -31,13 +31,14 @@ def reweighted(probs: torch.Tensor, train_prior: torch.Tensor, prior: torch.Tens
 
 
 def estimate_prior(probs: torch.Tensor, train_prior: torch.Tensor, iterations: int = 1000,
-                   tolerance: float = 1e-7) -> torch.Tensor:
+                   tolerance: float = 1e-7, images_per_class: float = PRIOR_IMAGES_PER_CLASS
+                   ) -> torch.Tensor:
     """The class prior of the images behind `probs` (N x K, learned under `train_prior`) by
     EM (Saerens et al. 2002), as a posterior mode (`PRIOR_IMAGES_PER_CLASS`), no class below
     SMALLEST_SHARE."""
     probs, train_prior = probs.double(), train_prior.double()
     prior = train_prior.clone()
-    pseudo = PRIOR_IMAGES_PER_CLASS * len(train_prior)
+    pseudo = images_per_class * len(train_prior)
     for _ in range(iterations):
         new = (reweighted(probs, train_prior, prior).sum(0) + pseudo * train_prior) \
             / (len(probs) + pseudo)
@@ -64,10 +65,29 @@ LABELS_TO_ESTIMATE = 2
 SHIFT_TO_USE = 0.1
 
 
-def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+def shift(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Total variation distance between two class distributions (0 to 1)."""
+    return 0.5 * float((a - b).abs().sum())
+
+
+def shift_by_error(held_out_probs: torch.Tensor, held_out_labels, train_prior: torch.Tensor
+                   ) -> float:
+    """How far EM moves on labeled images held out from the features' labels, whose shares are
+    known: the shift that the features' confusions (one class read as another) and chance
+    alone give, which an estimate on the unlabeled images must clear to mean anything. 0 where
+    nothing was held out."""
+    if not len(held_out_probs):
+        return 0.0
+    known = labeled_prior(held_out_labels, len(train_prior))
+    return shift(estimate_prior(held_out_probs, train_prior), known)
+
+
+def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor, by_error: float = 0.0
+                 ) -> torch.Tensor:
     """The estimate where it lies SHIFT_TO_USE or more (total variation) from the labeled
-    shares, else the labeled shares."""
-    return estimate if 0.5 * (estimate - labeled).abs().sum() >= SHIFT_TO_USE else labeled
+    shares and further than EM moved on held-out labeled images (`shift_by_error`), else the
+    labeled shares."""
+    return estimate if shift(estimate, labeled) >= max(SHIFT_TO_USE, by_error) else labeled
 
 
 def labeled_prior(labels, num_classes: int) -> torch.Tensor:
@@ -104,3 +124,12 @@ def describe(prior: torch.Tensor, labeled: torch.Tensor, classes: list[str]) -> 
     shares = ", ".join(f"{c} {p:.1%} ({q:.0%})" for c, p, q in
                        zip(classes, prior.tolist(), labeled.tolist(), strict=True))
     return f"class shares estimated among the unlabeled images (labeled shares): {shares}"
+
+
+def describe_use(moved: float, by_error: float, used: bool) -> str:
+    """The end of `describe`'s line: whether the estimate is used, and the shifts that
+    decided it."""
+    why = (f"{moved:.0%} from the labeled shares (total variation), where {SHIFT_TO_USE:.0%} "
+           f"and the {by_error:.0%} that EM moved on the held-out labeled images must be "
+           "cleared")
+    return f"; {why}: " + ("used" if used else "the labeled shares are kept")

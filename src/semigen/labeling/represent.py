@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import sparse
+from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 from sklearn.semi_supervised import LabelSpreading
 from torch import nn
@@ -119,25 +120,41 @@ def folds_per_class(labels: np.ndarray, num_classes: int, folds: int, seed: int 
     return fold
 
 
-def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
-                             num_classes: int, folds: int = 5, seed: int = 0,
-                             allowed: np.ndarray | None = None) -> dict:
-    """Accuracy of `propagate` on labeled images it did not see: each of `folds` folds (one
-    image per class per fold at most, `folds_per_class`) is held out in turn and labeled from
-    the others; images `allowed` leaves out are never held out. With a Wilson 95 % interval,
-    and None where no class has two labeled images to hold out."""
+def held_out_labels(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
+                    num_classes: int, folds: int = 5, seed: int = 0,
+                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """The labeled images `propagate` can be checked on (`folds_per_class`) and the label
+    distribution each gets when its fold is held out and labeled from the others: positions
+    into `labeled`, and an N x classes tensor (both empty where no class has two images)."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
-    if (fold_of < 0).all():
-        return {"estimated_accuracy": None, "estimate_held_out": 0}
-    right = total = 0
     known = np.full(links.shape[0], -1)
+    held, probs = [], []
     for f in range(fold_of.max() + 1):
         train = known.copy()
         train[labeled[fold_of != f]] = labels[fold_of != f]
-        held = fold_of == f
-        guess = propagate(links, train, num_classes)[labeled[held]].argmax(1).numpy()
-        right += int((guess == labels[held]).sum())
-        total += int(held.sum())
+        held.append(np.flatnonzero(fold_of == f))
+        probs.append(propagate(links, train, num_classes)[labeled[held[-1]]])
+    if not held:
+        return np.zeros(0, int), torch.zeros(0, num_classes)
+    return np.concatenate(held), torch.cat(probs)
+
+
+def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
+                             num_classes: int, folds: int = 5, seed: int = 0,
+                             allowed: np.ndarray | None = None) -> dict:
+    """Accuracy of `propagate` on labeled images it did not see (`held_out_labels`: each of
+    `folds` folds, one image per class per fold at most, labeled from the others); images
+    `allowed` leaves out are never held out. With a Wilson 95 % interval, and None where no
+    class has two labeled images to hold out."""
+    return accuracy_held_out(*held_out_labels(links, labeled, labels, num_classes, folds, seed,
+                                              allowed), labels)
+
+
+def accuracy_held_out(held: np.ndarray, probs: torch.Tensor, labels: np.ndarray) -> dict:
+    """`cross_validated_accuracy`'s figures from `held_out_labels`' answer."""
+    if not len(held):
+        return {"estimated_accuracy": None, "estimate_held_out": 0}
+    right, total = int((probs.argmax(1).numpy() == labels[held]).sum()), len(held)
     low, high = wilson_interval(right, total)
     return {"estimated_accuracy": right / total, "estimate_low": low, "estimate_high": high,
             "estimate_held_out": total}
@@ -224,13 +241,21 @@ def standardised(values: torch.Tensor) -> torch.Tensor:
 REDUCE_ABOVE, PRINCIPAL = 10_000, 256
 
 
-def principal(values: torch.Tensor, dims: int = PRINCIPAL) -> torch.Tensor:
-    """`values` (centred) projected on their `dims` leading principal directions: exact and
-    deterministic, from the eigenvectors of their covariance."""
-    centred = values - values.mean(0)
+def principal_directions(values: torch.Tensor, dims: int = PRINCIPAL
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of `values` and their `dims` leading principal directions (columns, leading
+    first): exact and deterministic, the eigenvectors of their covariance."""
+    mean = values.mean(0)
+    centred = values - mean
     covariance = centred.T.double() @ centred.double() / max(1, len(values) - 1)
     _, vectors = torch.linalg.eigh(covariance)
-    return centred @ vectors[:, -dims:].flip(1).float()
+    return mean, vectors[:, -dims:].flip(1).float()
+
+
+def principal(values: torch.Tensor, dims: int = PRINCIPAL) -> torch.Tensor:
+    """`values`, centred, projected on their `dims` leading principal directions."""
+    mean, vectors = principal_directions(values, dims)
+    return (values - mean) @ vectors
 
 
 def candidates(own: torch.Tensor, pretrained_values: torch.Tensor | None
@@ -249,53 +274,124 @@ def candidates(own: torch.Tensor, pretrained_values: torch.Tensor | None
     return found
 
 
-def choose(estimates: dict[str, dict], forced: str) -> tuple[str, str]:
-    """The candidate to use and why: `forced` where the user named one, else the highest
-    held-out estimate (the first listed on a tie: the self-supervised features, then the
-    pretrained ones)."""
-    if forced != "auto":
-        return forced, "named by label.features"
-    if len(estimates) == 1:
-        return next(iter(estimates)), "the only candidate (no pretrained network)"
-    scored = {k: v["estimated_accuracy"] for k, v in estimates.items()
-              if v.get("estimated_accuracy") is not None}
+# Two ways from features to labels: spreading along the neighbour graph (uses the unlabeled
+# images' structure) and a logistic regression on the labeled images' features alone (a
+# linear probe: where the classes differ in a detail that the neighbours do not share, the
+# probe weighs that detail). Listed in the order a tie keeps.
+LABELS_BY = ("spread", "linear")
+# The probe's inverse regularisation on standardised features: not tuned (the logistic probe
+# of the pretrained-features measurement).
+LINEAR_C = 0.1
+
+
+def linear_labels(values: torch.Tensor, fit_rows: np.ndarray, fit_labels: np.ndarray,
+                  num_classes: int) -> torch.Tensor:
+    """Class probabilities for every row of `values` from a logistic regression fitted on the
+    rows `fit_rows` with `fit_labels` (features standardised over all rows; a class with no
+    row to fit on gets probability 0)."""
+    x = standardised(values).numpy()
+    model = LogisticRegression(C=LINEAR_C, max_iter=3000).fit(x[fit_rows], fit_labels)
+    found = np.zeros((len(values), num_classes))
+    found[:, model.classes_] = model.predict_proba(x)
+    return torch.from_numpy(found).float()
+
+
+def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, folds: int = 5,
+                    seed: int = 0, allowed: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, torch.Tensor]:
+    """`held_out_labels` for `linear_labels`: the same folds of the labeled images (the first
+    len(labels) rows of `values`), each labeled by a probe fitted on the others."""
+    fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
+    held, probs = [], []
+    for f in range(fold_of.max() + 1):
+        fit = np.flatnonzero(fold_of != f)
+        held.append(np.flatnonzero(fold_of == f))
+        if len(np.unique(labels[fit])) < 2:  # nothing to tell apart: the uniform guess
+            probs.append(torch.full((len(held[-1]), num_classes), 1 / num_classes))
+            continue
+        probs.append(linear_labels(values[:len(labels)], fit, labels[fit], num_classes)[held[-1]])
+    if not held:
+        return np.zeros(0, int), torch.zeros(0, num_classes)
+    return np.concatenate(held), torch.cat(probs)
+
+
+def choose(estimates: dict[str, dict], forced: str = "auto", forced_by: str = "auto"
+           ) -> tuple[str, str, str]:
+    """The candidate features and the way to labels (`LABELS_BY`) to use, and why: what the user
+    named (`forced`: label.features, `forced_by`: label.labels_by), the rest chosen by the
+    highest held-out estimate (the first listed on a tie: spreading, the self-supervised
+    features)."""
+    pairs = [(name, how) for how in LABELS_BY for name in estimates
+             if forced in ("auto", name) and forced_by in ("auto", how)]
+    named = " and ".join(f"label.{key}" for key, value in
+                         (("features", forced), ("labels_by", forced_by)) if value != "auto")
+    if len(pairs) == 1:
+        return *pairs[0], f"named by {named}"
+    scored = {pair: estimates[pair[0]][pair[1]]["estimated_accuracy"] for pair in pairs
+              if estimates[pair[0]][pair[1]].get("estimated_accuracy") is not None}
     if not scored:
-        return "self-supervised", "no held-out estimate to choose by (no class has two labels)"
+        return "self-supervised", forced_by if forced_by != "auto" else "spread", (
+            "no held-out estimate to choose by (no class has two labels)")
     best = max(scored, key=lambda k: (scored[k], -list(scored).index(k)))
-    others = ", ".join(f"{k} {v:.0%}" for k, v in scored.items() if k != best)
-    return best, (f"the best held-out estimate, {scored[best]:.0%} (against {others}; "
-                  f"{estimates[best]['estimate_held_out']} labeled images held out in turn)")
+    others = ", ".join(f"{k[0]} {k[1]} {v:.0%}" for k, v in scored.items() if k != best)
+    return *best, (f"the best held-out estimate, {scored[best]:.0%} (against {others}; "
+                   f"{estimates[best[0]][best[1]]['estimate_held_out']} labeled images held out "
+                   "in turn)" + (f"; {named} as named" if named else ""))
 
 
 def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.Tensor | None,
-                    forced: str) -> tuple[sparse.csr_matrix, dict]:
-    """The neighbour graph of the candidate features chosen on held-out labels (`choose`),
-    and the figures of each candidate: its held-out estimate (and, where the truth is known,
-    how many of the unlabeled images its labels get right: logged, never used to choose)."""
-    labeled = np.arange(len(data.labeled))
-    graphs, estimates = {}, {}
-    for name, values in candidates(own, pretrained_values).items():
-        graphs[name] = neighbour_graph(values)
-        estimates[name] = cross_validated_accuracy(graphs[name], labeled, data.labeled.labels,
-                                                   len(data.classes),
-                                                   allowed=data.held_out_allowed())
-        if data.unlabeled_truth is not None:
-            guess = first_labels(data, graphs[name])[len(data.labeled):].argmax(1).numpy()
-            estimates[name]["pseudo_label_accuracy"] = float(
-                (guess == data.unlabeled_truth).mean())
-    name, why = choose(estimates, forced)
-    return graphs[name], {"features_candidates": estimates, "features_chosen": name,
-                          "features_chosen_why": why}
+                    forced: str = "auto", forced_by: str = "auto"
+                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict, tuple]:
+    """The candidate features and way to labels chosen on held-out labels (`choose`): the
+    neighbour graph of those features, the labels they give every training image (labeled
+    images first: those keep their own), the figures of each candidate (its held-out estimate
+    each way and, where the truth is known, how many of the unlabeled images its labels get
+    right: logged, never used to choose), and the chosen pair's held-out labels
+    (`held_out_labels`)."""
+    labeled, n, k = np.arange(len(data.labeled)), len(data.labeled), len(data.classes)
+    allowed = data.held_out_allowed()
+    graphs, values, estimates, held_out = {}, {}, {}, {}
+    for name, values[name] in candidates(own, pretrained_values).items():
+        graphs[name] = neighbour_graph(values[name])
+        held_out[name, "spread"] = held_out_labels(graphs[name], labeled, data.labeled.labels, k,
+                                                   allowed=allowed)
+        held_out[name, "linear"] = held_out_linear(values[name], data.labeled.labels, k,
+                                                   allowed=allowed)
+        estimates[name] = {how: accuracy_held_out(*held_out[name, how], data.labeled.labels)
+                           for how in LABELS_BY}
+    name, how, why = choose(estimates, forced, forced_by)
+
+    def labels_of(name: str, how: str) -> torch.Tensor:
+        if how == "spread":
+            return first_labels(data, graphs[name])
+        found = linear_labels(values[name], labeled, data.labeled.labels, k)
+        found[:n] = F.one_hot(torch.as_tensor(data.labeled.labels), k).float()
+        return found
+
+    targets = labels_of(name, how)
+    if data.unlabeled_truth is not None:
+        for other in estimates:
+            for other_how in LABELS_BY:
+                guess = (targets if (other, other_how) == (name, how) else
+                         labels_of(other, other_how))[n:].argmax(1).numpy()
+                estimates[other][other_how]["pseudo_label_accuracy"] = float(
+                    (guess == data.unlabeled_truth).mean())
+    return graphs[name], targets, {"features_candidates": estimates, "features_chosen": name,
+                                   "labels_by": how, "features_chosen_why": why}, \
+        held_out[name, how]
 
 
 def describe_choice(found: dict) -> str:
-    """The log's line on the candidate features: each one's held-out estimate, and which the
-    labels spread over, and why."""
-    each = "; ".join(
-        f"{name} {est['estimated_accuracy']:.0%}" if est.get("estimated_accuracy") is not None
-        else f"{name} (no estimate)" for name, est in found["features_candidates"].items())
-    return (f"{STAGE}: the labels spread over the {found['features_chosen']} features, "
-            f"{found['features_chosen_why']} (held out: {each})")
+    """The log's line on the candidate features: how the labels came from which features, and
+    why (every candidate's held-out estimate)."""
+    return f"{STAGE}: the labels {way(found)}, {found['features_chosen_why']}"
+
+
+def way(found: dict) -> str:
+    """How the labels came from the features, in words: "spread over the both features"."""
+    how = ("spread over" if found.get("labels_by", "spread") == "spread"
+           else "read by a linear probe from")
+    return f"{how} the {found['features_chosen']} features"
 
 
 def first_labels(data: Dataset, links: sparse.csr_matrix) -> torch.Tensor:
@@ -343,11 +439,11 @@ def describe_estimate(found: dict, num_classes: int, subject: str = "labels from
 
 
 def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_prior: bool,
-                         pretrained_values: torch.Tensor | None = None, forced: str = "auto"
-                         ) -> tuple[dict, torch.Tensor, Features]:
-    """After the representation stage: spread the labels over the learned features (or the
-    frozen `pretrained_values`, or both: whichever the held-out labels favour,
-    `chosen_features`); with
+                         pretrained_values: torch.Tensor | None = None, forced: str = "auto",
+                         forced_by: str = "auto") -> tuple[dict, torch.Tensor, Features]:
+    """After the representation stage: labels from the learned features (or the frozen
+    `pretrained_values`, or both; spread along the neighbour graph or read by a linear probe:
+    whichever the held-out labels favour, `chosen_features`); with
     `estimate_prior`, estimate how common each class is among the unlabeled images and
     re-weight their labels by it (`prior`); fit the classifier's head to those labels
     (fine-tuning starts from them), and return their figures (accuracy held out from the
@@ -357,9 +453,9 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
     own = embed(net.features, images, device)
-    links, choice = chosen_features(data, own, pretrained_values, forced)
+    links, targets, choice, (held, held_probs) = chosen_features(data, own, pretrained_values,
+                                                                 forced, forced_by)
     features = Features(own, links)
-    targets = first_labels(data, features.links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
     # The shares an estimate must move away from to be used are the split's: labels added
     # after it were chosen by the user (Label next leans on the classes the model confuses)
@@ -370,12 +466,14 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
                 else None)
-    class_prior = (prior.chosen_prior(estimate, split_share) if estimate is not None
+    by_error = prior.shift_by_error(held_probs, data.labeled.labels[held], labeled_share)
+    class_prior = (prior.chosen_prior(estimate, split_share, by_error) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
     fit_head(net.head, features.values, targets)
-    found = dict(choice["features_candidates"][choice["features_chosen"]]) | choice
+    found = dict(choice["features_candidates"][choice["features_chosen"]][choice["labels_by"]]
+                 ) | choice
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = class_prior.tolist()
     found["class_prior_estimated"] = estimate is not None
@@ -383,6 +481,8 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
                                                < prior.LABELS_TO_ESTIMATE)
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
+        found["class_prior_shift"] = prior.shift(estimate, split_share)
+        found["class_prior_shift_by_error"] = by_error
     found["labeled_prior"] = split_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:

@@ -306,7 +306,7 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     if fresh and from_features:
         found, feature_labels, features = represent.labels_from_features(
             net, data, stage.rt.device, lab.class_prior == "estimate",
-            pretrained_features(stage), lab.features)
+            pretrained_features(stage), lab.features, lab.labels_by)
         run_dir.info(represent.describe_choice(found))
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
                                   represent.describe_estimate(found, len(data.classes)))
@@ -319,9 +319,9 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
             labeled = torch.tensor(found["labeled_prior"])
             run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
                                         data.classes)
-                         + ("" if not torch.equal(class_prior, labeled) else
-                            f"; within {prior.SHIFT_TO_USE:.0%} of the labeled shares: those "
-                            "are kept"))
+                         + prior.describe_use(found["class_prior_shift"],
+                                              found["class_prior_shift_by_error"],
+                                              not torch.equal(class_prior, labeled)))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
     # back, and the fine-tuned classifier falls below the features' labels.
