@@ -4,18 +4,22 @@ import csv
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import ODD
 
 from semigen.cli import main
 from semigen.config import load_run_config
 from semigen.data import added, class_folders
+from semigen.data.cells import restored_row
 from semigen.export import export
 
 
 def read_csv(path):
+    """A CSV semigen wrote, as a program reads it: the apostrophe that keeps a spreadsheet from
+    running a cell taken off (`semigen.data.cells`)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [restored_row(row) for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,57 @@ def test_export_refuses_to_overwrite_and_bad_thresholds(run_with_decisions, tmp_
                  str(tmp_path / "new"), "--min-confidence", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
     assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
+
+
+def test_exported_cells_a_spreadsheet_would_run_are_neutralised(run_with_decisions, tmp_path):
+    """A class folder named like a formula (the HTML-like class's folder begins with '-') and
+    an added label's path: in the raw files an apostrophe keeps the spreadsheet from running
+    them; semigen reads its own files back unchanged."""
+    export(run_with_decisions, "imagefolder", tmp_path / "tree", 0.0)
+    odd_folder = class_folders(["dark", "light", ODD])[2]
+    assert odd_folder.startswith("-")
+    with open(tmp_path / "tree" / "manifest.csv", newline="", encoding="utf-8") as f:
+        raw = [row[0] for row in list(csv.reader(f))[1:]]
+    assert not [cell for cell in raw if cell.startswith(("=", "+", "-", "@"))]
+    odd = [cell for cell in raw if cell.startswith("'" + odd_folder + "/")]
+    assert odd and all((tmp_path / "tree" / cell[1:]).is_file() for cell in odd)
+    run = tmp_path / "run"
+    import shutil
+    shutil.copytree(run_with_decisions, run, ignore=shutil.ignore_patterns("run.lock"))
+    added.write(run / "added_labels.csv", {"=HYPERLINK(\"http://x\")": "dark"})
+    assert (run / "added_labels.csv").read_text().splitlines()[1].startswith("\"'=HYPERLINK")
+    assert added.read(run / "added_labels.csv") == {"=HYPERLINK(\"http://x\")": "dark"}
+
+
+def test_export_of_a_hand_edited_pseudo_labels_file_says_which_line(run_with_decisions,
+                                                                    tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(run_with_decisions, run, ignore=shutil.ignore_patterns("run.lock"))
+    pseudo = run / "pseudo_labels.csv"
+    lines = pseudo.read_text().splitlines()
+    path, label, _, rnd = lines[1].split(",")
+    pseudo.write_text("\n".join([lines[0], f"{path},{label},lots,{rnd}", *lines[2:]]) + "\n")
+    assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "pseudo_labels.csv: damaged" in err and "line 2" in err and "Traceback" not in err
+    pseudo.write_text("path,label\nx.png,dark\n")  # no confidence column
+    assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "b")]) == 2
+    assert "no path,label,confidence header" in capsys.readouterr().err
+
+
+def test_a_built_in_run_exports_the_built_in_beside_a_folder_of_its_name(tmp_path,
+                                                                         monkeypatch):
+    """A run on `digits` exported from a directory that holds a folder named digits reads
+    the built-in, as the run says, not the folder."""
+    import semigen
+    run = tmp_path / "run"
+    semigen.label("digits", out=str(run), preset="tiny", label__steps=5,
+                  label__calibration_steps=0, label__pretrain_steps=0)
+    (tmp_path / "digits" / "labeled" / "decoy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "digits" / "labeled" / "decoy" / "0.png"),
+                255 * np.ones((8, 8), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    found = export(run, "csv", tmp_path / "flat", 0.0)
+    labels = {r["label"] for r in read_csv(tmp_path / "flat" / "labels.csv")}
+    assert labels == {str(d) for d in range(10)} and found["images"] > 1000

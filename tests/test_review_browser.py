@@ -148,3 +148,37 @@ def test_screenshot_of_every_page(served, browser, tmp_path):
         broken = browser.execute_script(
             "return [...document.images].filter(i => i.naturalWidth === 0).length")
         assert broken == 0, f"{name}: {broken} image(s) did not load"
+
+
+def test_a_failed_save_is_shown_and_the_menu_keeps_what_is_saved(served, browser):
+    """added_labels.csv cannot be written (a folder where it should be): the page says NOT
+    SAVED at the top, the menu goes back to what is on disk, Label next keeps the image."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    address, review = served
+    csv_file = review.run / "added_labels.csv"
+    csv_file.unlink(missing_ok=True)
+    csv_file.mkdir()
+    try:
+        browser.get(address + "/class/0")
+        menu = browser.find_elements(By.CSS_SELECTOR, "select.relabel")[0]
+        Select(menu).select_by_value("1")
+        banner = browser.find_element(By.ID, "not-saved")
+        wait_for(browser, lambda d: banner.is_displayed(), "the NOT SAVED banner")
+        assert banner.text.startswith("NOT SAVED: could not write ")
+        assert "added_labels.csv" in banner.text
+        assert Select(menu).first_selected_option.get_attribute("value") == ""
+        browser.get(address + "/next")
+        wait_for(browser, lambda d: progress(d).startswith("0 labeled"), "the first suggestion")
+        first = browser.find_element(By.ID, "current").get_attribute("src")
+        press(browser, "1")
+        wait_for(browser, lambda d: d.find_element(By.ID, "not-saved").is_displayed(),
+                 "the banner on Label next")
+        assert progress(browser).startswith("0 labeled")
+        assert browser.find_element(By.ID, "current").get_attribute("src") == first
+    finally:
+        csv_file.rmdir()
+    press(browser, "1")  # the file can be written again: saved, the banner gone
+    wait_for(browser, lambda d: progress(d).startswith("1 labeled"), "the label saved")
+    assert not browser.find_element(By.ID, "not-saved").is_displayed()

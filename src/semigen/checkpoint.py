@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .files import exclusive_temporary
+
 FORMAT = "semigen-checkpoint/1"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 LATEST = "latest.pt"  # a stage's last checkpoint, beside its step files
@@ -55,9 +57,9 @@ def save(payload: dict, path: Path) -> None:
     crash mid-write, sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = exclusive_temporary(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(fd, "wb") as f:
             torch.save({"format": FORMAT, "versions": versions(), **payload}, f)
             f.flush()
             os.fsync(f.fileno())

@@ -169,8 +169,9 @@ def _add_review_command(commands) -> None:
                     "RUN/added_labels.csv; `semigen label RUN` (or fit) then trains on them.")
     review.add_argument("run", metavar="RUN")
     review.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: "
-                        "this machine only; any other gets a token in the printed address)")
-    review.add_argument("--port", type=int, default=8765)
+                        "this machine only); the printed address carries a fresh token")
+    review.add_argument("--port", type=int, default=8765, help="port (8765; 0: any free one, "
+                        "the printed address says which)")
     review.add_argument("--suggest", type=int, default=50, metavar="N",
                         help="images offered by Label next (50)")
     review.add_argument("--generated-per-class", type=int, default=16, metavar="N",

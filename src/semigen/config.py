@@ -536,8 +536,13 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
                   {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()
                    if v is not None},
                   base_file=base if isinstance(base, Config) or not base else str(base))
+    # A built-in's name in a run's saved config is the built-in: its folders were saved as
+    # full paths, so a folder named "digits" where the command runs is not the run's data.
+    saved_builtin = overrides["data.source"] is None and cfg.data.source in BUILTINS
     for name in ("source", "labels_csv", "added_labels"):  # found from any working directory
         value = getattr(cfg.data, name)
+        if name == "source" and saved_builtin:
+            continue
         if value and Path(value).expanduser().exists():
             setattr(cfg.data, name, str(Path(value).expanduser().resolve()))
     validate(cfg)

@@ -27,8 +27,9 @@ import numpy as np
 
 from .config import BUILTINS, ConfigError
 from .data import DataError, added, class_folders, load_dataset
+from .data.cells import restored, safe_row
 from .generation.export import png_bytes, write_png
-from .run import Layout, check_output, replacing, run_config
+from .run import Layout, check_output, read_pseudo_labels, replacing, run_config
 
 log = logging.getLogger("semigen")
 FORMATS = ("imagefolder", "hf", "csv")
@@ -84,22 +85,21 @@ def collect(run: Path, cfg, data, threshold: float, generated_per_class: int,
     if not pseudo.is_file():
         raise DataError(f"{run} has no pseudo-labels yet ({pseudo}): `semigen label {run}` "
                         "writes them")
-    index = {name: i for i, name in enumerate(data.classes)}
     where = {image_id: i for i, image_id in enumerate(data.unlabeled.ids)}
-    with open(pseudo, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            i = where.get(row["path"])
-            if i is None or row["label"] not in index or float(row["confidence"]) < threshold:
-                continue
-            items.append(Item(index[row["label"]], float(row["confidence"]), "pseudo",
-                              row["path"], original(row["path"]), data.unlabeled.images[i]))
+    # checked as every reader checks it: a hand-edited file is refused naming its line
+    for image_id, (label, confidence) in read_pseudo_labels(pseudo, data.classes).items():
+        i = where.get(image_id)
+        if i is not None and confidence >= threshold:
+            items.append(Item(label, confidence, "pseudo", image_id, original(image_id),
+                              data.unlabeled.images[i]))
     if generated_per_class > 0:
         from .generation.export import sample_to_folder
         sample_to_folder(run, generated_per_class, scratch / "generated", overwrite=True)
         with open(scratch / "generated" / "manifest.csv", newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                items.append(Item(index[row["class"]], 1.0, "generated", row["path"],
-                                  scratch / "generated" / row["path"], None))
+                path = restored(row["path"])
+                items.append(Item(data.classes.index(restored(row["class"])), 1.0, "generated",
+                                  path, scratch / "generated" / path, None))
     return items
 
 
@@ -121,8 +121,8 @@ def _write_files(items: list[Item], classes: list[str], out: Path, stem, manifes
         target = out / stem(n, item)
         target.parent.mkdir(parents=True, exist_ok=True)
         written = _write_image(item, target)
-        rows.append([written.relative_to(out).as_posix(), classes[item.label],
-                     f"{item.confidence:.4f}", item.source, item.original])
+        rows.append(safe_row([written.relative_to(out).as_posix(), classes[item.label],
+                              f"{item.confidence:.4f}", item.source, item.original]))
     with replacing(out / manifest) as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence", "source", "original"])

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import exclusive_temporary
+from .cells import restored, safe_row
 from .report import DataError
 
 
@@ -38,7 +40,8 @@ def read(path: str | Path) -> dict[str, str]:
         raise DataError(f"{path}: not a readable CSV ({e})") from None
     found = {}
     for line, row in enumerate(rows, start=2):
-        image, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        image, label = (restored((row.get("path") or "").strip()),
+                        restored((row.get("label") or "").strip()))
         if not image or not label:
             raise DataError(f"{path} line {line}: both path and label are needed (an added "
                             "label names one image and its class)")
@@ -52,14 +55,17 @@ def write(path: str | Path, labels: dict[str, str]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "label"])
-    writer.writerows(labels.items())
+    writer.writerows(safe_row(row) for row in labels.items())
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as f:
-        f.write(text.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    fd, temporary = exclusive_temporary(path)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)
     try:  # the rename itself reaches the disk
         os.fsync(directory)

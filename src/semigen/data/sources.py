@@ -24,6 +24,7 @@ import numpy as np
 from ..config import BUILTINS, DataConfig
 from ..runtime import progress as progress_bar
 from . import added, decoded
+from .cells import restored
 from .images import normalise, read_image, target_shape
 from .report import DataError, DataReport
 
@@ -91,10 +92,12 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Dataset:
 
 
 def _load_source(cfg: DataConfig, progress: bool) -> Dataset:
+    # A folder given by a built-in's name was made a full path by `make_config`: a bare name
+    # is the built-in, whatever folder the command runs beside.
     source = cfg.source
-    if cfg.labels_csv is None and source in BUILTINS and not Path(source).is_dir():
+    if cfg.labels_csv is None and source in BUILTINS:
         return _load_builtin(cfg)
-    if source in BUILTINS and not Path(source).is_dir():
+    if source in BUILTINS:
         raise DataError(f"--labels {cfg.labels_csv}: a labels CSV goes with an image folder, "
                         f"not the built-in data set '{source}'")
     root = Path(source).expanduser()
@@ -243,8 +246,8 @@ def _read_csv(csv_path: Path, root: Path, folder_classes: list[str],
     entries, unknown, outside, blank = [], {}, [], []
     inside = os.path.abspath(root)
     for line, row in enumerate(rows, start=2):  # line 1 is the header
-        rel = (row["path"] or "").strip()
-        label = class_name((row["label"] or "").strip()) or None
+        rel = restored((row["path"] or "").strip())
+        label = class_name(restored((row["label"] or "").strip())) or None
         if label is None and (row["label"] or ""):
             blank.append(line)  # only spaces: read as unlabeled, but said
         path = root / rel

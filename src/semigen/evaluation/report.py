@@ -21,6 +21,7 @@ from torchvision.utils import make_grid
 
 from ..config import load_run_config
 from ..data import load_dataset
+from ..data.cells import restored_row
 from ..generation import BACKENDS
 from ..run import (
     Layout,
@@ -436,7 +437,8 @@ def read_pseudo_label_rows(path: Path, data) -> list[dict]:
     read_pseudo_labels(path, data.classes)  # the checks: header, classes, numbers
     known = set(data.unlabeled.ids)
     with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if row["path"] in known]
+        rows = (restored_row(row) for row in csv.DictReader(f))
+        return [row for row in rows if row["path"] in known]
 
 
 def pseudo_label_section(run_path: Path, data, rows: list[dict]) -> str:

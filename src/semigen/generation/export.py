@@ -18,6 +18,7 @@ import torch
 
 from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
+from ..data.cells import safe_row
 from ..run import Layout, check_output, load_stage, replacing
 from ..runtime import mix_seed, pick_accelerator, progress
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
@@ -100,7 +101,8 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
             for (c, i), s, image in zip(batch, seeds, images.cpu(), strict=True):
                 rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
                 write_png(out / rel, image.permute(1, 2, 0).numpy())
-                writer.writerow([rel.as_posix(), classes[c], s, digest, *sampling.values()])
+                writer.writerow(safe_row([rel.as_posix(), classes[c], s, digest,
+                                          *sampling.values()]))
     log.info(f"wrote {total} images ({per_class} per class) and manifest.csv to {out}")
     return {"images": total, "checkpoint": str(path), "checkpoint_sha256": digest,
             **generator.settings()}

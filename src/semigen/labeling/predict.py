@@ -14,6 +14,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from ..config import ConfigError
 from ..data import Dataset, read_images
+from ..data.cells import safe_row
 from ..run import check_output, load_stage, replacing
 from ..runtime import pick_accelerator
 from . import losses, nets
@@ -92,7 +93,7 @@ def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
         writer.writerow(["path", "label", "confidence"])
         for rel, label, conf in zip(found.ids, labels.tolist(), confidence.tolist(),
                                     strict=True):
-            writer.writerow([rel, state["classes"][label], f"{conf:.4f}"])
+            writer.writerow(safe_row([rel, state["classes"][label], f"{conf:.4f}"]))
     log.info(f"predicted {len(found)} images with {path} into {out}"
              + (f"; skipped {len(skipped)} (listed above)" if skipped else ""))
     return {"predicted": len(found), "skipped": len(skipped), "checkpoint": str(path)}

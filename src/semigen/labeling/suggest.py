@@ -17,6 +17,7 @@ from sklearn.cluster import KMeans
 
 from ..config import load_run_config
 from ..data import DataError, added, load_dataset, to_float
+from ..data.cells import safe
 from ..run import Layout, as_run_path, check_output, load_stage, replacing
 from . import nets
 
@@ -78,7 +79,7 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
         writer = csv.DictWriter(f, fieldnames=["path", "predicted", "confidence", "margin",
                                                "rank"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: safe(v) for k, v in row.items()} for row in rows)
     log.info(f"suggested {len(rows)} of {len(data.unlabeled)} unlabeled images to label next: "
              f"{out} (add their labels, e.g. to a labels CSV, and run again)")
     return rows

@@ -3,12 +3,12 @@ a little plain JavaScript, nothing from the internet) to check pseudo-labels, la
 suggested images by keyboard, find likely errors among the user's own labels, and see the
 generated images; every decision goes at once to ``RUN/added_labels.csv``.
 
-Safe by default: bound to 127.0.0.1 and answering only to that host name (no DNS rebinding);
-images are addressed by their number in the run's data, never by a path, so nothing outside the
-run's data and generated images can be served; every page is rendered with escaping on; a
-decision is only taken as JSON from a page of the same origin (no cross-site form posts). Bound to
-another address (``--host``), every request must carry the token the printed address holds
-(kept in a cookie after the first page)."""
+Safe by default (docs/review.md): the run's writer lock held while serving; a fresh token
+carried by the printed address for every client (kept in a cookie after the first page);
+bound to 127.0.0.1 and answering only to its names (no DNS rebinding); images addressed by
+their number in the run's data, never by a path, and no file of the run opened through a link
+that leaves it; escaping on in every page; a decision only taken as JSON from a page of the
+same origin, and one that cannot be saved said so, not taken."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -31,7 +33,8 @@ from ..data.images import read_image
 from ..evaluation.report import LOW_VARIETY, metrics_section
 from ..generation.export import png_bytes
 from ..run import Layout, replacing
-from .state import Review
+from ..run.layout import OutsideRun
+from .state import HIDDEN, Review, SaveFailed
 
 HERE = Path(__file__).parent
 PAGE = 48  # images per page
@@ -56,6 +59,10 @@ def create_app(review: Review, token: str | None = None,
     """The application for `review`. With `token`, every request needs it (query or cookie);
     `hosts` are the host names it answers to ("*": any, for a non-local --host)."""
     app = FastAPI(title="semigen review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(RequestValidationError, refused_body)
+    app.add_exception_handler(SaveFailed, lambda _, e: JSONResponse({"error": str(e)}, 500))
+    app.add_exception_handler(OutsideRun, lambda _, e: Response(
+        str(e), 403, media_type="text/plain"))
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     app.middleware("http")(guard(token))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -84,11 +91,32 @@ def guard(token: str | None):
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # another site's page may not embed the images, nor learn the token from a referrer
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.headers["Referrer-Policy"] = "no-referrer"
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; "
                                     "style-src 'self' 'unsafe-inline'")
         return response
     return check
+
+
+def refused_body(_: Request, error: RequestValidationError) -> JSONResponse:
+    """A body or parameter that is not what the page sends, in one line: where and what was
+    expected, never the value itself (it may not even be JSON: NaN)."""
+    first = error.errors()[0] if error.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return JSONResponse({"error": f"{where}: {first.get('msg', 'not valid')}"}, 422)
+
+
+def shown(value):
+    """Every value a page prints, with the characters that hide what it says (control
+    characters, right-to-left overrides that make ``gpj.exe`` read as ``exe.jpg``) made
+    visible as ``[U+202E]``; escaping stays Jinja's (a Markup value stays Markup)."""
+    if not isinstance(value, str):
+        return value
+    visible = HIDDEN.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    return Markup(visible) if isinstance(value, Markup) else visible
 
 
 def class_index(review: Review, c: int) -> int:
@@ -101,12 +129,14 @@ def pages(review: Review) -> APIRouter:
     """The HTML pages: overview, a class, Label next, label errors, generated, figures."""
     router = APIRouter()
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+    templates.env.finalize = shown
     keys = {c: KEYS[c] for c in range(min(len(review.classes), len(KEYS)))}
 
     def render(request: Request, template: str, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, template, {
             "run": review.run, "classes": review.classes, "keys": keys,
-            "added": len(review.decisions.labels), **context})
+            "added": len(review.decisions.labels), "left_out": review.decisions.left_out,
+            **context})
 
     @router.get("/", response_class=HTMLResponse)
     def overview(request: Request):
@@ -141,7 +171,7 @@ def pages(review: Review) -> APIRouter:
 
     @router.get("/report")
     def report():
-        path = Layout(review.run).report
+        path = Layout(review.run).inside(Layout(review.run).report)
         if not path.is_file():
             raise HTTPException(404, "this run has no report.html yet (semigen report RUN)")
         return FileResponse(path, media_type="text/html")
@@ -215,7 +245,7 @@ def images_and_decisions(review: Review) -> APIRouter:
         group = review.generated[class_index(review, c)] if review.generated else None
         if group is None or not 0 <= k < len(group["files"]):
             raise HTTPException(404, "no such image")
-        return FileResponse(group["files"][k], media_type="image/png")
+        return FileResponse(Layout(review.run).inside(group["files"][k]), media_type="image/png")
 
     @router.get("/api/next")
     def next_image():
@@ -267,7 +297,7 @@ def thumbnail(review: Review, part: str, index: int) -> bytes:
     array; made once and kept under ``RUN/review/thumbs/`` by the image's id."""
     image_id = review.image_id(part, index)
     key = hashlib.sha256(image_id.encode("utf-8", "surrogateescape")).hexdigest()
-    path = Layout(review.run).review_thumbnail(key)
+    path = Layout(review.run).inside(Layout(review.run).review_thumbnail(key))
     if path.is_file():
         return path.read_bytes()
     image = None
@@ -292,29 +322,65 @@ def thumbnail(review: Review, part: str, index: int) -> bytes:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8765, suggest: int = 50,
-          generated_per_class: int = 16) -> None:
-    """Compute what the pages show, print the address, serve until Ctrl-C. Another --host than
-    this machine's own gets a fresh token, carried by the printed address."""
+def listening_socket(host: str, port: int):
+    """A socket bound to `host`:`port` (0: a free port), or a one-line refusal."""
     import socket
 
+    from ..config import ConfigError
+
+    if not host.strip():
+        raise ConfigError("--host is empty: name the address to listen on (127.0.0.1, the "
+                          "default, for this machine alone)")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must lie between 0 (any free port) and 65535")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        listener.bind((host, port))
+        listener.listen(128)  # a browser opened at once waits in the queue, is not refused
+    except OSError as e:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there "
+                          f"({e.strerror or e}); choose another --port or --host") from None
+    return listener
+
+
+def address(listener, host: str) -> str:
+    """The address the browser opens: the host as bound (a name stays a name; every
+    interface: this machine's name), IPv6 in brackets, the port the socket got."""
+    import socket
+
+    port = listener.getsockname()[1]
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8765, suggest: int = 50,
+          generated_per_class: int = 16) -> None:
+    """Compute what the pages show, print the address with its token, serve until Ctrl-C,
+    holding the run's writer lock all the while (a second server, or a `semigen label` of the
+    run, is refused: two writers of added_labels.csv would lose decisions)."""
     import uvicorn
 
     from ..config import ConfigError
+    from ..run import lock_run, unlock_run
     from .state import load
 
-    local = host in LOCAL_HOSTS
-    try:  # a clear sentence for a port in use, before minutes of predictions
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind((host, port))
-    except OSError as e:
-        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e});"
-                          " choose another --port") from None
-    review = load(run, suggest, generated_per_class)
-    token = None if local else secrets.token_urlsafe(18)
-    app = create_app(review, token, ("127.0.0.1", "localhost", "[::1]") if local else ("*",))
-    shown = "127.0.0.1" if local else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
-    print(f"review: http://{shown}:{port}/" + (f"?token={token}" if token else "")
-          + "  (Ctrl-C stops it)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if suggest < 0 or generated_per_class < 0:
+        raise ConfigError("--suggest and --generated-per-class must be 0 or more (got "
+                          f"{suggest}, {generated_per_class})")
+    listener = listening_socket(host, port)  # a clear sentence before minutes of predictions
+    lock_run(run)
+    try:
+        review = load(run, suggest, generated_per_class)
+        # a token on this machine too: another account on it could otherwise read the images
+        # and change the labels through 127.0.0.1
+        token = secrets.token_urlsafe(18)
+        local = host in LOCAL_HOSTS
+        app = create_app(review, token, ("127.0.0.1", "localhost", "[::1]") if local else ("*",))
+        print(f"review: {address(listener, host)}?token={token}  (Ctrl-C stops it)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
+        unlock_run(run)

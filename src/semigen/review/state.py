@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 
 from ..config import BUILTINS, load_run_config
-from ..data import added, load_dataset, read_class_folders
+from ..data import DataError, added, load_dataset, read_class_folders
+from ..data.cells import restored
 from ..labeling import nets
 from ..labeling.suggest import choose, features_and_probs
 from ..run import Layout, as_run_path, load_stage, read_metrics, replacing
@@ -27,41 +30,117 @@ from ..run import Layout, as_run_path, load_stage, read_metrics, replacing
 log = logging.getLogger("semigen")
 
 
+class SaveFailed(OSError):
+    """A decision that could not be written to disk (and so was not taken)."""
+
+
 @dataclass
 class Decisions:
     """The user's decisions, each written to disk at once: labels (``RUN/added_labels.csv``,
     the data contract's format, which the next `label` / `fit` of the run takes as true) and
-    skipped images (``RUN/review/skipped.csv``, so that Label next does not offer them again)."""
+    skipped images (``RUN/review/skipped.csv``, so that Label next does not offer them again).
+    A decision that cannot be written is not taken (`SaveFailed`): memory and disk agree."""
     run: Path
     labels: dict[str, str] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    left_out: str = ""  # what of added_labels.csv was not taken when review opened, and why
 
     @classmethod
-    def open(cls, run: Path) -> Decisions:
-        skipped_file = Layout(run).review_skipped
+    def open(cls, run: Path, data) -> Decisions:
+        """The decisions on disk, checked against `data`: rows naming no image of the run, a
+        class it does not have, or holding control characters are left out, counted by
+        reason (`left_out`), and the file as it was is kept beside (nothing is lost)."""
+        layout = Layout(run)
+        skipped_file = layout.inside(layout.review_skipped)
         skipped = set(added.read(skipped_file)) if skipped_file.is_file() else set()
-        return cls(run, added.read(Layout(run).added_labels), skipped)
+        labels_file = layout.inside(layout.added_labels)
+        labels, why = checked_added_labels(labels_file, data)
+        left_out = ""
+        if why:
+            kept = layout.inside(layout.review / "added_labels.as-found.csv")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(kept, "wb") as f:
+                f.write(labels_file.read_bytes())
+            left_out = (f"{labels_file.name}: " + "; ".join(why) + f" (the file as it was: "
+                        f"{kept}; the next decision rewrites {labels_file.name} without them)")
+            log.warning(f"review: {left_out}")
+        return cls(run, labels, skipped & set(data.unlabeled.ids), left_out=left_out)
 
     def set_label(self, image: str, label: str | None) -> None:
         """Label `image` (None: take its added label back, as undo does)."""
         with self.lock:
+            labels, skipped = dict(self.labels), set(self.skipped)
             if label is None:
-                self.labels.pop(image, None)
+                labels.pop(image, None)
             else:
-                self.labels[image] = label
-                self.skipped.discard(image)
-            added.write(Layout(self.run).added_labels, self.labels)
-            self._write_skipped()
+                labels[image] = label
+                skipped.discard(image)
+            self._write(labels, skipped)
 
     def set_skipped(self, image: str, skipped: bool) -> None:
         with self.lock:
-            (self.skipped.add if skipped else self.skipped.discard)(image)
-            self._write_skipped()
+            now = set(self.skipped)
+            (now.add if skipped else now.discard)(image)
+            self._write(self.labels, now)
 
-    def _write_skipped(self) -> None:
-        added.write(Layout(self.run).review_skipped,
-                    {k: "skipped" for k in sorted(self.skipped)})
+    def _write(self, labels: dict[str, str], skipped: set[str]) -> None:
+        """Both files, then memory: where a write fails, nothing changes in memory."""
+        layout = Layout(self.run)
+        try:
+            if labels != self.labels:
+                added.write(layout.inside(layout.added_labels), labels)
+            if skipped != self.skipped:
+                added.write(layout.inside(layout.review_skipped),
+                            {k: "skipped" for k in sorted(skipped)})
+        except OSError as e:
+            where = e.filename or layout.added_labels
+            raise SaveFailed(f"could not write {where}: {e.strerror or e}; the decision was not "
+                             "taken (fix the file or its folder, then decide again)") from None
+        self.labels, self.skipped = labels, skipped
+
+
+# Characters no file name or class name of a user's needs, and that hide what a row says:
+# control characters (NUL, line breaks) and the bidirectional overrides.
+HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
+def checked_added_labels(path: Path, data) -> tuple[dict[str, str], list[str]]:
+    """The rows of the added labels CSV at `path` that name an image of `data` and one of its
+    classes, and what was left out and why (counts, an example each; extra columns named)."""
+    if not path.is_file():
+        return {}, []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); move it aside to start review "
+                        "with no added labels") from None
+    if rows and not {"path", "label"} <= set(columns):
+        raise DataError(f"{path}: needs the columns path,label (found: {', '.join(columns)})")
+    images = set(data.labeled.ids) | set(data.unlabeled.ids)
+    classes = set(data.classes)
+    labels, reasons, example = {}, Counter(), {}
+    for line, row in enumerate(rows, start=2):
+        image = restored((row.get("path") or "").strip())
+        label = restored((row.get("label") or "").strip())
+        why = ("an empty path or label" if not image or not label else
+               "control or direction characters" if HIDDEN.search(image + label) else
+               "a class this data does not have" if label not in classes else
+               "no image of this run" if image not in images else None)
+        if why is None:
+            labels[image] = label
+        else:
+            reasons[why] += 1
+            example.setdefault(why, f"line {line}")
+    why = [f"{n:,} row(s) left out: {reason} (e.g. {example[reason]})"
+           for reason, n in reasons.most_common()]
+    extra = [c for c in columns if c not in ("path", "label")]
+    if extra:
+        why.append(f"column(s) {', '.join(map(repr, extra))} not kept")
+    return labels, why
 
 
 @dataclass
@@ -101,6 +180,7 @@ def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
     features, probs = _predictions(run, path, model, data)
+    decisions = Decisions.open(run, data)
     log.info(f"review: {len(data.unlabeled):,} unlabeled and {len(data.labeled):,} labeled images")
     calibration = state.get("calibration") or {}
     source = None if cfg.data.source in BUILTINS else Path(cfg.data.source)
@@ -110,7 +190,7 @@ def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed
         pairs=confused_pairs(probs, data.classes),
         label_issues=likely_label_errors(data, calibration, model),
         generated=generated_images(run, data, model, generated_per_class),
-        metrics=read_metrics(run), decisions=Decisions.open(run), source_root=source)
+        metrics=read_metrics(run), decisions=decisions, source_root=source)
 
 
 def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +199,7 @@ def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.nda
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
                          f"{'/'.join(data.unlabeled.ids)}".encode()).hexdigest()[:16]
-    cache = Layout(run).review_predictions(key)
+    cache = Layout(run).inside(Layout(run).review_predictions(key))
     if cache.is_file():
         with np.load(cache) as found:
             return found["features"], found["probs"]
@@ -199,7 +279,7 @@ def generated_images(run: Path, data, model, per_class: int) -> list[dict]:
 
     if per_class < 1 or not Layout(run).final_checkpoint("generate").is_file():
         return []
-    folder = Layout(run).review_generated
+    folder = Layout(run).inside(Layout(run).review_generated)
     done = folder / "manifest.csv"
     if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
         sample_to_folder(run, per_class, folder, seed=0, overwrite=True)

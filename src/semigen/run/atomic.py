@@ -8,17 +8,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..files import exclusive_temporary
+
 
 @contextmanager
 def replacing(path: str | Path, mode: str = "w") -> Iterator:
     """Open `path` for writing through a temporary file beside it, renamed into place when the
-    block ends (text modes: UTF-8, csv-ready newlines)."""
+    block ends (text modes: UTF-8, csv-ready newlines). The temporary file is created
+    exclusively under a fresh name: a file or link planted where it would go is never
+    written through."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+    fd, temporary = exclusive_temporary(path)
     try:
-        with open(tmp, mode, **text) as f:
+        with open(fd, mode, **text) as f:
             yield f
-        os.replace(tmp, path)
+        os.replace(temporary, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)

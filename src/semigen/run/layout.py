@@ -18,6 +18,11 @@ import re
 from pathlib import Path
 
 from ..checkpoint import LATEST
+from ..config import ConfigError
+
+
+class OutsideRun(ConfigError):
+    """A file of a run whose links lead out of the run directory."""
 
 
 class Entry:
@@ -96,6 +101,17 @@ class Layout:
 
     def review_predictions(self, key: str) -> Path:
         return self.review / f"predictions-{key}.npz"
+
+    def inside(self, path: str | Path) -> Path:
+        """`path`, refused (`OutsideRun`) where following its links leads out of the run
+        directory: a run received from someone else may hold a link to /etc/passwd where a
+        thumbnail should be, and nothing of the run is read or written through it."""
+        path = Path(path)
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise OutsideRun(f"{path}: a link that leads out of the run directory {self.root}; "
+                             "not opened (remove it, or copy the run without links)")
+        return path
 
     def is_run(self) -> bool:
         return self.config.is_file() and any(getattr(self, m).exists() for m in MARKERS)

@@ -43,7 +43,8 @@ def lock_run(path: str | Path) -> None:
         _held[key][1] += 1
         return
     key.mkdir(parents=True, exist_ok=True)
-    fd = os.open(Layout(key).lock, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a link: run.lock planted as a link would have its target truncated
+    fd = os.open(Layout(key).lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

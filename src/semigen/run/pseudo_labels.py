@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..data import DataError
+from ..data.cells import restored_row, safe_row
 from .atomic import replacing
 
 HEADER = ["path", "label", "confidence", "round"]
@@ -21,7 +22,7 @@ def write_pseudo_labels(path: Path, ids: list[str], classes: list[str], probs: t
         writer = csv.writer(f)
         writer.writerow(HEADER)
         for image_id, label, conf in zip(ids, labels.tolist(), confidence.tolist(), strict=True):
-            writer.writerow([image_id, classes[label], f"{conf:.4f}", round_index])
+            writer.writerow(safe_row([image_id, classes[label], f"{conf:.4f}", round_index]))
 
 
 def read_pseudo_labels(path: Path, classes: list[str]) -> dict[str, tuple[int, float]]:
@@ -36,6 +37,7 @@ def read_pseudo_labels(path: Path, classes: list[str]) -> dict[str, tuple[int, f
             if not {"path", "label", "confidence"} <= set(reader.fieldnames or ()):
                 raise DataError(f"{damaged} (no path,label,confidence header)")
             for line, row in enumerate(reader, start=2):
+                row = restored_row(row)
                 if row["label"] not in index:
                     raise DataError(f"{path} line {line}: label '{row['label']}' is not a "
                                     f"class of this run ({', '.join(classes)})")

@@ -6,21 +6,47 @@ const classes = JSON.parse(document.body.dataset.classes);
 const keys = JSON.parse(document.body.dataset.keys);  // class index -> key
 const classOfKey = Object.fromEntries(Object.entries(keys).map(([c, k]) => [k, Number(c)]));
 
+// A decision the server did not save is said at the top of the page, plainly, until one is
+// saved again; the control that made it goes back to what is saved.
+function notSaved(message) {
+  const banner = document.getElementById("not-saved");
+  banner.textContent = message ? `NOT SAVED: ${message}` : "";
+  banner.hidden = !message;
+}
+
 async function post(url, body) {
-  const response = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-                                     body: JSON.stringify(body)});
-  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
-  const found = await response.json();
+  let response;
+  try {
+    response = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                 body: JSON.stringify(body)});
+  } catch (error) {
+    notSaved(`the server does not answer (${error.message}); is semigen review still running?`);
+    throw error;
+  }
+  const text = await response.text();
+  let found = {};
+  try { found = JSON.parse(text); } catch (error) { found = {error: text}; }
+  if (!response.ok) {
+    notSaved(found.error || `${response.status} ${text}`);
+    throw new Error(found.error || text);
+  }
+  notSaved("");
   if (found.added !== undefined) document.getElementById("added").textContent = found.added;
   return found;
 }
 
 // The class menus under each image (class pages, label errors).
 for (const select of document.querySelectorAll("select.relabel")) {
+  let saved = select.value;
   select.addEventListener("change", async () => {
     const label = select.value === "" ? null : Number(select.value);
-    await post("/api/label", {part: select.dataset.part, index: Number(select.dataset.index), label});
-    select.closest(".card").classList.toggle("decided", label !== null);
+    try {
+      await post("/api/label", {part: select.dataset.part, index: Number(select.dataset.index), label});
+      saved = select.value;
+      select.closest(".card").classList.toggle("decided", label !== null);
+    } catch (error) {
+      select.value = saved;  // pending: the menu shows what is on disk
+    }
   });
 }
 
@@ -47,28 +73,34 @@ if (labeler) {
     }
   }
 
+  // A failed save keeps the image on screen (the decision stays to be made) and the banner says why.
   async function label(c) {
     if (!current) return;
-    await post("/api/label", {part: "unlabeled", index: current.index, label: c});
+    try { await post("/api/label", {part: "unlabeled", index: current.index, label: c}); }
+    catch (error) { return; }
     history.push({index: current.index, action: "label"});
     await show();
   }
 
   async function skip() {
     if (!current) return;
-    await post("/api/skip", {index: current.index, skipped: true});
+    try { await post("/api/skip", {index: current.index, skipped: true}); }
+    catch (error) { return; }
     history.push({index: current.index, action: "skip"});
     await show();
   }
 
   async function undo() {
-    const last = history.pop();
+    const last = history[history.length - 1];
     if (!last) return;
-    if (last.action === "label") {
-      await post("/api/label", {part: "unlabeled", index: last.index, label: null});
-    } else {
-      await post("/api/skip", {index: last.index, skipped: false});
-    }
+    try {
+      if (last.action === "label") {
+        await post("/api/label", {part: "unlabeled", index: last.index, label: null});
+      } else {
+        await post("/api/skip", {index: last.index, skipped: false});
+      }
+    } catch (error) { return; }
+    history.pop();
     await show();
   }
 
