@@ -300,7 +300,8 @@ def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, 
                     seed: int = 0, allowed: np.ndarray | None = None
                     ) -> tuple[np.ndarray, torch.Tensor]:
     """`held_out_labels` for `linear_labels`: the same folds of the labeled images (the first
-    len(labels) rows of `values`), each labeled by a probe fitted on the others."""
+    len(labels) rows of `values`), each labeled by a probe fitted on the others (the features
+    standardised over every row, as when all the labels are used)."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
     held, probs = [], []
     for f in range(fold_of.max() + 1):
@@ -309,7 +310,7 @@ def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, 
         if len(np.unique(labels[fit])) < 2:  # nothing to tell apart: the uniform guess
             probs.append(torch.full((len(held[-1]), num_classes), 1 / num_classes))
             continue
-        probs.append(linear_labels(values[:len(labels)], fit, labels[fit], num_classes)[held[-1]])
+        probs.append(linear_labels(values, fit, labels[fit], num_classes)[held[-1]])
     if not held:
         return np.zeros(0, int), torch.zeros(0, num_classes)
     return np.concatenate(held), torch.cat(probs)
