@@ -242,3 +242,16 @@ def test_names_that_hide_what_they_say_are_shown_plainly(run):
     assert c.get("/").headers["Cross-Origin-Resource-Policy"] == "same-origin"
     assert c.get("/").headers["Referrer-Policy"] == "no-referrer"
     assert ODD not in page
+
+
+def test_a_planted_or_torn_predictions_cache_is_computed_again(run):
+    _, review = client_of(run)
+    (cache,) = (run / "review").glob("predictions-*.npz")
+    import numpy as np
+    with open(cache, "wb") as f:  # an object array: loading it would unpickle
+        np.savez(f, features=np.array([object()], dtype=object), probs=np.zeros(1))
+    _, again = client_of(run)
+    assert np.allclose(again.probs, review.probs)
+    cache.write_bytes(b"PK\x03\x04 torn")
+    _, again = client_of(run)
+    assert np.allclose(again.probs, review.probs)

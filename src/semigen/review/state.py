@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import threading
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,8 +202,14 @@ def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.nda
                          f"{'/'.join(data.unlabeled.ids)}".encode()).hexdigest()[:16]
     cache = Layout(run).inside(Layout(run).review_predictions(key))
     if cache.is_file():
-        with np.load(cache) as found:
-            return found["features"], found["probs"]
+        try:  # never pickles (np.load's default): a planted or torn cache is computed again
+            with np.load(cache) as found:
+                features, probs = found["features"], found["probs"]
+            if probs.shape == (len(data.unlabeled), len(data.classes)) and \
+                    len(features) == len(probs):
+                return features, probs
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning(f"review: {cache} could not be read ({e}); computed again")
     log.info(f"review: the classifier reads the {len(data.unlabeled):,} unlabeled images once "
              f"(kept in {cache.parent})")
     with torch.no_grad():
