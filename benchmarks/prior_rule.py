@@ -2,10 +2,9 @@
 really are unequal, and kept out where they are equal?
 
 For each run (its representation checkpoint, config and chosen features and way to labels),
-the features' labels are made again as the label stage made them; then EM's estimate
-of the unlabeled images' class shares, how far it lies from the labeled shares, how far EM moves
-on the held-out labeled images (`prior.shift_by_error`), the most the features' errors could
-shift the shares (1 - the held-out estimate's 95 % low), and the rule's decision. Where the
+the features' labels are made again as the label stage made them; then EM's estimate of the
+unlabeled images' class shares, how far it lies from the labeled shares, how far the labels'
+own shares lie (`prior.predicted_shares`), and the rule's decision. Where the
 truth is known (a built-in, or a folder set's truth CSV), the features' labels under the
 estimate and under the labeled shares: right, and expected calibration error (ECE, 15 bins).
 
@@ -44,19 +43,17 @@ def main() -> None:
         found = read_metrics(run).get("represent", {})
         chosen = found.get("features_chosen", "self-supervised")
         how = found.get("labels_by", "spread")
-        links, targets, _, (held, held_probs) = represent.chosen_features(
-            data, own, other, chosen, how)
+        _, targets, _ = represent.chosen_features(data, own, other, chosen, how)
         labels = targets[len(data.labeled):]
         share = prior.labeled_prior(data.labeled.labels, len(data.classes))
         estimate = prior.estimate_prior(labels, share)
-        by_error = prior.shift_by_error(held_probs, data.labeled.labels[held], share)
-        used = prior.chosen_prior(estimate, share, by_error)
+        predicted = prior.predicted_shares(labels)
+        used = prior.chosen_prior(estimate, share, predicted)
         truth = truth_of(data, args.truth and args.truth.format(seed=seed))
-        error_bound = 1 - represent.accuracy_held_out(held, held_probs,
-                                                      data.labeled.labels)["estimate_low"]
         row = {"run": run, "features": chosen, "labels_by": how,
-               "shift": prior.shift(estimate, share), "shift_by_error": by_error,
-               "error_bound": error_bound, "used": not torch.equal(used, share),
+               "shift": prior.shift(estimate, share),
+               "shift_predicted": prior.shift(predicted, share),
+               "used": not torch.equal(used, share),
                "true_shift": prior.shift(prior.labeled_prior(truth, len(data.classes)), share),
                "estimate": [round(v, 3) for v in estimate.tolist()],
                "with_estimate": figures(prior.reweighted(labels, share, estimate), truth),

@@ -69,23 +69,17 @@ def test_an_estimate_near_the_labeled_shares_is_kept_out():
     far = torch.tensor([0.45, 0.15, 0.25, 0.15])  # 0.2
     assert torch.equal(prior.chosen_prior(near, labeled), labeled)
     assert torch.equal(prior.chosen_prior(far, labeled), far)
-    # ... and where EM moved as far on held-out labeled images, the shift is the features'
-    # confusion, not the collection's
-    assert torch.equal(prior.chosen_prior(far, labeled, by_error=0.25), labeled)
-    assert torch.equal(prior.chosen_prior(far, labeled, by_error=0.15), far)
+    # ... and where the labels it was read from are near the labeled shares, the shift is
+    # EM amplifying their leanings, not the collection's
+    near_labels = torch.tensor([0.27, 0.23, 0.26, 0.24])
+    far_labels = torch.tensor([0.40, 0.18, 0.25, 0.17])
+    assert torch.equal(prior.chosen_prior(far, labeled, near_labels), labeled)
+    assert torch.equal(prior.chosen_prior(far, labeled, far_labels), far)
 
 
-def test_the_shift_by_error_is_what_the_features_confusions_make():
-    labels = [0] * 10 + [1] * 10
-    train = torch.tensor([0.5, 0.5])
-    right = torch.tensor([[0.9, 0.1]] * 10 + [[0.1, 0.9]] * 10)
-    assert prior.shift_by_error(right, labels, train) < 0.02
-    # half of class 0 read as class 1: EM finds class 1 more common than it is
-    confused = right.clone()
-    confused[:5] = torch.tensor([0.2, 0.8])
-    by_error = prior.shift_by_error(confused, labels, train)
-    assert 0.1 < by_error < 0.35
-    assert prior.shift_by_error(torch.zeros(0, 2), [], train) == 0.0
+def test_predicted_shares_count_the_likeliest_class():
+    probs = torch.tensor([[0.6, 0.4], [0.9, 0.1], [0.2, 0.8], [0.55, 0.45]])
+    assert torch.allclose(prior.predicted_shares(probs), torch.tensor([0.75, 0.25]))
 
 
 def test_alignment_aims_at_the_prior():
@@ -108,11 +102,11 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
     shares = dict(zip(["dark", "light"], found["class_prior_estimate"], strict=True))
     assert found["class_prior_estimated"] and found["labeled_prior"] == [0.5, 0.5]
     assert shares["dark"] > 0.5 and abs(sum(shares.values()) - 1) < 1e-5
-    # used where it lies 10 % or more from the labeled shares, else those
-    used = torch.tensor(found["class_prior"])
-    assert torch.equal(used, prior.chosen_prior(torch.tensor(found["class_prior_estimate"]),
-                                                torch.tensor([0.5, 0.5]),
-                                                found["class_prior_shift_by_error"]))
+    # the pool is 75 % dark: the labels' own shares and EM's both lie past the 10 % bar, so the
+    # estimate is what fine-tuning aims at
+    assert found["class_prior_shift_predicted"] >= prior.SHIFT_TO_USE
+    assert found["class_prior_shift"] >= prior.SHIFT_TO_USE
+    assert found["class_prior"] == pytest.approx(found["class_prior_estimate"])
     assert found["class_prior_shift"] == pytest.approx(
         prior.shift(torch.tensor(found["class_prior_estimate"]), torch.tensor([0.5, 0.5])))
     assert "class shares estimated among the unlabeled images" in (run / "log.txt").read_text()

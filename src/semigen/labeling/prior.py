@@ -70,24 +70,24 @@ def shift(a: torch.Tensor, b: torch.Tensor) -> float:
     return 0.5 * float((a - b).abs().sum())
 
 
-def shift_by_error(held_out_probs: torch.Tensor, held_out_labels, train_prior: torch.Tensor
-                   ) -> float:
-    """How far EM moves on labeled images held out from the features' labels, whose shares are
-    known: the shift that the features' confusions (one class read as another) and chance
-    alone give, which an estimate on the unlabeled images must clear to mean anything. 0 where
-    nothing was held out."""
-    if not len(held_out_probs):
-        return 0.0
-    known = labeled_prior(held_out_labels, len(train_prior))
-    return shift(estimate_prior(held_out_probs, train_prior), known)
+def predicted_shares(probs: torch.Tensor) -> torch.Tensor:
+    """How often each class is the likeliest among `probs` (N x K): the shares the labels
+    themselves give, before EM re-weights them."""
+    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float()
+    return counts / counts.sum().clamp_min(1)
 
 
-def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor, by_error: float = 0.0
-                 ) -> torch.Tensor:
+def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor,
+                 predicted: torch.Tensor | None = None) -> torch.Tensor:
     """The estimate where it lies SHIFT_TO_USE or more (total variation) from the labeled
-    shares and further than EM moved on held-out labeled images (`shift_by_error`), else the
-    labeled shares."""
-    return estimate if shift(estimate, labeled) >= max(SHIFT_TO_USE, by_error) else labeled
+    shares and so do the `predicted_shares` it was read from, else the labeled shares. EM
+    amplifies a classifier's leanings: on the demo's balanced digits the features' labels lay
+    3 % from equal shares and EM's estimate 11 % (digit 3 at 16.7 %), and aiming at it cost
+    1.6 points; on the unequal collections measured the labels themselves lay 12-23 % away."""
+    far = shift(estimate, labeled) >= SHIFT_TO_USE
+    if predicted is not None:
+        far = far and shift(predicted, labeled) >= SHIFT_TO_USE
+    return estimate if far else labeled
 
 
 def labeled_prior(labels, num_classes: int) -> torch.Tensor:
@@ -126,10 +126,9 @@ def describe(prior: torch.Tensor, labeled: torch.Tensor, classes: list[str]) -> 
     return f"class shares estimated among the unlabeled images (labeled shares): {shares}"
 
 
-def describe_use(moved: float, by_error: float, used: bool) -> str:
+def describe_use(moved: float, predicted: float, used: bool) -> str:
     """The end of `describe`'s line: whether the estimate is used, and the shifts that
     decided it."""
-    why = (f"{moved:.0%} from the labeled shares (total variation), where {SHIFT_TO_USE:.0%} "
-           f"and the {by_error:.0%} that EM moved on the held-out labeled images must be "
-           "cleared")
+    why = (f"{moved:.0%} from the labeled shares (total variation), the labels' own shares "
+           f"{predicted:.0%}; both must reach {SHIFT_TO_USE:.0%}")
     return f"; {why}: " + ("used" if used else "the labeled shares are kept")

@@ -342,13 +342,12 @@ def choose(estimates: dict[str, dict], forced: str = "auto", forced_by: str = "a
 
 def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.Tensor | None,
                     forced: str = "auto", forced_by: str = "auto"
-                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict, tuple]:
+                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict]:
     """The candidate features and way to labels chosen on held-out labels (`choose`): the
     neighbour graph of those features, the labels they give every training image (labeled
     images first: those keep their own), the figures of each candidate (its held-out estimate
     each way and, where the truth is known, how many of the unlabeled images its labels get
-    right: logged, never used to choose), and the chosen pair's held-out labels
-    (`held_out_labels`)."""
+    right: logged, never used to choose)."""
     labeled, n, k = np.arange(len(data.labeled)), len(data.labeled), len(data.classes)
     allowed = data.held_out_allowed()
     graphs, values, estimates, held_out = {}, {}, {}, {}
@@ -378,8 +377,7 @@ def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.T
                 estimates[other][other_how]["pseudo_label_accuracy"] = float(
                     (guess == data.unlabeled_truth).mean())
     return graphs[name], targets, {"features_candidates": estimates, "features_chosen": name,
-                                   "labels_by": how, "features_chosen_why": why}, \
-        held_out[name, how]
+                                   "labels_by": how, "features_chosen_why": why}
 
 
 def describe_choice(found: dict) -> str:
@@ -454,8 +452,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
     own = embed(net.features, images, device)
-    links, targets, choice, (held, held_probs) = chosen_features(data, own, pretrained_values,
-                                                                 forced, forced_by)
+    links, targets, choice = chosen_features(data, own, pretrained_values, forced, forced_by)
     features = Features(own, links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
     # The shares an estimate must move away from to be used are the split's: labels added
@@ -467,8 +464,8 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
                 else None)
-    by_error = prior.shift_by_error(held_probs, data.labeled.labels[held], labeled_share)
-    class_prior = (prior.chosen_prior(estimate, split_share, by_error) if estimate is not None
+    predicted = prior.predicted_shares(targets[len(data.labeled):])
+    class_prior = (prior.chosen_prior(estimate, split_share, predicted) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
@@ -483,7 +480,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
         found["class_prior_shift"] = prior.shift(estimate, split_share)
-        found["class_prior_shift_by_error"] = by_error
+        found["class_prior_shift_predicted"] = prior.shift(predicted, split_share)
     found["labeled_prior"] = split_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:
