@@ -350,14 +350,14 @@ def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.T
     right: logged, never used to choose)."""
     labeled, n, k = np.arange(len(data.labeled)), len(data.labeled), len(data.classes)
     allowed = data.held_out_allowed()
-    graphs, values, estimates, held_out = {}, {}, {}, {}
-    for name, values[name] in candidates(own, pretrained_values).items():
-        graphs[name] = neighbour_graph(values[name])
-        held_out[name, "spread"] = held_out_labels(graphs[name], labeled, data.labeled.labels, k,
-                                                   allowed=allowed)
-        held_out[name, "linear"] = held_out_linear(values[name], data.labeled.labels, k,
-                                                   allowed=allowed)
-        estimates[name] = {how: accuracy_held_out(*held_out[name, how], data.labeled.labels)
+    values = candidates(own, pretrained_values)
+    graphs, estimates = {}, {}
+    for name, each in values.items():
+        graphs[name] = neighbour_graph(each)
+        held_out = {"spread": held_out_labels(graphs[name], labeled, data.labeled.labels, k,
+                                              allowed=allowed),
+                    "linear": held_out_linear(each, data.labeled.labels, k, allowed=allowed)}
+        estimates[name] = {how: accuracy_held_out(*held_out[how], data.labeled.labels)
                            for how in LABELS_BY}
     name, how, why = choose(estimates, forced, forced_by)
 
