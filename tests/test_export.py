@@ -168,3 +168,25 @@ def test_a_built_in_run_exports_the_built_in_beside_a_folder_of_its_name(tmp_pat
     found = export(run, "csv", tmp_path / "flat", 0.0)
     labels = {r["label"] for r in read_csv(tmp_path / "flat" / "labels.csv")}
     assert labels == {str(d) for d in range(10)} and found["images"] > 1000
+
+
+def test_review_checks_the_added_labels_of_a_continued_run(run_with_decisions, tmp_path):
+    """A run continued with added labels names the file in its config; review still checks
+    it row by row (an unknown class left out and counted), instead of refusing to start."""
+    import shutil
+
+    from semigen.review.state import load
+
+    run = tmp_path / "run"
+    shutil.copytree(run_with_decisions, run, ignore=shutil.ignore_patterns("run.lock"))
+    config = run / "config.yaml"  # the copy names its own files, as the run it copies does
+    config.write_text(config.read_text().replace(str(run_with_decisions.resolve()),
+                                                 str(run.resolve())))
+    saved = load_run_config(config).data.added_labels
+    assert Path(saved) == (run / "added_labels.csv").resolve()
+    kept = added.read(run / "added_labels.csv")
+    with open(run / "added_labels.csv", "a", encoding="utf-8") as f:
+        f.write("unlabeled/0-1.png,nosuchclass\n")
+    review = load(run, suggest=2, generated_per_class=0)
+    assert review.decisions.labels == kept
+    assert "1 row(s) left out: a class this data does not have" in review.decisions.left_out

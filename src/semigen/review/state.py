@@ -178,6 +178,11 @@ def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed
     cfg = load_run_config(Layout(run).config)
     path, state = load_stage(run, "label", "latest", "classifier")
     model = nets.from_checkpoint(state)
+    # The split as the user labeled it: the run's own added labels are the page's decisions,
+    # checked row by row (`Decisions.open`), not applied unchecked by the loader
+    own = Layout(run).added_labels.resolve()
+    if cfg.data.added_labels and Path(cfg.data.added_labels).resolve() == own:
+        cfg.data.added_labels = None
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
     features, probs = _predictions(run, path, model, data)
