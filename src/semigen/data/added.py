@@ -23,25 +23,33 @@ from .cells import restored, safe_row
 from .report import DataError
 
 
-def read(path: str | Path) -> dict[str, str]:
-    """{image id (the path as the data names it): class name}; a later row for the same image
-    wins. A missing file is no labels; a file without the columns path,label is refused."""
+def rows(path: str | Path) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """The file's rows as (line, image id, class name), stripped and `restored`, and its
+    columns. A missing file is no rows; a file without the columns path,label is refused."""
     path = Path(path)
     if not path.is_file():
-        return {}
+        return [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames and not {"path", "label"} <= set(reader.fieldnames):
+            columns = list(reader.fieldnames or [])
+            if columns and not {"path", "label"} <= set(columns):
                 raise DataError(f"{path}: needs the columns path,label (found: "
-                                f"{', '.join(reader.fieldnames)})")
-            rows = list(reader)
+                                f"{', '.join(columns)})")
+            found = [(line, restored((row.get("path") or "").strip()),
+                      restored((row.get("label") or "").strip()))
+                     for line, row in enumerate(reader, start=2)]
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: not a readable CSV ({e})") from None
+    return found, columns
+
+
+def read(path: str | Path) -> dict[str, str]:
+    """{image id (the path as the data names it): class name}; a later row for the same image
+    wins. A missing file is no labels; a file without the columns path,label, or a row
+    without both, is refused."""
     found = {}
-    for line, row in enumerate(rows, start=2):
-        image, label = (restored((row.get("path") or "").strip()),
-                        restored((row.get("label") or "").strip()))
+    for line, image, label in rows(path)[0]:
         if not image or not label:
             raise DataError(f"{path} line {line}: both path and label are needed (an added "
                             "label names one image and its class)")

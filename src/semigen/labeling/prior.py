@@ -31,14 +31,13 @@ def reweighted(probs: torch.Tensor, train_prior: torch.Tensor, prior: torch.Tens
 
 
 def estimate_prior(probs: torch.Tensor, train_prior: torch.Tensor, iterations: int = 1000,
-                   tolerance: float = 1e-7, images_per_class: float = PRIOR_IMAGES_PER_CLASS
-                   ) -> torch.Tensor:
+                   tolerance: float = 1e-7) -> torch.Tensor:
     """The class prior of the images behind `probs` (N x K, learned under `train_prior`) by
     EM (Saerens et al. 2002), as a posterior mode (`PRIOR_IMAGES_PER_CLASS`), no class below
     SMALLEST_SHARE."""
     probs, train_prior = probs.double(), train_prior.double()
     prior = train_prior.clone()
-    pseudo = images_per_class * len(train_prior)
+    pseudo = PRIOR_IMAGES_PER_CLASS * len(train_prior)
     for _ in range(iterations):
         new = (reweighted(probs, train_prior, prior).sum(0) + pseudo * train_prior) \
             / (len(probs) + pseudo)

@@ -285,14 +285,15 @@ LINEAR_C = 0.1
 
 
 def linear_labels(values: torch.Tensor, fit_rows: np.ndarray, fit_labels: np.ndarray,
-                  num_classes: int) -> torch.Tensor:
-    """Class probabilities for every row of `values` from a logistic regression fitted on the
-    rows `fit_rows` with `fit_labels` (features standardised over all rows; a class with no
-    row to fit on gets probability 0)."""
+                  num_classes: int, rows: np.ndarray | None = None) -> torch.Tensor:
+    """Class probabilities for the rows `rows` of `values` (all by default) from a logistic
+    regression fitted on the rows `fit_rows` with `fit_labels` (features standardised over
+    all rows; a class with no row to fit on gets probability 0)."""
     x = standardised(values).numpy()
     model = LogisticRegression(C=LINEAR_C, max_iter=3000).fit(x[fit_rows], fit_labels)
-    found = np.zeros((len(values), num_classes))
-    found[:, model.classes_] = model.predict_proba(x)
+    wanted = x if rows is None else x[rows]
+    found = np.zeros((len(wanted), num_classes))
+    found[:, model.classes_] = model.predict_proba(wanted)
     return torch.from_numpy(found).float()
 
 
@@ -310,7 +311,7 @@ def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, 
         if len(np.unique(labels[fit])) < 2:  # nothing to tell apart: the uniform guess
             probs.append(torch.full((len(held[-1]), num_classes), 1 / num_classes))
             continue
-        probs.append(linear_labels(values, fit, labels[fit], num_classes)[held[-1]])
+        probs.append(linear_labels(values, fit, labels[fit], num_classes, rows=held[-1]))
     if not held:
         return np.zeros(0, int), torch.zeros(0, num_classes)
     return np.concatenate(held), torch.cat(probs)

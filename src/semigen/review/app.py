@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -324,8 +325,6 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def listening_socket(host: str, port: int):
     """A socket bound to `host`:`port` (0: a free port), or a one-line refusal."""
-    import socket
-
     from ..config import ConfigError
 
     if not host.strip():
@@ -348,8 +347,6 @@ def listening_socket(host: str, port: int):
 def address(listener, host: str) -> str:
     """The address the browser opens: the host as bound (a name stays a name; every
     interface: this machine's name), IPv6 in brackets, the port the socket got."""
-    import socket
-
     port = listener.getsockname()[1]
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
     return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from ..config import BUILTINS, load_run_config
-from ..data import DataError, added, load_dataset, read_class_folders
-from ..data.cells import restored
+from ..data import added, load_dataset, read_class_folders
 from ..labeling import nets
 from ..labeling.suggest import choose, features_and_probs
 from ..run import Layout, as_run_path, load_stage, read_metrics, replacing
@@ -109,24 +108,11 @@ HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]
 def checked_added_labels(path: Path, data) -> tuple[dict[str, str], list[str]]:
     """The rows of the added labels CSV at `path` that name an image of `data` and one of its
     classes, and what was left out and why (counts, an example each; extra columns named)."""
-    if not path.is_file():
-        return {}, []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = reader.fieldnames or []
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV ({e}); move it aside to start review "
-                        "with no added labels") from None
-    if rows and not {"path", "label"} <= set(columns):
-        raise DataError(f"{path}: needs the columns path,label (found: {', '.join(columns)})")
+    found, columns = added.rows(path)
     images = set(data.labeled.ids) | set(data.unlabeled.ids)
     classes = set(data.classes)
     labels, reasons, example = {}, Counter(), {}
-    for line, row in enumerate(rows, start=2):
-        image = restored((row.get("path") or "").strip())
-        label = restored((row.get("label") or "").strip())
+    for line, image, label in found:
         why = ("an empty path or label" if not image or not label else
                "control or direction characters" if HIDDEN.search(image + label) else
                "a class this data does not have" if label not in classes else
