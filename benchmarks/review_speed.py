@@ -11,6 +11,7 @@ peak, from /proc), then a second start (predictions read from the cache). Prints
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import json
 import os
 import shutil
@@ -28,8 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# the server's token travels in the printed address once, then in a cookie
+OPENER = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(
+    http.cookiejar.CookieJar()))
+
+
 def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=600) as response:
+    with OPENER.open(url, timeout=600) as response:
         return response.read()
 
 
@@ -41,20 +47,19 @@ def memory_mb(pid: int) -> tuple[float, float]:
 
 
 def start(run: Path, port: int, threads: int) -> tuple[subprocess.Popen, float]:
-    """The server, and the seconds from its start to the first page answered."""
+    """The server, and the seconds from its start to the first page answered (at the address
+    it prints, with its token)."""
     began = time.perf_counter()
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     server = subprocess.Popen([sys.executable, "-m", "semigen", "review", str(run), "--port",
-                               str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(f"{run}: the review server stopped (exit {server.returncode})")
-        try:
-            get(f"http://127.0.0.1:{port}/")
+                               str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    for line in server.stdout:
+        if "http://" in line:
+            get(line.split()[1])
             return server, time.perf_counter() - began
-        except OSError:
-            time.sleep(0.2)
+    server.wait()
+    raise SystemExit(f"{run}: the review server stopped (exit {server.returncode})")
 
 
 def measure(run: Path, work: Path, threads: int) -> dict:

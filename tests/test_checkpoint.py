@@ -116,7 +116,7 @@ def test_interrupted_write_never_replaces_latest(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", dies_mid_write)
+    monkeypatch.setattr(torch, "save", dies_mid_write)
     with pytest.raises(OSError, match="no space left"):
         ckpts.save({"model": {"w": torch.zeros(3)}}, step=2)
     monkeypatch.undo()

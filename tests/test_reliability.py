@@ -261,14 +261,14 @@ def test_output_paths_that_cannot_be_written_give_messages(tmp_path, clean_folde
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_gives_a_message_and_the_run_resumes(tmp_path, clean_folder, monkeypatch,
                                                          capsys):
-    real_save = checkpoint.torch.save
+    real_save = torch.save
 
     def save_to_full_disk(obj, f):
         with open("/dev/full", "wb") as full:  # the kernel's ENOSPC, for real
             real_save(obj, full)
             full.flush()
 
-    monkeypatch.setattr(checkpoint.torch, "save", save_to_full_disk)
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
     run = tmp_path / "run"
     assert main(["label", str(clean_folder), "--out", str(run), *TINY]) == 1
     err = capsys.readouterr().err

@@ -143,3 +143,49 @@ def test_suggest_leaves_out_images_labeled_in_review(review_run, tmp_path):
     added.write(run / "added_labels.csv", {image: "dark" for image in first[:3]})
     again = [r["path"] for r in suggest(run, 5, tmp_path / "b.csv")]
     assert len(again) == 5 and not set(first[:3]) & set(again)
+
+
+def test_a_second_start_reads_the_classifier_s_view_without_importing_torch(client):
+    """The first start computed and kept what the classifier says; a fresh process opening the
+    same run shows the same and never imports torch (a cached start in about a second)."""
+    import json
+    import subprocess
+    import sys
+
+    _, review = client
+    script = (
+        "import json, sys\n"
+        "from semigen.review.state import load\n"
+        f"r = load({str(review.run)!r}, suggest=6, generated_per_class=3)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision',"
+        " 'kornia', 'lightning', 'cleanlab'})\n"
+        "print(json.dumps({'heavy': heavy, 'probs': r.probs.tolist(),"
+        " 'suggestions': r.suggestions, 'issues': r.label_issues,"
+        " 'generated': [g['predicted'] for g in r.generated]}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    seen = json.loads(done.stdout)
+    assert seen["heavy"] == []
+    assert np.allclose(seen["probs"], review.probs, atol=1e-6)
+    assert seen["suggestions"] == review.suggestions
+    assert seen["issues"]["source"] == "held out"
+    assert [r["id"] for r in seen["issues"]["rows"]] == \
+        [r["id"] for r in review.label_issues["rows"]]
+    assert seen["generated"] == [g["predicted"] for g in review.generated]
+
+
+def test_a_retrained_classifier_or_other_settings_are_computed_again(client, caplog):
+    _, review = client
+    again = "the classifier reads the"
+    with caplog.at_level("INFO", logger="semigen"):
+        load(review.run, suggest=6, generated_per_class=3)
+        assert again not in caplog.text
+        load(review.run, suggest=4, generated_per_class=3)  # other suggestions
+        assert again in caplog.text
+        caplog.clear()
+        checkpoint = review.run / "checkpoints" / "label" / "latest.pt"
+        checkpoint.touch()  # as a retrained classifier's file would be new
+        fresh = load(review.run, suggest=6, generated_per_class=3)
+        assert again in caplog.text
+    assert fresh.suggestions == review.suggestions
+    assert len(list((review.run / "review").glob("predictions-*.npz"))) == 1

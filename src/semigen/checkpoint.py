@@ -15,14 +15,16 @@ import shutil
 import warnings
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .files import exclusive_temporary
 
 FORMAT = "semigen-checkpoint/1"
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 LATEST = "latest.pt"  # a stage's last checkpoint, beside its step files
+
+if TYPE_CHECKING:  # torch is imported when a checkpoint is read or written: the tools that
+    import torch  # only look at a run (review on a cached run, report, export) start without it
 
 
 class CheckpointError(ValueError):
@@ -40,6 +42,8 @@ def versions() -> dict:
 
 
 def rng_state() -> dict:
+    import torch
+
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -47,6 +51,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -55,6 +61,8 @@ def set_rng_state(state: dict) -> None:
 def save(payload: dict, path: Path) -> None:
     """Write through a temporary file and rename it into place: a reader, or a resume after a
     crash mid-write, sees the old file or the new one, never half of one."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = exclusive_temporary(path)
@@ -73,6 +81,8 @@ def load_data_only(path: str | Path, what: str = "checkpoint",
     """A torch file read as data only (``weights_only=True``): tensors and plain values. A file
     that holds pickled Python objects is refused (it could run code), and any file torch cannot
     read as data gives one sentence naming it, never torch's own advice to unpickle it."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such {what}")

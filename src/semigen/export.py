@@ -28,7 +28,8 @@ import numpy as np
 from .config import BUILTINS, ConfigError
 from .data import DataError, added, class_folders, load_dataset
 from .data.cells import restored, safe_row
-from .generation.export import png_bytes, write_png
+from .data.images import png_bytes
+from .generation.export import write_png
 from .run import Layout, check_output, read_pseudo_labels, replacing, run_config
 
 log = logging.getLogger("semigen")

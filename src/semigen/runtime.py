@@ -7,7 +7,6 @@ Fabric launches the extra processes itself, or picks up torchrun's environment
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .config import ConfigError, RuntimeConfig
 
@@ -26,34 +24,6 @@ PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 # Fabric's all_gather goes through a torch function that torch >= 2.10 calls deprecated; the
 # warning, once per stage and rank, tells a user nothing they can act on.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather")
-
-
-PROGRESS_SECONDS = 30  # between progress lines when stderr is a file or a pipe, not a terminal
-
-
-class _Lines:
-    """tqdm's refreshes as whole lines: a log file gets a line per update, no carriage
-    returns."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        text = text.strip("\r\n ")
-        if text:
-            self.stream.write(text + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def progress(iterable=None, **options) -> tqdm:
-    """A tqdm progress bar on a terminal; elsewhere (stderr redirected to a log) one plain line
-    every PROGRESS_SECONDS, instead of a line per refresh."""
-    if sys.stderr.isatty():
-        return tqdm(iterable, **options)
-    return tqdm(iterable, file=_Lines(sys.stderr), mininterval=PROGRESS_SECONDS, ascii=True,
-                **options)
 
 
 def use_threads(threads: int) -> int:

@@ -25,6 +25,7 @@ import torch
 
 from . import checkpoint, runtime
 from .config import Config, ConfigError
+from .progress import progress
 from .run import Records, Run
 
 
@@ -190,9 +191,9 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
     every rank waits for it."""
     run = stage.cfg.run
     with stop_between_steps() as asked:
-        for t in runtime.progress(range(start_step, total_steps), initial=start_step,
-                                  total=total_steps, desc=desc, unit="step",
-                                  disable=not stage.show_progress):
+        for t in progress(range(start_step, total_steps), initial=start_step,
+                          total=total_steps, desc=desc, unit="step",
+                          disable=not stage.show_progress):
             values = step(t)
             done = t + 1
             if log and due(done, run.log_every, total_steps):

@@ -12,7 +12,19 @@ from .sources import (
                       read_class_folders,
                       read_images,
 )
-from .transforms import StepBatchSampler, Views, endless_batches, strong, to_float, to_uint8, weak
+
+# The augmentations and batches import torch and kornia: loaded on first use, so that reading a
+# run's images (review, export) does not
+TRANSFORMS = ("StepBatchSampler", "Views", "endless_batches", "strong", "to_float", "to_uint8",
+              "weak")
+
+
+def __getattr__(name: str):
+    if name in TRANSFORMS:
+        from . import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["DataError", "added", "DataReport", "Dataset", "ImageSet", "StepBatchSampler", "Views",
            "class_folders", "endless_batches", "folder_name", "labeled_split", "load_dataset",

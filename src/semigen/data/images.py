@@ -168,3 +168,13 @@ def normalise(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         if image.ndim == 2:
             image = image[:, :, None]
     return np.ascontiguousarray(image)
+
+
+def png_bytes(pixels) -> bytes:
+    """An RGB or grey uint8 H x W (x C) array as the bytes of a PNG file."""
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"could not encode an image of shape {pixels.shape} as PNG")
+    return encoded.tobytes()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import BUILTINS, DataConfig
-from ..runtime import progress as progress_bar
+from ..progress import progress as progress_bar
 from . import added, decoded
 from .cells import restored
 from .images import normalise, read_image, target_shape

@@ -16,13 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torchvision.utils import make_grid
 
 from ..config import load_run_config
 from ..data import load_dataset
 from ..data.cells import restored_row
-from ..generation import BACKENDS
 from ..run import (
     Layout,
     Run,
@@ -166,6 +163,8 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
     if "fid" in images:
         about = images["feature_network"]
         sampler = images.get("generator", {"backend": "gan"})
+        from ..generation import BACKENDS  # torch: review's figures page imports this module
+
         how = BACKENDS[sampler["backend"]].describe(sampler)
         against = html.escape(images.get("real", "the test images"))
         parts.append(f"<p>Final generator ({how}), N = {images['n_fake']} generated against "
@@ -472,17 +471,20 @@ def pseudo_label_section(run_path: Path, data, rows: list[dict]) -> str:
             continue
         strips = []
         for chosen in (mine[:EXAMPLES], mine[-EXAMPLES:][::-1]):
-            pictures = torch.from_numpy(data.unlabeled.images[[position[r["path"]]
-                                                               for r in chosen]])
+            pictures = data.unlabeled.images[[position[r["path"]] for r in chosen]]
             strips.append(_img(_strip(pictures), f"{name} examples", "strip"))
         parts.append(f"<tr><th>{html.escape(name)}<br><small>{len(mine)} images</small></th>"
                      f"<td>{strips[0]}</td><td>{strips[1]}</td></tr>")
     return "\n".join(parts + ["</table>"])
 
 
-def _strip(images: torch.Tensor) -> str:
+def _strip(images: np.ndarray) -> str:
     """uint8 N x H x W x C -> one row PNG, upscaled so small images stay visible."""
-    grid = make_grid(images.permute(0, 3, 1, 2), nrow=len(images), padding=1, pad_value=255)
+    import torch
+    from torchvision.utils import make_grid
+
+    grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=len(images), padding=1,
+                     pad_value=255)
     pixels = grid.permute(1, 2, 0).numpy()
     scale = max(1, 48 // images.shape[1])
     pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)

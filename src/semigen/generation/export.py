@@ -13,14 +13,15 @@ import logging
 import shutil
 from pathlib import Path
 
-import cv2
 import torch
 
 from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
 from ..data.cells import safe_row
+from ..data.images import png_bytes
+from ..progress import progress
 from ..run import Layout, check_output, load_stage, replacing
-from ..runtime import mix_seed, pick_accelerator, progress
+from ..runtime import mix_seed, pick_accelerator
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
 log = logging.getLogger("semigen")
@@ -106,16 +107,6 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
     log.info(f"wrote {total} images ({per_class} per class) and manifest.csv to {out}")
     return {"images": total, "checkpoint": str(path), "checkpoint_sha256": digest,
             **generator.settings()}
-
-
-def png_bytes(pixels) -> bytes:
-    """An RGB or grey uint8 H x W (x C) array as the bytes of a PNG file."""
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise OSError(f"could not encode an image of shape {pixels.shape} as PNG")
-    return encoded.tobytes()
 
 
 def write_png(path: Path, pixels) -> None:

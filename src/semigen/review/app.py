@@ -30,9 +30,8 @@ from markupsafe import Markup
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..data.images import read_image
+from ..data.images import png_bytes, read_image
 from ..evaluation.report import LOW_VARIETY, metrics_section
-from ..generation.export import png_bytes
 from ..run import Layout, replacing
 from ..run.layout import OutsideRun
 from .state import HIDDEN, Review, SaveFailed

@@ -3,8 +3,9 @@ unlabeled images (probabilities, features, the suggestions to label next, the co
 the likely errors among the user's own labels, the generated images with how often the
 classifier recognises them; and the user's decisions, kept on disk as they are made.
 
-Predictions are cached in ``RUN/review/`` under the classifier checkpoint's fingerprint, so a
-second start on the same run opens at once; a retrained classifier computes them again."""
+What the classifier says is cached in ``RUN/review/`` under the checkpoint's fingerprint, so a
+second start on the same run opens at once, without importing torch; a retrained classifier
+(or other labels, other settings) computes it again."""
 
 from __future__ import annotations
 
@@ -19,13 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import BUILTINS, load_run_config
 from ..data import added, load_dataset, read_class_folders
-from ..labeling import nets
-from ..labeling.suggest import choose, features_and_probs
-from ..run import Layout, as_run_path, load_stage, read_metrics, replacing
+from ..run import Layout, as_run_path, load_stage, read_metrics, replacing, stage_checkpoint
 
 log = logging.getLogger("semigen")
 
@@ -159,58 +157,152 @@ class Review:
 
 def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed: int = 0
          ) -> Review:
-    """Everything the pages show, for the run in `run`."""
+    """Everything the pages show, for the run in `run`. What the classifier says of the images
+    is computed once per checkpoint and images and kept (`classifier_view`): a second start
+    reads it and does not import torch."""
     run = as_run_path(run)
-    cfg = load_run_config(Layout(run).config)
-    path, state = load_stage(run, "label", "latest", "classifier")
-    model = nets.from_checkpoint(state)
+    layout = Layout(run)
+    cfg = load_run_config(layout.config)
+    checkpoint = stage_checkpoint(run, "label", "latest", "classifier")
     # The split as the user labeled it: the run's own added labels are the page's decisions,
     # checked row by row (`Decisions.open`), not applied unchecked by the loader
-    own = Layout(run).added_labels.resolve()
-    if cfg.data.added_labels and Path(cfg.data.added_labels).resolve() == own:
+    if cfg.data.added_labels and \
+            Path(cfg.data.added_labels).resolve() == layout.added_labels.resolve():
         cfg.data.added_labels = None
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
-    features, probs = _predictions(run, path, model, data)
+    generated = generated_folder(run, data, generated_per_class)
+    view = classifier_view(run, checkpoint, data, generated, min(suggest, len(data.unlabeled)),
+                           seed)
     decisions = Decisions.open(run, data)
     log.info(f"review: {len(data.unlabeled):,} unlabeled and {len(data.labeled):,} labeled images")
-    calibration = state.get("calibration") or {}
     source = None if cfg.data.source in BUILTINS else Path(cfg.data.source)
     return Review(
-        run=run, cfg=cfg, data=data, classes=list(data.classes), probs=probs,
-        suggestions=choose(features, probs, min(suggest, len(probs)), seed) if len(probs) else [],
-        pairs=confused_pairs(probs, data.classes),
-        label_issues=likely_label_errors(data, calibration, model),
-        generated=generated_images(run, data, model, generated_per_class),
+        run=run, cfg=cfg, data=data, classes=list(data.classes), probs=view["probs"],
+        suggestions=view["suggestions"].tolist(), pairs=confused_pairs(view["probs"], data.classes),
+        label_issues=likely_label_errors(data, view),
+        generated=generated_images(run, generated, data, view),
         metrics=read_metrics(run), decisions=decisions, source_root=source)
 
 
-def _predictions(run: Path, path: Path, model, data) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's features and probabilities on the unlabeled images, read from the
-    cache when this very checkpoint made them for these very images."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
-                         f"{'/'.join(data.unlabeled.ids)}".encode()).hexdigest()[:16]
-    cache = Layout(run).inside(Layout(run).review_predictions(key))
+def generated_folder(run: Path, data, per_class: int) -> Path | None:
+    """``RUN/review/generated/``: `per_class` images of each class from the run's generator,
+    sampled once; None without a generator."""
+    layout = Layout(run)
+    if per_class < 1 or not layout.final_checkpoint("generate").is_file():
+        return None
+    folder = layout.inside(layout.review_generated)
+    done = folder / "manifest.csv"
+    if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
+        from ..generation.export import sample_to_folder
+
+        sample_to_folder(run, per_class, folder, seed=0, overwrite=True)
+    return folder
+
+
+# What the classifier says of the images the pages show, as arrays (the cache file's entries):
+# the unlabeled images' probabilities and the suggestions among them; the user's labeled images'
+# probabilities (held out where the label stage kept them), where they came from, and which
+# cleanlab flags; the generated images with their classes and probabilities.
+VIEW = ("probs", "suggestions", "issue_ids", "issue_probs", "issue_source", "issue_flagged",
+        "generated_ids", "generated_classes", "generated_probs")
+
+
+def classifier_view(run: Path, checkpoint: Path, data, generated: Path | None, suggest: int,
+                    seed: int) -> dict[str, np.ndarray]:
+    """The `VIEW` of the classifier in `checkpoint`, read from ``RUN/review/`` when this very
+    checkpoint made it for these very images, labels, generated images and settings; else
+    computed (the only place review imports torch) and kept."""
+    stat = checkpoint.stat()
+    parts = [checkpoint.resolve(), stat.st_mtime_ns, stat.st_size, suggest, seed,
+             "/".join(data.unlabeled.ids),
+             "/".join(f"{i}={c}" for i, c in zip(data.labeled.ids, data.labeled.labels,
+                                                 strict=True))]
+    if generated is not None:
+        made = (generated / "manifest.csv").stat()
+        parts += [made.st_mtime_ns, made.st_size]
+    key = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+    layout = Layout(run)
+    cache = layout.inside(layout.review_predictions(key))
     if cache.is_file():
         try:  # never pickles (np.load's default): a planted or torn cache is computed again
             with np.load(cache) as found:
-                features, probs = found["features"], found["probs"]
-            if probs.shape == (len(data.unlabeled), len(data.classes)) and \
-                    len(features) == len(probs):
-                return features, probs
+                view = {name: found[name] for name in VIEW}
+            if _fits(view, data):
+                return view
+            log.warning(f"review: {cache} does not fit this run; computed again")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning(f"review: {cache} could not be read ({e}); computed again")
     log.info(f"review: the classifier reads the {len(data.unlabeled):,} unlabeled images once "
              f"(kept in {cache.parent})")
-    with torch.no_grad():
-        features, probs = features_and_probs(model, data.unlabeled.images)
+    view = _computed_view(run, data, generated, suggest, seed)
     cache.parent.mkdir(parents=True, exist_ok=True)
     for old in cache.parent.glob("predictions-*.npz"):
         old.unlink()
     with replacing(cache, "wb") as f:
-        np.savez(f, features=features.astype(np.float32), probs=probs.astype(np.float32))
-    return features, probs
+        np.savez(f, **view)
+    return view
+
+
+def _fits(view: dict[str, np.ndarray], data) -> bool:
+    """A read cache whose arrays have the shapes and kinds this run's would."""
+    classes = len(data.classes)
+    issues, made = len(view["issue_ids"]), len(view["generated_ids"])
+    return (view["probs"].shape == (len(data.unlabeled), classes)
+            and view["issue_probs"].shape == (issues, classes)
+            and view["generated_probs"].shape == (made, classes)
+            and view["issue_flagged"].shape == (issues,)
+            and view["generated_classes"].shape == (made,)
+            and view["issue_source"].shape == ()
+            and all(view[name].dtype.kind in "iu" for name in ("suggestions",
+                                                               "generated_classes"))
+            and bool(np.isin(view["suggestions"], np.arange(len(data.unlabeled))).all())
+            and bool(np.isin(view["generated_classes"], np.arange(classes)).all())
+            and set(view["issue_ids"].tolist()) <= set(data.labeled.ids))
+
+
+def _computed_view(run: Path, data, generated: Path | None, suggest: int, seed: int
+                   ) -> dict[str, np.ndarray]:
+    from ..labeling import nets
+    from ..labeling.suggest import choose, features_and_probs
+
+    _, state = load_stage(run, "label", "latest", "classifier")
+    model = nets.from_checkpoint(state)
+    features, probs = features_and_probs(model, data.unlabeled.images)
+    suggestions = choose(features, probs, suggest, seed) if len(probs) else []
+    # The user's labels as predictions that did not train on them see them (the cross-fitted
+    # probabilities the label stage keeps); where the run has none (no class with two labels,
+    # calibration off), the final classifier's own, which flag only gross errors (said)
+    calibration = state.get("calibration") or {}
+    labeled = set(data.labeled.ids)
+    held = [k for k, image in enumerate(calibration.get("held_out_ids") or [])
+            if image in labeled]
+    if held:
+        issue_ids = [calibration["held_out_ids"][k] for k in held]
+        issue_probs = np.asarray(calibration["held_out_probs"], dtype=np.float64)[held]
+        source = "held out"
+    else:
+        issue_ids = list(data.labeled.ids)
+        _, issue_probs = features_and_probs(model, data.labeled.images)
+        source = "trained on"
+    where = {image: i for i, image in enumerate(data.labeled.ids)}
+    given = np.array([data.labeled.labels[where[i]] for i in issue_ids], dtype=np.int64)
+    if generated is not None:
+        images, _ = read_class_folders(generated, data.classes, data.shape)
+        _, generated_probs = features_and_probs(model, images.images)
+        generated_ids, generated_classes = list(images.ids), images.labels
+    else:
+        generated_ids, generated_classes = [], np.zeros(0)
+        generated_probs = np.zeros((0, len(data.classes)))
+    return {"probs": probs.astype(np.float32),
+            "suggestions": np.asarray(suggestions, dtype=np.int64),
+            "issue_ids": np.array(issue_ids, dtype=str),
+            "issue_probs": np.asarray(issue_probs, dtype=np.float32),
+            "issue_source": np.array(source),
+            "issue_flagged": flagged_labels(given, issue_probs),
+            "generated_ids": np.array(generated_ids, dtype=str),
+            "generated_classes": np.asarray(generated_classes, dtype=np.int64),
+            "generated_probs": np.asarray(generated_probs, dtype=np.float32)}
 
 
 def confused_pairs(probs: np.ndarray, classes: list[str], top: int = 10) -> list[dict]:
@@ -232,63 +324,51 @@ def confused_pairs(probs: np.ndarray, classes: list[str], top: int = 10) -> list
     return sorted(pairs, key=lambda p: -p["weight"])[:top]
 
 
-def likely_label_errors(data, calibration: dict, model) -> dict:
-    """The user's labels ranked by how much predictions that did not train on them disagree
-    (cleanlab's `find_label_issues` on the cross-fitted probabilities the label stage keeps);
-    where the run has none (no class with two labels, calibration off), the final classifier's
-    own probabilities, which trained on those labels and so flag only gross errors (said)."""
+def flagged_labels(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Which of the given `labels` cleanlab's `find_label_issues` calls likely errors on
+    `probs`; none where it cannot tell (one class, too few labels per class)."""
     from cleanlab.filter import find_label_issues
 
-    where = {image: i for i, image in enumerate(data.labeled.ids)}
-    held = [k for k, image in enumerate(calibration.get("held_out_ids") or []) if image in where]
-    if held:
-        ids = [calibration["held_out_ids"][k] for k in held]
-        probs = np.asarray(calibration["held_out_probs"], dtype=np.float64)[held]
-        source = "held out"
-    else:
-        ids = list(data.labeled.ids)
-        with torch.no_grad():
-            _, probs = features_and_probs(model, data.labeled.images)
-        source = "trained on"
-    labels = np.array([data.labeled.labels[where[i]] for i in ids])
-    flagged: set[int] = set()
-    if len(ids) and len(np.unique(labels)) > 1:
+    flagged = np.zeros(len(labels), dtype=bool)
+    if len(labels) and len(np.unique(labels)) > 1:
         try:
             # n_jobs=1: cleanlab's process pool forks this threaded server (torch, uvicorn),
             # and a forked copy of a held lock hangs it; a user's labels take milliseconds
-            flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
-                                            n_jobs=1).nonzero()[0].tolist())
+            flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
+                                        n_jobs=1)
         except (ValueError, IndexError) as e:  # too few labels per class for its estimates
             log.info(f"review: cleanlab could not rank the labels ({e}); ranked by disagreement")
+    return np.asarray(flagged, dtype=bool)
+
+
+def likely_label_errors(data, view: dict[str, np.ndarray]) -> dict:
+    """The user's labels ranked by how much predictions disagree with them: flagged ones first,
+    then by the probability their label gets."""
+    where = {image: i for i, image in enumerate(data.labeled.ids)}
+    ids, probs = view["issue_ids"].tolist(), view["issue_probs"]
+    labels = np.array([data.labeled.labels[where[i]] for i in ids], dtype=np.int64)
+    flagged = view["issue_flagged"]
     given = probs[np.arange(len(ids)), labels] if len(ids) else np.zeros(0)
-    ranked = sorted(range(len(ids)), key=lambda k: (k not in flagged, given[k]))
+    ranked = sorted(range(len(ids)), key=lambda k: (not flagged[k], given[k]))
     rows = [{"index": where[ids[k]], "id": ids[k], "given": int(labels[k]),
              "given_probability": float(given[k]), "suggested": int(probs[k].argmax()),
-             "suggested_probability": float(probs[k].max()), "flagged": k in flagged}
+             "suggested_probability": float(probs[k].max()), "flagged": bool(flagged[k])}
             for k in ranked]
-    return {"rows": rows, "flagged": len(flagged), "source": source}
+    return {"rows": rows, "flagged": int(flagged.sum()), "source": str(view["issue_source"])}
 
 
-def generated_images(run: Path, data, model, per_class: int) -> list[dict]:
-    """`per_class` images of each class from the run's generator (sampled once into
-    ``RUN/review/generated/``) and the class the run's classifier gives each; [] without a
-    generator."""
-    from ..generation.export import sample_to_folder
-
-    if per_class < 1 or not Layout(run).final_checkpoint("generate").is_file():
+def generated_images(run: Path, folder: Path | None, data, view: dict[str, np.ndarray]
+                     ) -> list[dict]:
+    """Per class: the generated images in `folder` and the class the run's classifier gives
+    each; [] without a generator."""
+    if folder is None:
         return []
-    folder = Layout(run).inside(Layout(run).review_generated)
-    done = folder / "manifest.csv"
-    if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
-        sample_to_folder(run, per_class, folder, seed=0, overwrite=True)
-    images, _ = read_class_folders(folder, data.classes, data.shape)
-    with torch.no_grad():
-        _, probs = features_and_probs(model, images.images)
-    files = [folder / image_id for image_id in images.ids]
+    files = [folder / image_id for image_id in view["generated_ids"].tolist()]
+    classes, probs = view["generated_classes"], view["generated_probs"]
     measured = read_metrics(run).get("evaluate", {}).get("images", {})
     out = []
     for c, name in enumerate(data.classes):
-        members = np.flatnonzero(images.labels == c)
+        members = np.flatnonzero(classes == c)
         out.append({"class": c, "name": name, "files": [files[i] for i in members],
                     "predicted": [int(probs[i].argmax()) for i in members],
                     "recognised": float((probs[members].argmax(1) == c).mean())

@@ -9,9 +9,9 @@ from ..checkpoint import CheckpointError, load, reading
 from .layout import Layout
 
 
-def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
-    """A stage's ``latest`` checkpoint under ``RUN/checkpoints/<stage>/`` (its last joint
-    round's, if any), or a path; refused unless it holds a `kind` (classifier, generator)."""
+def stage_checkpoint(run_path: str | Path, stage: str, which: str, kind: str) -> Path:
+    """Where a stage's ``latest`` checkpoint is (its last joint round's, if any), or the path
+    `which`; refused where the run has none yet. Reads nothing (no torch)."""
     if which == "best":
         raise CheckpointError("--checkpoint best is gone: it was chosen by test accuracy, and "
                               "semigen chooses nothing on the test set; use latest (the "
@@ -20,6 +20,13 @@ def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple
     if which == "latest" and not path.is_file():
         raise CheckpointError(f"{run_path} has no {kind} yet ({path} is missing): train it with "
                               f"`semigen {stage} {run_path}` first")
+    return path
+
+
+def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple[Path, dict]:
+    """A stage's ``latest`` checkpoint under ``RUN/checkpoints/<stage>/`` (its last joint
+    round's, if any), or a path; refused unless it holds a `kind` (classifier, generator)."""
+    path = stage_checkpoint(run_path, stage, which, kind)
     state = load(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {state.get('kind')}, not a {kind}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..data import DataError
 from ..data.cells import restored_row, safe_row
 from .atomic import replacing
+
+if TYPE_CHECKING:
+    import torch
 
 HEADER = ["path", "label", "confidence", "round"]
 

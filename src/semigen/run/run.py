@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..config import Config, make_config, validate
 from ..data import Dataset, load_dataset
-from ..runtime import is_main_process
 from . import earlier
 from .continuation import changed_fields, check_continuation, check_split
 from .layout import Layout
@@ -105,6 +104,8 @@ def open_run(cfg: Config, model_fields: dict[str, tuple[str, ...]] | None = None
     train again (label, fit); elsewhere they are refused until the classifier has retrained.
     `data`: the data set, when a run this one belongs to has loaded it. `writing` False: read
     the run without its lock (another process writes it); nothing is stored."""
+    from ..runtime import is_main_process  # torch: only where a run is opened, not read
+
     cfg = with_added_labels(cfg)
     validate(cfg)
     check_continuation(cfg, model_fields)
