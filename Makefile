@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "semigen needs Python 3.11+"'
@@ -26,6 +26,10 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/config_reference.py --check
+
+# Each guarded behaviour broken in a copy of the code; the test that guards it must fail
+mutation: setup
+	$(BIN)/python scripts/mutation_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

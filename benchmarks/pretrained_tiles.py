@@ -40,7 +40,8 @@ def scores(data, values: torch.Tensor, truth: np.ndarray) -> dict:
     n = len(labels)
     links = represent.neighbour_graph(values)
     spread = represent.cross_validated_accuracy(links, np.arange(n), labels, k)
-    linear = represent.accuracy_held_out(*represent.held_out_linear(values, labels, k), labels)
+    found = represent.held_out_linear(values, labels, k)
+    linear = represent.accuracy_held_out(found.held, found.probs, labels)
     spread_pool = represent.first_labels(data, links)[n:].argmax(1).numpy()
     linear_pool = represent.linear_labels(values, np.arange(n), labels, k)[n:].argmax(1).numpy()
     return {"spread": {"held_out": spread["estimated_accuracy"],

@@ -59,9 +59,37 @@ MUTATIONS = [
     ("a rerun keeps the records of a calibration that was stopped", "labeling/calibrate.py",
      "    run_dir.rewind(STAGE, 0)", "    pass",
      "tests/test_calibrate.py::test_a_run_stopped_in_or_after_calibration_ends_as_an_uninterrupted_one"),
-    ("a rerun keeps a round's line that a crash left unrecorded", "joint.py",
-     'run_dir.rewind("fit", r - 1)', "pass",
+    ("a rerun keeps a round's line that a crash left unrecorded", "joint/fit.py",
+     'run.records.rewind("fit", r - 1)', "pass",
      "tests/test_fit.py::test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one"),
+    # The joint round: what a break in it would leave every other test green
+    ("the semi loss leaves the generated images out", "labeling/fixmatch.py",
+     '    if len(x_gen):\n        parts["loss_g"] = losses.supervised_loss(logits_gen, y_gen)\n'
+     '        loss = loss + generated_weight * parts["loss_g"]\n    return loss, parts, levels',
+     "    return loss, parts, levels",
+     "tests/test_label.py::test_in_semi_mode_too_the_generated_images_are_a_term_of_their_own"),
+    ("a round's images never reach its classifier's loss", "labeling/fixmatch.py",
+     '    if len(x_gen):\n        parts["loss_g"] = losses.supervised_loss(logits_gen, y_gen)\n'
+     '        loss = loss + generated_weight * parts["loss_g"]\n    return loss, parts, levels',
+     "    return loss, parts, levels",
+     "tests/test_fit.py::test_a_round_s_generated_images_reach_its_semi_loss_and_its_feature_step"),
+    ("a round skips its feature step", "joint/fit.py",
+     "if synthetic is not None and run.cfg.fit.feature_step else None", "if False else None",
+     "tests/test_fit.py::test_a_round_s_generated_images_reach_its_semi_loss_and_its_feature_step"),
+    ("a round samples every candidate at the guidance trained with", "joint/images.py",
+     'state, guidance=value if how == "sample" else None)', "state, guidance=None)",
+     "tests/test_diffusion.py::test_a_round_samples_each_candidate_at_its_own_guidance"),
+    ("the diffusion trainer shows every image its class", "generation/diffusion.py",
+     "shown = hide_classes(y, gen.label_dropout, net.num_classes, g)", "shown = y",
+     "tests/test_diffusion.py::test_the_trainer_hides_classes_at_its_rate_so_the_unconditional_"
+     "model_learns"),
+    ("the estimated class prior is never used", "labeling/represent.py",
+     "prior.chosen_prior(estimate, split_share, evidence) if estimate is not None",
+     "split_share if estimate is not None",
+     "tests/test_prior.py::test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it"),
+    ("the class prior's estimate is used without evidence", "labeling/prior.py",
+     "return estimate if distance > max(bar, SHIFT_TO_USE) else labeled", "return estimate",
+     "tests/test_prior.py::test_a_balanced_pool_keeps_the_labeled_shares_end_to_end"),
 ]
 
 

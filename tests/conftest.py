@@ -126,3 +126,22 @@ def review_run(tmp_path_factory):
     semigen.label(str(root), out=str(out), **options)
     semigen.generate(str(root), out=str(out), **options)
     return out
+
+
+# CI (`.ci/run`, where it could install every package the tests need) sets SEMIGEN_NO_SKIPS:
+# there a skipped test is a failure, so that a green run has run the browser tests too.
+SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if os.environ.get("SEMIGEN_NO_SKIPS") and SKIPPED:
+        print(f"\nSEMIGEN_NO_SKIPS: {len(SKIPPED)} test(s) skipped, which fails this run: "
+              + ", ".join(SKIPPED))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -97,6 +97,44 @@ def test_label_dropout_hides_its_share_of_classes_behind_the_no_class_index():
     assert (diffusion.hide_classes(labels, 1.0, 4, g) == 4).all()
 
 
+def test_the_trainer_hides_classes_at_its_rate_so_the_unconditional_model_learns():
+    """Each training step shows the network "no class" for about generate.label_dropout of
+    its images (without it the unconditional prediction that guidance subtracts never
+    trains, and guidance silently does nothing)."""
+    from lightning.fabric import Fabric
+
+    cfg = resolve(preset="tiny", overrides={"generate.backend": "diffusion",
+                                            "generate.label_dropout": "0.25"}).generate
+    model = diffusion.build(cfg, 4, (8, 8, 1))
+    net = model.objects["generator"]
+    shown = []
+    net.register_forward_pre_hook(lambda module, args: shown.append(args[2].clone()))
+    step = diffusion.trainer(model, cfg, Fabric(accelerator="cpu", devices=1))
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(50)
+    for _ in range(4):
+        step(torch.zeros(len(labels), 1, 8, 8), labels, g)
+    seen = torch.cat(shown)
+    hidden = seen == 4
+    assert len(seen) == 800 and 0.2 < hidden.float().mean().item() < 0.3
+    assert torch.equal(seen[~hidden], labels.repeat(4)[~hidden])
+
+
+def test_a_round_samples_each_candidate_at_its_own_guidance(diffusion_fit):
+    """The joint round's candidate sets at guidance 0 and 4 are different images (the
+    guidance reaches the sampler), and each is what the sampler gives at that guidance."""
+    from semigen.joint.images import make_images
+
+    run, _ = diffusion_fit
+    state = checkpoint.load(run / "checkpoints" / "generate" / "latest.pt")
+    at = {w: make_images(state, None, "sample", w, 2, seed=3, device="cpu")[0]
+          for w in (0.0, 4.0)}
+    assert (at[0.0] != at[4.0]).any()
+    direct = generation.generate_per_class(
+        diffusion.from_checkpoint(state, guidance=4.0), len(state["classes"]), 2, 3)[0]
+    assert (direct.permute(0, 2, 3, 1).numpy() == at[4.0]).all()
+
+
 def test_config_refuses_an_unknown_backend_and_guidance_without_label_dropout():
     with pytest.raises(ConfigError, match="generate.backend"):
         validate(resolve(preset="tiny", overrides={"generate.backend": "vae"}))

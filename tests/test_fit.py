@@ -359,3 +359,43 @@ def test_a_fit_stopped_in_every_later_stage_ends_as_an_uninterrupted_one(fitted,
     for part in ("images", "classifier", "pseudo_labels"):
         assert ({k: v for k, v in second["evaluate"][part].items() if k != "checkpoint"}
                 == {k: v for k, v in first["evaluate"][part].items() if k != "checkpoint"})
+
+
+def test_a_round_s_generated_images_reach_its_semi_loss_and_its_feature_step(fitted, cache):
+    """Round 1 trains in semi mode with the generated images as a term of their own (its log
+    has loss_g beside loss_u), spreads the features' labels again with them, and its
+    classifier is not the one a round whose images are all black would give: the images, not
+    only their count, reach the loss. Round 0 (no images) is the same in both."""
+    from semigen.labeling import nets, train
+
+    run, _ = fitted
+    rows = [r for r in read_stats(run) if r["stage"] == "label-r1" and "loss" in r]
+    assert rows and all("loss_u" in r and np.isfinite(r["loss_g"]) for r in rows)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["label-r1"]["mode"] == "semi"
+    (spread,) = [r for r in read_stats(run)
+                 if r["stage"] == "label-r1" and r.get("event") == "feature_step"]
+    assert spread["feature_step_generated"] == metrics["label-r1"]["synthetic"] > 0
+
+    black = run.parent / "black"
+    original = train.fine_tuning_batches
+
+    def with_black_images(stage, data, labeled, generated, *args):
+        if generated is not None:
+            generated = (np.zeros_like(generated[0]), generated[1])
+        return original(stage, data, labeled, generated, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "fine_tuning_batches", with_black_images)
+        semigen.fit("digits", out=str(black), preset="tiny", rounds=1,
+                    data__cache_dir=str(cache))
+
+    def weights(where: Path, stage: str) -> dict:
+        state = checkpoint.load(where / "checkpoints" / stage / "latest.pt")
+        return nets.from_checkpoint(state).state_dict()
+
+    for name, value in weights(run, "label").items():
+        assert torch.equal(value, weights(black, "label")[name]), name
+    moved = [name for name, value in weights(run, "label-r1").items()
+             if not torch.equal(value, weights(black, "label-r1")[name])]
+    assert moved

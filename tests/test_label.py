@@ -176,6 +176,43 @@ def test_generated_images_are_a_weighted_term_of_their_own_in_every_step():
         torch.testing.assert_close(loss, expected_x + weight * expected_g)
 
 
+def test_in_semi_mode_too_the_generated_images_are_a_term_of_their_own():
+    """A joint round trains in semi mode by default: its loss is FixMatch's (labeled
+    cross-entropy and consistency on the unlabeled images) plus `generated_weight` times the
+    generated images' cross-entropy, the images in the same pass."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from semigen.labeling.fixmatch import initial_levels, step_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    rt = SimpleNamespace(fabric=SimpleNamespace(all_reduce=lambda value, reduce_op: value))
+    lab = resolve(preset="tiny").label
+    assert lab.mode == "semi"
+    x, y = torch.randn(2, 1, 2, 2), torch.tensor([0, 1])
+    x_gen, y_gen = torch.randn(3, 1, 2, 2), torch.tensor([2, 2, 0])
+    weak, strong = torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2)
+
+    def loss_of(generated: bool, weight: float):
+        batches = {"labeled": iter([(x, y, None)]),
+                   "unlabeled": iter([(weak, strong, None, torch.arange(4))])}
+        if generated:
+            batches["synthetic"] = iter([(x_gen, y_gen, None)])
+        return step_loss(model, lab, rt, batches, None, initial_levels(3), generated_weight=weight)
+
+    without, parts_without, _ = loss_of(False, 1.0)
+    assert "loss_g" not in parts_without
+    expected_g = F.cross_entropy(model(x_gen), y_gen)
+    for weight in (1.0, 0.3):
+        loss, parts, _ = loss_of(True, weight)
+        torch.testing.assert_close(parts["loss_g"], expected_g)
+        torch.testing.assert_close(loss, without + weight * expected_g)
+
+
 def test_a_round_streams_its_generated_images_beside_the_labeled_ones():
     """`fine_tuning_batches` gives a round a stream of the generated images, with their classes,
     fit.synthetic_ratio of them per labeled image in a batch; without them, none."""

@@ -63,18 +63,45 @@ def test_thresholds_measure_each_class_against_its_prior():
     assert torch.allclose(found, torch.full((4,), 0.9))
 
 
-def test_an_estimate_near_the_labeled_shares_is_kept_out():
+def held_out(rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
+    """Held-out predictions with a given confusion: rows[c][j] images of class c predicted j."""
+    k = len(rows)
+    labels = np.concatenate([np.full(sum(row), c) for c, row in enumerate(rows)])
+    predicted = np.concatenate([np.repeat(np.arange(k), row) for row in rows])
+    return torch.nn.functional.one_hot(torch.as_tensor(predicted), k).float(), labels
+
+
+def pool(shares: list[float]) -> torch.Tensor:
+    """The shares of the classes the folds' labels give the unlabeled images."""
+    return torch.tensor(shares)
+
+
+def test_the_estimate_is_used_only_where_the_labels_say_the_classes_differ():
     labeled = torch.tensor([0.25] * 4)
-    near = torch.tensor([0.28, 0.22, 0.27, 0.23])  # total variation 0.05: noise
-    far = torch.tensor([0.45, 0.15, 0.25, 0.15])  # 0.2
-    assert torch.equal(prior.chosen_prior(near, labeled), labeled)
-    assert torch.equal(prior.chosen_prior(far, labeled), far)
-    # ... and where the labels it was read from are near the labeled shares, the shift is
-    # EM amplifying their leanings, not the collection's
-    near_labels = torch.tensor([0.27, 0.23, 0.26, 0.24])
-    far_labels = torch.tensor([0.40, 0.18, 0.25, 0.17])
-    assert torch.equal(prior.chosen_prior(far, labeled, near_labels), labeled)
-    assert torch.equal(prior.chosen_prior(far, labeled, far_labels), far)
+    estimate = torch.tensor([0.55, 0.15, 0.15, 0.15])
+    sure = held_out([[10, 0, 0, 0], [0, 10, 0, 0], [0, 0, 10, 0], [0, 0, 0, 10]])
+    unequal = prior.shift_evidence(pool([0.55, 0.15, 0.15, 0.15]), *sure, labeled)
+    equal = prior.shift_evidence(pool([0.27, 0.24, 0.25, 0.24]), *sure, labeled)
+    assert unequal[0] == pytest.approx(0.3) and unequal[1] < 0.05
+    assert torch.equal(prior.chosen_prior(estimate, labeled, unequal), estimate)
+    assert torch.equal(prior.chosen_prior(estimate, labeled, equal), labeled)
+    assert torch.equal(prior.chosen_prior(estimate, labeled, None), labeled)
+    # Folds that call half of class 1 class 0 give an equal pool these shares: their own
+    # leaning, which their held-out images show, is no evidence (the shares lie 0.125 from the
+    # labeled ones, as far as a real difference could)
+    leaning = held_out([[10, 0, 0, 0], [5, 5, 0, 0], [0, 0, 10, 0], [0, 0, 0, 10]])
+    distance, _ = prior.shift_evidence(pool([0.375, 0.125, 0.25, 0.25]), *leaning, labeled)
+    assert distance == pytest.approx(0.0, abs=1e-9)
+    # the same confusion seen on 2 held-out images per class instead of 20: a wider bar
+    rows = [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 1], [0, 0, 0, 2]]
+    few = prior.shift_evidence(pool([0.25] * 4), *held_out(rows), labeled)
+    many = prior.shift_evidence(pool([0.25] * 4),
+                                *held_out([[10 * v for v in row] for row in rows]), labeled)
+    assert few[1] > many[1] > 0
+    # no held-out image in a class: nothing to check the labels by
+    assert prior.shift_evidence(pool([0.25] * 4), *held_out([[2, 0, 0, 0], [0, 2, 0, 0],
+                                                             [0, 0, 2, 0], [0, 0, 0, 0]]),
+                                labeled) is None
 
 
 def test_predicted_shares_count_the_likeliest_class():
@@ -102,10 +129,11 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
     shares = dict(zip(["dark", "light"], found["class_prior_estimate"], strict=True))
     assert found["class_prior_estimated"] and found["labeled_prior"] == [0.5, 0.5]
     assert shares["dark"] > 0.5 and abs(sum(shares.values()) - 1) < 1e-5
-    # the pool is 75 % dark: the labels' own shares and EM's both lie past the 10 % bar, so the
-    # estimate is what fine-tuning aims at
-    assert found["class_prior_shift_predicted"] >= prior.SHIFT_TO_USE
-    assert found["class_prior_shift"] >= prior.SHIFT_TO_USE
+    # the pool is 75 % dark: the labels' shares lie 25 % from those the held-out labeled
+    # images predict for equal classes, past chance and past the 10 % bar, so the estimate is
+    # what fine-tuning aims at
+    distance, bar = found["class_prior_evidence"]
+    assert distance == pytest.approx(0.25) and distance > max(bar, prior.SHIFT_TO_USE)
     assert found["class_prior"] == pytest.approx(found["class_prior_estimate"])
     assert found["class_prior_shift"] == pytest.approx(
         prior.shift(torch.tensor(found["class_prior_estimate"]), torch.tensor([0.5, 0.5])))
@@ -117,6 +145,26 @@ def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, 
                  "--label.class_prior", "uniform"]) == 0
     found = json.loads((uniform / "metrics.json").read_text())["represent"]
     assert found["class_prior"] == [0.5, 0.5] and not found["class_prior_estimated"]
+
+
+def test_a_balanced_pool_keeps_the_labeled_shares_end_to_end(clean_folder, tmp_path):
+    """6 dark and 6 light unlabeled images: EM's estimate moves by noise, the labels' shares
+    match those the held-out images predict, and the labeled shares are what fine-tuning aims
+    at."""
+    import json
+
+    from semigen import checkpoint
+    from semigen.cli import main
+    run = tmp_path / "run"
+    assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny"]) == 0
+    found = json.loads((run / "metrics.json").read_text())["represent"]
+    assert found["class_prior_estimated"]
+    distance, bar = found["class_prior_evidence"]
+    assert distance <= max(bar, prior.SHIFT_TO_USE)
+    assert found["class_prior"] == found["labeled_prior"] == [0.5, 0.5]
+    state = checkpoint.load(Layout(run).checkpoint("label"))
+    assert torch.allclose(state["levels"]["prior"], torch.tensor([0.5, 0.5]))
+    assert "the labeled shares are kept" in (run / "log.txt").read_text()
 
 
 def test_confidence_far_above_accuracy_is_said_plainly():
@@ -140,4 +188,4 @@ def test_one_label_in_a_class_keeps_equal_shares(tmp_path):
     found = json.loads((run / "metrics.json").read_text())["represent"]
     assert not found["class_prior_estimated"] and found["class_prior_too_few_labels"]
     assert found["class_prior"] == pytest.approx([0.1] * 10)
-    assert "class shares not estimated: a class has fewer than 2" in (run / "log.txt").read_text()
+    assert "class shares not estimated: a class has fewer than 4" in (run / "log.txt").read_text()

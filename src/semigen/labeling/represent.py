@@ -120,23 +120,48 @@ def folds_per_class(labels: np.ndarray, num_classes: int, folds: int, seed: int 
     return fold
 
 
+class HeldOut(NamedTuple):
+    """Labels for labeled images held out in turn (`folds_per_class`), each from the others."""
+    held: np.ndarray  # positions into the labeled images, fold by fold (empty: none held out)
+    probs: torch.Tensor  # the label distribution each held-out image gets, len(held) x classes
+    # how often each class is the likeliest among the unlabeled images' labels from the same
+    # folds' labels (mean over folds): what `prior.shift_evidence` compares like with like
+    pool_shares: torch.Tensor | None
+
+
+def _shares(probs: torch.Tensor) -> torch.Tensor:
+    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float()
+    return counts / counts.sum().clamp_min(1)
+
+
+def _held_out(parts: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]], num_classes: int
+              ) -> HeldOut:
+    """One `HeldOut` from each fold's (held, their probs, the pool's probs)."""
+    if not parts:
+        return HeldOut(np.zeros(0, int), torch.zeros(0, num_classes), None)
+    pools = [_shares(pool) for _, _, pool in parts if len(pool)]
+    return HeldOut(np.concatenate([held for held, _, _ in parts]),
+                   torch.cat([probs for _, probs, _ in parts]),
+                   torch.stack(pools).mean(0) if pools else None)
+
+
 def held_out_labels(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
                     num_classes: int, folds: int = 5, seed: int = 0,
-                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor]:
+                    allowed: np.ndarray | None = None) -> HeldOut:
     """The labeled images `propagate` can be checked on (`folds_per_class`) and the label
-    distribution each gets when its fold is held out and labeled from the others: positions
-    into `labeled`, and an N x classes tensor (both empty where no class has two images)."""
+    distribution each gets when its fold is held out and spread from the others."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
     known = np.full(links.shape[0], -1)
-    held, probs = [], []
+    pool = np.ones(links.shape[0], bool)
+    pool[labeled] = False
+    parts = []
     for f in range(fold_of.max() + 1):
         train = known.copy()
         train[labeled[fold_of != f]] = labels[fold_of != f]
-        held.append(np.flatnonzero(fold_of == f))
-        probs.append(propagate(links, train, num_classes)[labeled[held[-1]]])
-    if not held:
-        return np.zeros(0, int), torch.zeros(0, num_classes)
-    return np.concatenate(held), torch.cat(probs)
+        held = np.flatnonzero(fold_of == f)
+        spread = propagate(links, train, num_classes)
+        parts.append((held, spread[labeled[held]], spread[pool]))
+    return _held_out(parts, num_classes)
 
 
 def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
@@ -146,8 +171,8 @@ def cross_validated_accuracy(links: sparse.csr_matrix, labeled: np.ndarray, labe
     `folds` folds, one image per class per fold at most, labeled from the others); images
     `allowed` leaves out are never held out. With a Wilson 95 % interval, and None where no
     class has two labeled images to hold out."""
-    return accuracy_held_out(*held_out_labels(links, labeled, labels, num_classes, folds, seed,
-                                              allowed), labels)
+    found = held_out_labels(links, labeled, labels, num_classes, folds, seed, allowed)
+    return accuracy_held_out(found.held, found.probs, labels)
 
 
 def accuracy_held_out(held: np.ndarray, probs: torch.Tensor, labels: np.ndarray) -> dict:
@@ -298,23 +323,24 @@ def linear_labels(values: torch.Tensor, fit_rows: np.ndarray, fit_labels: np.nda
 
 
 def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, folds: int = 5,
-                    seed: int = 0, allowed: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, torch.Tensor]:
+                    seed: int = 0, allowed: np.ndarray | None = None) -> HeldOut:
     """`held_out_labels` for `linear_labels`: the same folds of the labeled images (the first
-    len(labels) rows of `values`), each labeled by a probe fitted on the others (the features
-    standardised over every row, as when all the labels are used)."""
+    len(labels) rows of `values`, the unlabeled ones after them), each labeled by a probe
+    fitted on the others (the features standardised over every row, as when all the labels
+    are used)."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
-    held, probs = [], []
+    pool = np.arange(len(labels), len(values))
+    parts = []
     for f in range(fold_of.max() + 1):
-        fit = np.flatnonzero(fold_of != f)
-        held.append(np.flatnonzero(fold_of == f))
+        fit, held = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         if len(np.unique(labels[fit])) < 2:  # nothing to tell apart: the uniform guess
-            probs.append(torch.full((len(held[-1]), num_classes), 1 / num_classes))
+            parts.append((held, torch.full((len(held), num_classes), 1 / num_classes),
+                          torch.zeros(0, num_classes)))
             continue
-        probs.append(linear_labels(values, fit, labels[fit], num_classes, rows=held[-1]))
-    if not held:
-        return np.zeros(0, int), torch.zeros(0, num_classes)
-    return np.concatenate(held), torch.cat(probs)
+        found = linear_labels(values, fit, labels[fit], num_classes,
+                              rows=np.concatenate([held, pool]))
+        parts.append((held, found[:len(held)], found[len(held):]))
+    return _held_out(parts, num_classes)
 
 
 def choose(estimates: dict[str, dict], forced: str = "auto", forced_by: str = "auto"
@@ -343,22 +369,24 @@ def choose(estimates: dict[str, dict], forced: str = "auto", forced_by: str = "a
 
 def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.Tensor | None,
                     forced: str = "auto", forced_by: str = "auto"
-                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict]:
+                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict, HeldOut]:
     """The candidate features and way to labels chosen on held-out labels (`choose`): the
     neighbour graph of those features, the labels they give every training image (labeled
     images first: those keep their own), the figures of each candidate (its held-out estimate
     each way and, where the truth is known, how many of the unlabeled images its labels get
-    right: logged, never used to choose)."""
+    right: logged, never used to choose), and the chosen pair's `HeldOut` labels."""
     labeled, n, k = np.arange(len(data.labeled)), len(data.labeled), len(data.classes)
     allowed = data.held_out_allowed()
     values = candidates(own, pretrained_values)
-    graphs, estimates = {}, {}
+    graphs, estimates, held_out = {}, {}, {}
     for name, each in values.items():
         graphs[name] = neighbour_graph(each)
-        held_out = {"spread": held_out_labels(graphs[name], labeled, data.labeled.labels, k,
-                                              allowed=allowed),
-                    "linear": held_out_linear(each, data.labeled.labels, k, allowed=allowed)}
-        estimates[name] = {how: accuracy_held_out(*held_out[how], data.labeled.labels)
+        held_out[name] = {
+            "spread": held_out_labels(graphs[name], labeled, data.labeled.labels, k,
+                                      allowed=allowed),
+            "linear": held_out_linear(each, data.labeled.labels, k, allowed=allowed)}
+        estimates[name] = {how: accuracy_held_out(held_out[name][how].held,
+                                                  held_out[name][how].probs, data.labeled.labels)
                            for how in LABELS_BY}
     name, how, why = choose(estimates, forced, forced_by)
 
@@ -378,7 +406,8 @@ def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.T
                 estimates[other][other_how]["pseudo_label_accuracy"] = float(
                     (guess == data.unlabeled_truth).mean())
     return graphs[name], targets, {"features_candidates": estimates, "features_chosen": name,
-                                   "labels_by": how, "features_chosen_why": why}
+                                   "labels_by": how, "features_chosen_why": why}, \
+        held_out[name][how]
 
 
 def describe_choice(found: dict) -> str:
@@ -453,7 +482,8 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
     own = embed(net.features, images, device)
-    links, targets, choice = chosen_features(data, own, pretrained_values, forced, forced_by)
+    links, targets, choice, held_out = chosen_features(data, own, pretrained_values, forced,
+                                                       forced_by)
     features = Features(own, links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
     # The shares an estimate must move away from to be used are the split's: labels added
@@ -465,8 +495,10 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
                 else None)
-    predicted = prior.predicted_shares(targets[len(data.labeled):])
-    class_prior = (prior.chosen_prior(estimate, split_share, predicted) if estimate is not None
+    evidence = (prior.shift_evidence(held_out.pool_shares, held_out.probs,
+                                     data.labeled.labels[held_out.held], split_share)
+                if estimate is not None else None)
+    class_prior = (prior.chosen_prior(estimate, split_share, evidence) if estimate is not None
                    else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    class_prior)
@@ -481,7 +513,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
         found["class_prior_shift"] = prior.shift(estimate, split_share)
-        found["class_prior_shift_predicted"] = prior.shift(predicted, split_share)
+        found["class_prior_evidence"] = evidence
     found["labeled_prior"] = split_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:

@@ -319,8 +319,7 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
             labeled = torch.tensor(found["labeled_prior"])
             run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
                                         data.classes)
-                         + prior.describe_use(found["class_prior_shift"],
-                                              found["class_prior_shift_predicted"],
+                         + prior.describe_use(found["class_prior_evidence"],
                                               not torch.equal(class_prior, labeled)))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
