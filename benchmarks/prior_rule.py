@@ -33,6 +33,12 @@ def figures(probs: torch.Tensor, truth: np.ndarray) -> dict:
             "ece": float(multiclass_calibration_error(probs, target, probs.shape[1], n_bins=15))}
 
 
+def save(rows: list[dict], out: str) -> None:
+    """The rows as `out`/results.json."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "results.json").write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     args, runs = finished_runs(__doc__)
     rows = []
@@ -64,8 +70,7 @@ def main() -> None:
                "with_labeled_shares": figures(labels, truth)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "results.json").write_text(json.dumps(rows, indent=1))
+    save(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ calibration error (15 bins), against the pool's truth.
 
     python benchmarks/prior_splits.py runs/b/label-fm10-s0 --lpc 1 5 10 --seeds 0 1 2 \\
         --ratios 1 10 --out runs/b/prior-splits
+    python benchmarks/prior_splits.py --table runs/b/prior-splits/results.json ...
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prior_rule import figures
+from prior_rule import figures, save
 
 from semigen.config import from_dict, load_yaml
 from semigen.data import load_dataset
@@ -68,14 +69,52 @@ def confusion_corrected(labels: torch.Tensor, held_probs: torch.Tensor,
     return torch.from_numpy(p / p.sum()).float()
 
 
+def uses(row: dict) -> bool:
+    """The current rule's decision on a row (re-derived: the rows keep the evidence)."""
+    if row["lpc"] < prior.LABELS_TO_ESTIMATE or row.get("evidence") is None:
+        return False
+    distance, bar = row["evidence"]
+    return distance > max(bar, prior.SHIFT_TO_USE)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per labels-per-class count and ratio, over the split seeds, how often each
+    rule used the estimate, and the features' labels right / ECE (means) under the labeled
+    shares, EM's estimate, the rule's choice and the true shares."""
+    def mean(found: list[dict], key: str, what: str) -> str:
+        values = [r[key][what] for r in found if key in r]
+        return f"{100 * sum(values) / len(values):.1f}" if values else ""
+
+    lines = ["| labels per class | pool | old rule used | **rule used** | right % / ECE x100: "
+             "labeled shares | EM's estimate | **the rule's choice** | true shares |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for lpc, ratio in sorted({(r["lpc"], r["ratio"]) for r in rows}):
+        found = [r for r in rows if r["lpc"] == lpc and r["ratio"] == ratio]
+        for r in found:
+            r["chosen"] = r["with_estimate"] if uses(r) else r["with_labeled_shares"]
+        pairs = [" / ".join(mean(found, key, what) for what in ("right", "ece"))
+                 for key in ("with_labeled_shares", "with_estimate", "chosen",
+                             "with_true_shares")]
+        old = sum(bool(r.get("old_rule_uses")) for r in found)
+        lines.append(f"| {lpc} | {'balanced' if ratio == 1 else f'{ratio:g}:1'} | "
+                     f"{old} of {len(found)} | **{sum(map(uses, found))} of {len(found)}** | "
+                     + " | ".join(pairs[:2]) + f" | **{pairs[2]}** | {pairs[3]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="a finished label run on a built-in (its representation)")
+    p.add_argument("run", nargs="?", help="a finished label run on a built-in (its representation)")
+    p.add_argument("--table", nargs="+", metavar="RESULTS", help="only print the table of "
+                   "these results.json files")
     p.add_argument("--lpc", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ratios", type=float, nargs="+", default=[1, 10])
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
     args = p.parse_args()
+    if args.table:
+        print(table([row for path in args.table for row in json.loads(Path(path).read_text())]))
+        return
     torch.set_num_threads(1)
     cfg = from_dict(load_yaml(f"{args.run}/config.yaml"))
     net = None
@@ -134,8 +173,8 @@ def main() -> None:
                                                       truth)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "results.json").write_text(json.dumps(rows, indent=1))
+    save(rows, args.out)
+    print(table(rows))
 
 
 if __name__ == "__main__":
