@@ -86,6 +86,7 @@ def test_the_estimate_is_used_only_where_the_labels_say_the_classes_differ():
     assert torch.equal(prior.chosen_prior(estimate, labeled, unequal), estimate)
     assert torch.equal(prior.chosen_prior(estimate, labeled, equal), labeled)
     assert torch.equal(prior.chosen_prior(estimate, labeled, None), labeled)
+    assert torch.equal(prior.chosen_prior(estimate, labeled, equal, always=True), estimate)
     # Folds that call half of class 1 class 0 give an equal pool these shares: their own
     # leaning, which their held-out images show, is no evidence (the shares lie 0.125 from the
     # labeled ones, as far as a real difference could)
@@ -165,6 +166,13 @@ def test_a_balanced_pool_keeps_the_labeled_shares_end_to_end(clean_folder, tmp_p
     state = checkpoint.load(Layout(run).checkpoint("label"))
     assert torch.allclose(state["levels"]["prior"], torch.tensor([0.5, 0.5]))
     assert "the labeled shares are kept" in (run / "log.txt").read_text()
+    # a user who knows the classes differ asks for the estimate whatever the evidence
+    always = tmp_path / "always"
+    assert main(["label", str(clean_folder), "--out", str(always), "--preset", "tiny",
+                 "--label.class_prior", "estimate-always"]) == 0
+    found = json.loads((always / "metrics.json").read_text())["represent"]
+    assert found["class_prior"] == pytest.approx(found["class_prior_estimate"])
+    assert "as label.class_prior estimate-always asks" in (always / "log.txt").read_text()
 
 
 def test_confidence_far_above_accuracy_is_said_plainly():

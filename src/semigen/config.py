@@ -29,7 +29,7 @@ BACKEND_BUDGET = {"gan": {"steps": 4000, "batch_size": 128},
                   "diffusion": {"steps": 3400, "batch_size": 32}}
 GENERATE_BACKENDS = tuple(BACKEND_BUDGET)  # generation/backends.py holds the modules
 THRESHOLDS = ("adaptive", "fixed")
-CLASS_PRIORS = ("estimate", "uniform")
+CLASS_PRIORS = ("estimate", "uniform", "estimate-always")
 FEATURE_CHOICES = ("auto", "self-supervised", "pretrained", "both")
 LABELS_BY_CHOICES = ("auto", "spread", "linear")
 PRETRAIN_LOSSES = ("nt-xent", "dcl")
@@ -122,7 +122,9 @@ class LabelConfig:
     threshold_momentum: float = 0.99  # how slowly the adaptive levels follow (full: 0.999)
     dist_align: bool = True  # align weak predictions to the class prior (ReMixMatch)
     # the class prior of the unlabeled images: estimate (EM on the features' labels, Saerens
-    # et al. 2002) or uniform (every class equally common, FreeMatch's assumption)
+    # et al. 2002, used where the labels show the classes differ), uniform (every class
+    # equally common, FreeMatch's assumption) or estimate-always (used whatever the evidence,
+    # for a collection known to be unequal)
     class_prior: str = "estimate"
     # semi: the features' labels stay a second teacher in fine-tuning (each unlabeled image's
     # target is the mean of the classifier's guess and its label from the features)

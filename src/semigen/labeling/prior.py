@@ -113,12 +113,15 @@ def shift_evidence(pool_shares: torch.Tensor | None, held_probs: torch.Tensor,
 
 
 def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor,
-                 evidence: tuple[float, float] | None) -> torch.Tensor:
+                 evidence: tuple[float, float] | None, always: bool = False) -> torch.Tensor:
     """The estimate where the labels on the pool say the classes are less equal than the
     labeled shares (`shift_evidence`: the gap past its bootstrap bar and past SHIFT_TO_USE),
     else the labeled shares. EM alone is no evidence: it amplifies a classifier's leanings (on
     a held-back set of 10 equal classes at 5 labels each it put one at 3.8 %, another at
-    18.3 %), and a few labels per class make those leanings large."""
+    18.3 %), and a few labels per class make those leanings large. `always`: the estimate,
+    whatever the evidence (label.class_prior estimate-always: the user knows)."""
+    if always:
+        return estimate
     if evidence is None:
         return labeled
     distance, bar = evidence
@@ -161,9 +164,12 @@ def describe(prior: torch.Tensor, labeled: torch.Tensor, classes: list[str]) -> 
     return f"class shares estimated among the unlabeled images (labeled shares): {shares}"
 
 
-def describe_use(evidence: tuple[float, float] | None, used: bool) -> str:
+def describe_use(evidence: tuple[float, float] | None, used: bool, always: bool = False
+                 ) -> str:
     """The end of `describe`'s line: whether the estimate is used, and the evidence that
-    decided it."""
+    decided it (or that the user asked for it: label.class_prior estimate-always)."""
+    if always:
+        return "; used, as label.class_prior estimate-always asks"
     if evidence is None:
         return "; no held-out labeled image in some class to check it by: the labeled shares " \
             "are kept"

@@ -467,14 +467,15 @@ def describe_estimate(found: dict, num_classes: int, subject: str = "labels from
     return text, near
 
 
-def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_prior: bool,
+def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prior: str,
                          pretrained_values: torch.Tensor | None = None, forced: str = "auto",
                          forced_by: str = "auto") -> tuple[dict, torch.Tensor, Features]:
     """After the representation stage: labels from the learned features (or the frozen
     `pretrained_values`, or both; spread along the neighbour graph or read by a linear probe:
-    whichever the held-out labels favour, `chosen_features`); with
-    `estimate_prior`, estimate how common each class is among the unlabeled images and
-    re-weight their labels by it (`prior`); fit the classifier's head to those labels
+    whichever the held-out labels favour, `chosen_features`); unless `class_prior` (the
+    config's label.class_prior) is uniform, estimate how common each class is among the
+    unlabeled images and re-weight their labels by it where the labels show the classes differ
+    (always, for estimate-always: `prior.chosen_prior`); fit the classifier's head to those labels
     (fine-tuning starts from them), and return their figures (accuracy held out from the
     labeled images, against known truth, the class prior as ``class_prior``), the unlabeled
     images' label distributions, and the features (labeled images first: the network's own,
@@ -492,21 +493,23 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, estimate_p
     allowed = data.held_out_allowed()
     split_share = prior.labeled_prior(data.labeled.labels[allowed], len(data.classes))
     fewest = int(np.bincount(data.labeled.labels, minlength=len(data.classes)).min())
+    estimate_prior = class_prior != "uniform"
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
                 else None)
     evidence = (prior.shift_evidence(held_out.pool_shares, held_out.probs,
                                      data.labeled.labels[held_out.held], split_share)
                 if estimate is not None else None)
-    class_prior = (prior.chosen_prior(estimate, split_share, evidence) if estimate is not None
-                   else torch.full_like(labeled_share, 1 / len(data.classes)))
+    shares = (prior.chosen_prior(estimate, split_share, evidence,
+                                 always=class_prior == "estimate-always")
+              if estimate is not None else torch.full_like(labeled_share, 1 / len(data.classes)))
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
-                                                   class_prior)
+                                                   shares)
     fit_head(net.head, features.values, targets)
     found = dict(choice["features_candidates"][choice["features_chosen"]][choice["labels_by"]]
                  ) | choice
     unlabeled_probs = targets[len(data.labeled):]
-    found["class_prior"] = class_prior.tolist()
+    found["class_prior"] = shares.tolist()
     found["class_prior_estimated"] = estimate is not None
     found["class_prior_too_few_labels"] = bool(estimate_prior and fewest
                                                < prior.LABELS_TO_ESTIMATE)

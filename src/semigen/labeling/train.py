@@ -305,7 +305,7 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     feature_labels = features = class_prior = None
     if fresh and from_features:
         found, feature_labels, features = represent.labels_from_features(
-            net, data, stage.rt.device, lab.class_prior == "estimate",
+            net, data, stage.rt.device, lab.class_prior,
             pretrained_features(stage), lab.features, lab.labels_by)
         run_dir.info(represent.describe_choice(found))
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
@@ -320,7 +320,8 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
             run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
                                         data.classes)
                          + prior.describe_use(found["class_prior_evidence"],
-                                              not torch.equal(class_prior, labeled)))
+                                              not torch.equal(class_prior, labeled),
+                                              lab.class_prior == "estimate-always"))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
     # back, and the fine-tuned classifier falls below the features' labels.
