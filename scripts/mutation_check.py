@@ -84,8 +84,9 @@ MUTATIONS = [
      "tests/test_diffusion.py::test_the_trainer_hides_classes_at_its_rate_so_the_unconditional_"
      "model_learns"),
     ("the estimated class prior is never used", "labeling/represent.py",
-     "prior.chosen_prior(estimate, split_share, evidence) if estimate is not None",
-     "split_share if estimate is not None",
+     "prior.chosen_prior(estimate, split_share, evidence,\n"
+     '                                 always=class_prior == "estimate-always")',
+     "split_share",
      "tests/test_prior.py::test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it"),
     ("the class prior's estimate is used without evidence", "labeling/prior.py",
      "return estimate if distance > max(bar, SHIFT_TO_USE) else labeled", "return estimate",
