@@ -174,7 +174,8 @@ def describe_use(evidence: tuple[float, float] | None, used: bool, always: bool 
         return "; no held-out labeled image in some class to check it by: the labeled shares " \
             "are kept"
     distance, bar = evidence
-    why = (f"the labels' shares lie {distance:.0%} (total variation) from those the held-out "
-           f"labeled images predict for the labeled shares; chance moves that up to {bar:.0%} "
-           f"(95 %), and it must also reach {SHIFT_TO_USE:.0%}")
+    why = (f"the pool's shares under the folds' labels lie {distance:.0%} (total variation) "
+           "from those the folds' held-out labeled images predict for the labeled shares; "
+           f"chance moves that up to {bar:.0%} (95 %), and it must also reach "
+           f"{SHIFT_TO_USE:.0%}")
     return f"; {why}: " + ("used" if used else "the labeled shares are kept")
