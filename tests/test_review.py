@@ -189,3 +189,24 @@ def test_a_retrained_classifier_or_other_settings_are_computed_again(client, cap
         assert again in caplog.text
     assert fresh.suggestions == review.suggestions
     assert len(list((review.run / "review").glob("predictions-*.npz"))) == 1
+
+
+def test_generated_images_of_another_generator_are_sampled_again(client):
+    """RUN/review/generated/ is kept while the run's generator is the one that made it; a
+    later generator (another checkpoint's SHA-256 in the manifest) samples it again."""
+    _, review = client
+    manifest = review.run / "review" / "generated" / "manifest.csv"
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    made_by = {row["checkpoint_sha256"] for row in rows}
+    assert len(made_by) == 1 and len(rows) == 3 * len(review.classes)
+    before = manifest.stat().st_mtime_ns
+    load(review.run, suggest=6, generated_per_class=3)
+    assert manifest.stat().st_mtime_ns == before  # the same generator: kept
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "checkpoint_sha256": "0" * 64} for row in rows)
+    load(review.run, suggest=6, generated_per_class=3)
+    with open(manifest, newline="") as f:
+        assert {row["checkpoint_sha256"] for row in csv.DictReader(f)} == made_by

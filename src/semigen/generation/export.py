@@ -8,7 +8,6 @@ checkpoint's SHA-256 says which weights made it."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -19,20 +18,13 @@ from ..config import ConfigError, load_yaml
 from ..data import class_folders, to_uint8
 from ..data.cells import safe_row
 from ..data.images import png_bytes
+from ..files import file_sha256
 from ..progress import progress
 from ..run import Layout, check_output, load_stage, replacing
 from ..runtime import mix_seed, pick_accelerator
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
 log = logging.getLogger("semigen")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 MAX_PER_CLASS = 1_000_000

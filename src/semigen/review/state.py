@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import BUILTINS, load_run_config
 from ..data import added, load_dataset, read_class_folders
+from ..files import file_sha256
 from ..run import Layout, as_run_path, load_stage, read_metrics, replacing, stage_checkpoint
 
 log = logging.getLogger("semigen")
@@ -193,7 +194,9 @@ def generated_folder(run: Path, data, per_class: int) -> Path | None:
         return None
     folder = layout.inside(layout.review_generated)
     done = folder / "manifest.csv"
-    if not done.is_file() or _manifest_rows(done) != per_class * len(data.classes):
+    # sampled again where the count asked for changed or the generator did (a later round)
+    made_by = file_sha256(layout.final_checkpoint("generate"))
+    if not done.is_file() or _sampled(done) != (per_class * len(data.classes), {made_by}):
         from ..generation.export import sample_to_folder
 
         sample_to_folder(run, per_class, folder, seed=0, overwrite=True)
@@ -378,6 +381,9 @@ def generated_images(run: Path, folder: Path | None, data, view: dict[str, np.nd
     return out
 
 
-def _manifest_rows(path: Path) -> int:
+def _sampled(path: Path) -> tuple[int, set[str]]:
+    """How many images a sampling manifest lists, and the generator checkpoints (SHA-256)
+    that made them."""
     with open(path, newline="") as f:
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+        rows = list(csv.DictReader(f))
+    return len(rows), {row.get("checkpoint_sha256") or "" for row in rows}
