@@ -203,10 +203,10 @@ def test_every_verb_works_with_the_diffusion_backend(diffusion_fit, tmp_path, ca
     assert metrics["label-r1"]["synthetic"] > 0  # round 1 learnt from its generated images
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     images = metrics["evaluate"]["images"]
-    assert images["generator"] == {"backend": "diffusion", "guidance": 1.0, "sample_steps": 4,
+    assert images["generator"] == {"backend": "diffusion", "guidance": 0.5, "sample_steps": 4,
                                    "sampler": "DPM-Solver++ (2nd order)"}
     assert images["n_fake"] == 100 and images["fid"] >= 0
-    assert "diffusion, guidance 1" in (run / "report.html").read_text()
+    assert "diffusion, guidance 0.5" in (run / "report.html").read_text()
 
     # evaluate and sample at another guidance than the one trained with
     capsys.readouterr()
