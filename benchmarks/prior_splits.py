@@ -61,9 +61,7 @@ def confusion_corrected(labels: torch.Tensor, held_probs: torch.Tensor,
     """Black-box shift estimation (Lipton et al. 2018), the alternative to EM: the shares p
     whose held-out confusion rows C give the labels' shares on the pool, C^T p = q, solved by
     least squares, clipped at prior.SMALLEST_SHARE and normalised."""
-    predicted = held_probs.argmax(1).numpy()
-    rows = np.stack([np.bincount(predicted[held_labels == c], minlength=k)
-                     / max(1, (held_labels == c).sum()) for c in range(k)])
+    rows = prior.confusion_rows(held_probs, held_labels, k)
     q = prior.predicted_shares(labels).double().numpy()
     p = np.clip(np.linalg.lstsq(rows.T, q, rcond=None)[0], prior.SMALLEST_SHARE, None)
     return torch.from_numpy(p / p.sum()).float()

@@ -84,6 +84,14 @@ DRAWS = 2000
 LEVEL = 0.95
 
 
+def confusion_rows(held_probs: torch.Tensor, held_labels: np.ndarray, k: int) -> np.ndarray:
+    """k x k: row c, how often each class is the likeliest among the held-out images of class
+    c (a row of zeros for a class with none)."""
+    predicted = held_probs.argmax(1).numpy()
+    return np.stack([np.bincount(predicted[held_labels == c], minlength=k)
+                     / max(1, int((held_labels == c).sum())) for c in range(k)])
+
+
 def shift_evidence(pool_shares: torch.Tensor | None, held_probs: torch.Tensor,
                    held_labels: np.ndarray, shares: torch.Tensor, seed: int = 0
                    ) -> tuple[float, float] | None:
@@ -101,9 +109,8 @@ def shift_evidence(pool_shares: torch.Tensor | None, held_probs: torch.Tensor,
     counts = np.bincount(held_labels, minlength=k)
     if pool_shares is None or len(held_labels) == 0 or (counts == 0).any():
         return None
-    predicted = held_probs.argmax(1).numpy()
-    rows = [np.bincount(predicted[held_labels == c], minlength=k) / counts[c] for c in range(k)]
-    expected = shares.double().numpy() @ np.stack(rows)
+    rows = confusion_rows(held_probs, held_labels, k)
+    expected = shares.double().numpy() @ rows
     rng = np.random.default_rng(seed)
     resampled = sum(shares[c].item() * rng.multinomial(counts[c], rows[c], size=DRAWS)
                     / counts[c] for c in range(k))

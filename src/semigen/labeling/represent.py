@@ -129,17 +129,12 @@ class HeldOut(NamedTuple):
     pool_shares: torch.Tensor | None
 
 
-def _shares(probs: torch.Tensor) -> torch.Tensor:
-    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float()
-    return counts / counts.sum().clamp_min(1)
-
-
 def _held_out(parts: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]], num_classes: int
               ) -> HeldOut:
     """One `HeldOut` from each fold's (held, their probs, the pool's probs)."""
     if not parts:
         return HeldOut(np.zeros(0, int), torch.zeros(0, num_classes), None)
-    pools = [_shares(pool) for _, _, pool in parts if len(pool)]
+    pools = [prior.predicted_shares(pool) for _, _, pool in parts if len(pool)]
     return HeldOut(np.concatenate([held for held, _, _ in parts]),
                    torch.cat([probs for _, probs, _ in parts]),
                    torch.stack(pools).mean(0) if pools else None)

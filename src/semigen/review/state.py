@@ -188,14 +188,15 @@ def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed
 
 def generated_folder(run: Path, data, per_class: int) -> Path | None:
     """``RUN/review/generated/``: `per_class` images of each class from the run's generator,
-    sampled once; None without a generator."""
+    sampled once per generator; None without one."""
     layout = Layout(run)
-    if per_class < 1 or not layout.final_checkpoint("generate").is_file():
+    generator = layout.final_checkpoint("generate")
+    if per_class < 1 or not generator.is_file():
         return None
     folder = layout.inside(layout.review_generated)
     done = folder / "manifest.csv"
     # sampled again where the count asked for changed or the generator did (a later round)
-    made_by = file_sha256(layout.final_checkpoint("generate"))
+    made_by = file_sha256(generator)
     if not done.is_file() or _sampled(done) != (per_class * len(data.classes), {made_by}):
         from ..generation.export import sample_to_folder
 
