@@ -160,6 +160,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema-warmup", action="store_true",
+                   help="the EMA's decay min(0.999, (1+t)/(10+t)) at step t (Mean Teacher's, as "
+                        "semigen's): fitted to a short budget; USB's recipe has none")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     sys.meta_path.insert(0, _Absent())
@@ -195,6 +198,8 @@ def main() -> None:
         batch = {**next(lb), **next(ulb)}
         alg.out_dict, alg.log_dict = alg.train_step(**alg.process_batch(**batch))
         update.after_train_step(alg)
+        if a.ema_warmup:
+            alg.ema.decay = min(args.ema_m, (1 + alg.it) / (10 + alg.it))
         ema.after_train_step(alg)
         alg.it += 1
 
@@ -235,6 +240,7 @@ def main() -> None:
             total = fit_schedule()
     evaluate()
     result = {"peer": f"USB {a.algorithm} (semilearn 0.3.2)", "net": a.net, "run": str(a.run),
+              "ema_warmup": a.ema_warmup,
               # a folder's split has neither: its labels are the user's
               "labels_per_class": split.get("labels_per_class",
                                             len(split["labeled"]) // num_classes),
