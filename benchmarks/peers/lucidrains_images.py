@@ -91,7 +91,8 @@ def main() -> None:
     from semigen.config import resolve
     from semigen.data import load_dataset
     from semigen.generation import from_checkpoint
-    from semigen.generation.data import image_batches, read_pseudo_labels, training_set
+    from semigen.generation.data import image_batches, training_set
+    from semigen.run.pseudo_labels import read_pseudo_labels
 
     cfg = resolve(base_file=str(a.run / "config.yaml"))
     data = load_dataset(cfg.data)
@@ -104,7 +105,8 @@ def main() -> None:
         return
     pseudo = read_pseudo_labels(a.run / "pseudo_labels.csv", data.classes)
     images, labels, weights = training_set(data, "semi", pseudo, cfg.generate.min_confidence,
-                                           cfg.generate.weight_by_confidence)
+                                           cfg.generate.weight_by_confidence,
+                                           cfg.generate.class_floor)
     shape = images.shape[1:]
     diffusion = build(len(data.classes), shape, a.sample_steps)
     from ema_pytorch import EMA

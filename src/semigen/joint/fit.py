@@ -39,8 +39,9 @@ log = logging.getLogger("semigen")
 # Labels per class up to which a joint round measurably raised the classifier over round 0 and
 # the control without generated images: Fashion-MNIST's test accuracy (BENCHMARKS.md "Joint
 # rounds": +2.00 points at 1 over three seeds; at 2 the round fell 0.36 below round 0, one
-# seed; at 10 it added nothing the control did not). Chosen on the test set: docs/defaults.md
-# lists it among the defaults to choose again.
+# seed; at 10 it added nothing the control did not). Chosen again on digits' kept-apart split
+# seeds 3-5: no number of labels moved a round beyond its error either way, so it stayed
+# (docs/defaults.md, "The joint round's settings").
 ROUNDS_PAY_UP_TO = 1
 
 
