@@ -176,6 +176,7 @@ def main() -> None:
 
     from semigen.config import resolve
     from semigen.data import load_dataset
+    from semigen.training import ema_decay_at
 
     cfg = resolve(base_file=str(a.run / "config.yaml"))
     data = load_dataset(cfg.data)
@@ -199,7 +200,7 @@ def main() -> None:
         alg.out_dict, alg.log_dict = alg.train_step(**alg.process_batch(**batch))
         update.after_train_step(alg)
         if a.ema_warmup:
-            alg.ema.decay = min(args.ema_m, (1 + alg.it) / (10 + alg.it))
+            alg.ema.decay = ema_decay_at(alg.it, args.ema_m)
         ema.after_train_step(alg)
         alg.it += 1
 
