@@ -1,11 +1,9 @@
-"""The class-prior rule on finished label runs: is the estimated prior used where the classes
-really are unequal, and kept out where they are equal?
+"""The class prior on finished label runs: what EM's estimate gives beside the labeled shares.
 
 For each run (its representation checkpoint, config and chosen features and way to labels),
 the features' labels are made again as the label stage made them; then EM's estimate of the
-unlabeled images' class shares, how far it lies from the labeled shares, how far the labels'
-own shares lie (`prior.predicted_shares`), the evidence (`prior.shift_evidence`) and the
-rule's decision. Where the
+unlabeled images' class shares, how far it lies from the labeled shares and how far the labels'
+own shares lie (`prior.predicted_shares`). Where the
 truth is known (a built-in, or a folder set's truth CSV), the features' labels under the
 estimate and under the labeled shares: right, and expected calibration error (ECE, 15 bins).
 
@@ -50,20 +48,15 @@ def main() -> None:
         found = read_metrics(run).get("represent", {})
         chosen = found.get("features_chosen", "self-supervised")
         how = found.get("labels_by", "spread")
-        _, targets, _, held_out = represent.chosen_features(data, own, other, chosen, how)
+        _, targets, _, _ = represent.chosen_features(data, own, other, chosen, how)
         labels = targets[len(data.labeled):]
         share = prior.labeled_prior(data.labeled.labels, len(data.classes))
         estimate = prior.estimate_prior(labels, share)
         predicted = prior.predicted_shares(labels)
-        evidence = prior.shift_evidence(held_out.pool_shares, held_out.probs,
-                                        data.labeled.labels[held_out.held], share)
-        used = prior.chosen_prior(estimate, share, evidence)
         truth = truth_of(data, args.truth and args.truth.format(seed=seed))
         row = {"run": run, "features": chosen, "labels_by": how,
                "shift": prior.shift(estimate, share),
                "shift_predicted": prior.shift(predicted, share),
-               "evidence": evidence,
-               "used": not torch.equal(used, share),
                "true_shift": prior.shift(prior.labeled_prior(truth, len(data.classes)), share),
                "estimate": [round(v, 3) for v in estimate.tolist()],
                "with_estimate": figures(prior.reweighted(labels, share, estimate), truth),

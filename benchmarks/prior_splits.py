@@ -1,6 +1,5 @@
-"""The class-prior rule over many splits of one built-in data set, balanced and made unequal:
-does it use EM's estimate where the classes differ, and keep the labeled shares where they do
-not?
+"""The class prior over many splits of one built-in data set, balanced and made unequal: what
+the labeled shares (the default) and EM's estimate (label.class_prior estimate) give.
 
 One finished label run gives the representation (learned on every training image, whatever
 the split: its features serve every split). For each labels-per-class count, split seed and
@@ -8,11 +7,8 @@ ratio, the unlabeled pool is the split's, or (ratio R > 1) each class kept at a 
 geometrically from 1 to 1/R in an order drawn from the split seed, as
 `make_imbalanced.py` makes it. The features' labels are made as the label stage makes them
 (`represent.chosen_features`, the self-supervised features, spreading or the linear probe by
-the held-out estimate); then EM's estimate, the old rule (`SHIFT_TO_USE` on the estimate and
-on the labels' own shares) and the new one (`prior.shift_evidence`: the folds' labels' shares
-on the pool against those their held-out labeled images predict under the labeled shares,
-past a bootstrap bar; beside it the same with the pool's own labels, from every label, in
-place of the folds'), and the features' labels under the labeled shares, EM's estimate, a
+the held-out estimate); then EM's estimate, and the features' labels under the labeled shares
+(label.class_prior's default), EM's estimate (label.class_prior estimate), a
 confusion-corrected estimate (`confusion_corrected`) and the true shares: right, and expected
 calibration error (15 bins), against the pool's truth.
 
@@ -61,42 +57,30 @@ def confusion_corrected(labels: torch.Tensor, held_probs: torch.Tensor,
     """Black-box shift estimation (Lipton et al. 2018), the alternative to EM: the shares p
     whose held-out confusion rows C give the labels' shares on the pool, C^T p = q, solved by
     least squares, clipped at prior.SMALLEST_SHARE and normalised."""
-    rows = prior.confusion_rows(held_probs, held_labels, k)
+    predicted = held_probs.argmax(1).numpy()
+    rows = np.stack([np.bincount(predicted[held_labels == c], minlength=k)
+                     / max(1, int((held_labels == c).sum())) for c in range(k)])
     q = prior.predicted_shares(labels).double().numpy()
     p = np.clip(np.linalg.lstsq(rows.T, q, rcond=None)[0], prior.SMALLEST_SHARE, None)
     return torch.from_numpy(p / p.sum()).float()
 
 
-def uses(row: dict) -> bool:
-    """The current rule's decision on a row (re-derived: the rows keep the evidence)."""
-    if row["lpc"] < prior.LABELS_TO_ESTIMATE or row.get("evidence") is None:
-        return False
-    distance, bar = row["evidence"]
-    return distance > max(bar, prior.SHIFT_TO_USE)
-
-
 def table(rows: list[dict]) -> str:
-    """Markdown: per labels-per-class count and ratio, over the split seeds, how often each
-    rule used the estimate, and the features' labels right / ECE (means) under the labeled
-    shares, EM's estimate, the rule's choice and the true shares."""
+    """Markdown: per labels-per-class count and ratio, the features' labels right / ECE (means
+    over the split seeds) under the labeled shares (the default), EM's estimate
+    (label.class_prior estimate) and the true shares."""
     def mean(found: list[dict], key: str, what: str) -> str:
         values = [r[key][what] for r in found if key in r]
         return f"{100 * sum(values) / len(values):.1f}" if values else ""
 
-    lines = ["| labels per class | pool | old rule used | **rule used** | right % / ECE x100: "
-             "labeled shares | EM's estimate | **the rule's choice** | true shares |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| labels per class | pool | right % / ECE x100: **labeled shares (default)** | "
+             "EM's estimate | true shares |", "| ---: | --- | ---: | ---: | ---: |"]
     for lpc, ratio in sorted({(r["lpc"], r["ratio"]) for r in rows}):
         found = [r for r in rows if r["lpc"] == lpc and r["ratio"] == ratio]
-        for r in found:
-            r["chosen"] = r["with_estimate"] if uses(r) else r["with_labeled_shares"]
         pairs = [" / ".join(mean(found, key, what) for what in ("right", "ece"))
-                 for key in ("with_labeled_shares", "with_estimate", "chosen",
-                             "with_true_shares")]
-        old = sum(bool(r.get("old_rule_uses")) for r in found)
+                 for key in ("with_labeled_shares", "with_estimate", "with_true_shares")]
         lines.append(f"| {lpc} | {'balanced' if ratio == 1 else f'{ratio:g}:1'} | "
-                     f"{old} of {len(found)} | **{sum(map(uses, found))} of {len(found)}** | "
-                     + " | ".join(pairs[:2]) + f" | **{pairs[2]}** | {pairs[3]} |")
+                     f"**{pairs[0]}** | {pairs[1]} | {pairs[2]} |")
     return "\n".join(lines)
 
 
@@ -148,21 +132,9 @@ def main() -> None:
                                                   truth)
                 if lpc >= 2:
                     estimate = prior.estimate_prior(labels, share)
-                    predicted = prior.predicted_shares(labels)
-                    evidence = prior.shift_evidence(held_out.pool_shares, held_probs,
-                                                    data.labeled.labels[held], share)
-                    unlike = prior.shift_evidence(prior.predicted_shares(labels), held_probs,
-                                                  data.labeled.labels[held], share)
                     corrected = confusion_corrected(labels, held_probs, data.labeled.labels[held],
                                                     len(share))
                     row |= {"shift": prior.shift(estimate, share),
-                            "shift_predicted": prior.shift(predicted, share),
-                            "old_rule_uses": prior.shift(estimate, share) >= prior.SHIFT_TO_USE
-                            and prior.shift(predicted, share) >= prior.SHIFT_TO_USE,
-                            "evidence": evidence,
-                            "evidence_pool_labels": unlike,
-                            "new_rule_uses": lpc >= prior.LABELS_TO_ESTIMATE and not torch.equal(
-                                prior.chosen_prior(estimate, share, evidence), share),
                             "estimate_error": prior.shift(estimate, true_shares),
                             "corrected_error": prior.shift(corrected, true_shares),
                             "with_estimate": figures(prior.reweighted(labels, share, estimate),

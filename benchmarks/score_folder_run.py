@@ -49,7 +49,7 @@ def score(run: Path, truth_csv: Path, all_labels: Path | None) -> dict:
            "estimated_shares": dict(zip(classes, represent.get(
                "class_prior_estimate", represent.get("class_prior", [])), strict=False)),
            "pseudo_label_shares": {c: given[c] / len(rows) for c in classes},
-           "prior_estimated": represent.get("class_prior_estimated"),
+           "class_prior_setting": represent.get("class_prior_setting"),
            "test_accuracy": metrics.get("label", {}).get("test_accuracy"),
            "labels_only_test_accuracy": metrics.get("baseline-labels-only", {}).get(
                "test_accuracy"),

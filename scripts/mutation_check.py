@@ -83,14 +83,12 @@ MUTATIONS = [
      "shown = hide_classes(y, gen.label_dropout, net.num_classes, g)", "shown = y",
      "tests/test_diffusion.py::test_the_trainer_hides_classes_at_its_rate_so_the_unconditional_"
      "model_learns"),
-    ("the estimated class prior is never used", "labeling/represent.py",
-     "prior.chosen_prior(estimate, split_share, evidence,\n"
-     '                                 always=class_prior == "estimate-always")',
-     "split_share",
-     "tests/test_prior.py::test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it"),
-    ("the class prior's estimate is used without evidence", "labeling/prior.py",
-     "return estimate if distance > max(bar, SHIFT_TO_USE) else labeled", "return estimate",
-     "tests/test_prior.py::test_a_balanced_pool_keeps_the_labeled_shares_end_to_end"),
+    ("the class prior's estimate is never used, even when asked", "labeling/represent.py",
+     "shares = prior.chosen_prior(class_prior, split_share, estimate)", "shares = split_share",
+     "tests/test_prior.py::test_an_unequal_pool_is_estimated_and_shown_but_used_only_when_asked"),
+    ("the class prior's estimate is used without being asked", "labeling/prior.py",
+     'if setting == "estimate" and estimate is not None:', "if estimate is not None:",
+     "tests/test_prior.py::test_the_default_on_a_balanced_split_is_uniform_to_the_last_bit"),
 ]
 
 

@@ -63,46 +63,32 @@ def test_thresholds_measure_each_class_against_its_prior():
     assert torch.allclose(found, torch.full((4,), 0.9))
 
 
-def held_out(rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
-    """Held-out predictions with a given confusion: rows[c][j] images of class c predicted j."""
-    k = len(rows)
-    labels = np.concatenate([np.full(sum(row), c) for c, row in enumerate(rows)])
-    predicted = np.concatenate([np.repeat(np.arange(k), row) for row in rows])
-    return torch.nn.functional.one_hot(torch.as_tensor(predicted), k).float(), labels
+def test_the_setting_names_the_prior_and_the_labeled_shares_are_the_default():
+    labeled = torch.tensor([0.4, 0.4, 0.2])
+    estimate = torch.tensor([0.7, 0.2, 0.1])
+    assert torch.equal(prior.chosen_prior("labeled", labeled, estimate), labeled)
+    assert torch.equal(prior.chosen_prior("estimate", labeled, estimate), estimate)
+    assert torch.allclose(prior.chosen_prior("uniform", labeled, estimate),
+                          torch.full((3,), 1 / 3))
+    # no unlabeled image, nothing estimated: the labeled shares, whatever was asked
+    assert torch.equal(prior.chosen_prior("estimate", labeled, None), labeled)
+    from semigen.config import CLASS_PRIORS, Config
+    assert Config().label.class_prior == "labeled" and set(CLASS_PRIORS) == {
+        "labeled", "estimate", "uniform"}
 
 
-def pool(shares: list[float]) -> torch.Tensor:
-    """The shares of the classes the folds' labels give the unlabeled images."""
-    return torch.tensor(shares)
-
-
-def test_the_estimate_is_used_only_where_the_labels_say_the_classes_differ():
+def test_the_log_line_names_the_classes_the_estimate_would_move_and_how_to_use_it():
     labeled = torch.tensor([0.25] * 4)
-    estimate = torch.tensor([0.55, 0.15, 0.15, 0.15])
-    sure = held_out([[10, 0, 0, 0], [0, 10, 0, 0], [0, 0, 10, 0], [0, 0, 0, 10]])
-    unequal = prior.shift_evidence(pool([0.55, 0.15, 0.15, 0.15]), *sure, labeled)
-    equal = prior.shift_evidence(pool([0.27, 0.24, 0.25, 0.24]), *sure, labeled)
-    assert unequal[0] == pytest.approx(0.3) and unequal[1] < 0.05
-    assert torch.equal(prior.chosen_prior(estimate, labeled, unequal), estimate)
-    assert torch.equal(prior.chosen_prior(estimate, labeled, equal), labeled)
-    assert torch.equal(prior.chosen_prior(estimate, labeled, None), labeled)
-    assert torch.equal(prior.chosen_prior(estimate, labeled, equal, always=True), estimate)
-    # Folds that call half of class 1 class 0 give an equal pool these shares: their own
-    # leaning, which their held-out images show, is no evidence (the shares lie 0.125 from the
-    # labeled ones, as far as a real difference could)
-    leaning = held_out([[10, 0, 0, 0], [5, 5, 0, 0], [0, 0, 10, 0], [0, 0, 0, 10]])
-    distance, _ = prior.shift_evidence(pool([0.375, 0.125, 0.25, 0.25]), *leaning, labeled)
-    assert distance == pytest.approx(0.0, abs=1e-9)
-    # the same confusion seen on 2 held-out images per class instead of 20: a wider bar
-    rows = [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 1], [0, 0, 0, 2]]
-    few = prior.shift_evidence(pool([0.25] * 4), *held_out(rows), labeled)
-    many = prior.shift_evidence(pool([0.25] * 4),
-                                *held_out([[10 * v for v in row] for row in rows]), labeled)
-    assert few[1] > many[1] > 0
-    # no held-out image in a class: nothing to check the labels by
-    assert prior.shift_evidence(pool([0.25] * 4), *held_out([[2, 0, 0, 0], [0, 2, 0, 0],
-                                                             [0, 0, 2, 0], [0, 0, 0, 0]]),
-                                labeled) is None
+    estimate = torch.tensor([0.40, 0.24, 0.26, 0.10])
+    classes = ["coat", "shirt", "bag", "sandal"]
+    assert [name for name, _, _ in prior.largest_moves(estimate, labeled, classes, 2)] == [
+        "coat", "sandal"]
+    kept = prior.describe(estimate, labeled, classes, "labeled")
+    assert "16% (total variation)" in kept and "coat 25.0% -> 40.0%, sandal 25.0% -> 10.0%" \
+        in kept and "not used (label.class_prior labeled" in kept
+    assert "--label.class-prior estimate uses it" in kept
+    assert prior.describe(estimate, labeled, classes, "estimate").endswith(
+        "used, as label.class_prior estimate asks")
 
 
 def test_predicted_shares_count_the_likeliest_class():
@@ -116,63 +102,62 @@ def test_alignment_aims_at_the_prior():
     assert torch.allclose(aligned.mean(0), torch.tensor([0.8, 0.2]))
 
 
-def test_the_label_stage_estimates_the_prior_logs_it_and_keeps_it(clean_folder, tmp_path):
+def test_an_unequal_pool_is_estimated_and_shown_but_used_only_when_asked(clean_folder,
+                                                                          tmp_path):
+    """6 dark and 2 light unlabeled images: EM sees that dark is the commoner class; the
+    default aims at the labeled shares and says how to use the estimate; `estimate` uses it."""
     import json
 
     from semigen import checkpoint
     from semigen.cli import main
-    run, uniform = tmp_path / "run", tmp_path / "uniform"
-    # 6 dark and 2 light unlabeled images
+    run, asked = tmp_path / "run", tmp_path / "asked"
     for i in range(2, 6):
         (clean_folder / "unlabeled" / f"light{i}.png").unlink()
     assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny"]) == 0
     found = json.loads((run / "metrics.json").read_text())["represent"]
     shares = dict(zip(["dark", "light"], found["class_prior_estimate"], strict=True))
-    assert found["class_prior_estimated"] and found["labeled_prior"] == [0.5, 0.5]
     assert shares["dark"] > 0.5 and abs(sum(shares.values()) - 1) < 1e-5
-    # the pool is 75 % dark: the labels' shares lie 25 % from those the held-out labeled
-    # images predict for equal classes, past chance and past the 10 % bar, so the estimate is
-    # what fine-tuning aims at
-    distance, bar = found["class_prior_evidence"]
-    assert distance == pytest.approx(0.25) and distance > max(bar, prior.SHIFT_TO_USE)
-    assert found["class_prior"] == pytest.approx(found["class_prior_estimate"])
+    assert found["class_prior"] == found["labeled_prior"] == [0.5, 0.5]
+    assert found["class_prior_setting"] == "labeled"
     assert found["class_prior_shift"] == pytest.approx(
         prior.shift(torch.tensor(found["class_prior_estimate"]), torch.tensor([0.5, 0.5])))
-    assert "class shares estimated among the unlabeled images" in (run / "log.txt").read_text()
-    state = checkpoint.load(Layout(run).checkpoint("label"))
-    assert torch.allclose(state["levels"]["prior"], torch.tensor(found["class_prior"]))
-    # uniform: FreeMatch's assumption, nothing estimated
-    assert main(["label", str(clean_folder), "--out", str(uniform), "--preset", "tiny",
-                 "--label.class_prior", "uniform"]) == 0
-    found = json.loads((uniform / "metrics.json").read_text())["represent"]
-    assert found["class_prior"] == [0.5, 0.5] and not found["class_prior_estimated"]
-
-
-def test_a_balanced_pool_keeps_the_labeled_shares_end_to_end(clean_folder, tmp_path):
-    """6 dark and 6 light unlabeled images: EM's estimate moves by noise, the labels' shares
-    match those the held-out images predict, and the labeled shares are what fine-tuning aims
-    at."""
-    import json
-
-    from semigen import checkpoint
-    from semigen.cli import main
-    run = tmp_path / "run"
-    assert main(["label", str(clean_folder), "--out", str(run), "--preset", "tiny"]) == 0
-    found = json.loads((run / "metrics.json").read_text())["represent"]
-    assert found["class_prior_estimated"]
-    distance, bar = found["class_prior_evidence"]
-    assert distance <= max(bar, prior.SHIFT_TO_USE)
-    assert found["class_prior"] == found["labeled_prior"] == [0.5, 0.5]
+    log = (run / "log.txt").read_text()
+    assert "class shares estimated among the unlabeled images" in log
+    assert "not used (label.class_prior labeled" in log
     state = checkpoint.load(Layout(run).checkpoint("label"))
     assert torch.allclose(state["levels"]["prior"], torch.tensor([0.5, 0.5]))
-    assert "the labeled shares are kept" in (run / "log.txt").read_text()
-    # a user who knows the classes differ asks for the estimate whatever the evidence
-    always = tmp_path / "always"
-    assert main(["label", str(clean_folder), "--out", str(always), "--preset", "tiny",
-                 "--label.class_prior", "estimate-always"]) == 0
-    found = json.loads((always / "metrics.json").read_text())["represent"]
+    # the report shows the estimate beside what was aimed at, and how to use it
+    assert main(["report", str(run)]) == 0
+    page = Layout(run).report.read_text()
+    assert "How common each class is" in page and "--label.class-prior estimate" in page
+    # asked for: the estimate is what fine-tuning aims at
+    assert main(["label", str(clean_folder), "--out", str(asked), "--preset", "tiny",
+                 "--label.class_prior", "estimate"]) == 0
+    found = json.loads((asked / "metrics.json").read_text())["represent"]
     assert found["class_prior"] == pytest.approx(found["class_prior_estimate"])
-    assert "as label.class_prior estimate-always asks" in (always / "log.txt").read_text()
+    assert found["class_prior"][0] > 0.5
+    state = checkpoint.load(Layout(asked).checkpoint("label"))
+    assert torch.allclose(state["levels"]["prior"], torch.tensor(found["class_prior"]))
+    assert "used, as label.class_prior estimate asks" in (asked / "log.txt").read_text()
+
+
+def test_the_default_on_a_balanced_split_is_uniform_to_the_last_bit(tmp_path):
+    """Every class labeled as often: the default aims at exactly what `uniform` does, so the
+    two give the same pseudo-labels, whatever EM's estimate says."""
+    import json
+
+    from semigen.cli import main
+    runs = {}
+    for setting in ("labeled", "uniform"):
+        runs[setting] = tmp_path / setting
+        assert main(["label", "digits", "--labels-per-class", "5", "--out",
+                     str(runs[setting]), "--preset", "tiny",
+                     "--label.class_prior", setting]) == 0
+    found = json.loads((runs["labeled"] / "metrics.json").read_text())["represent"]
+    assert found["class_prior"] == pytest.approx([0.1] * 10, abs=1e-7)
+    assert prior.shift(torch.tensor(found["class_prior_estimate"]), torch.full((10,), 0.1)) > 0
+    assert (Layout(runs["labeled"]).pseudo_labels.read_text()
+            == Layout(runs["uniform"]).pseudo_labels.read_text())
 
 
 def test_confidence_far_above_accuracy_is_said_plainly():
@@ -184,16 +169,3 @@ def test_confidence_far_above_accuracy_is_said_plainly():
     assert "(60%, estimated on held-out labeled images)" in found
     assert prior.overconfidence({"mean_confidence": 0.75, "pseudo_label_accuracy": 0.7}) is None
     assert prior.overconfidence({"mean_confidence": 0.9}) is None  # nothing to compare with
-
-
-def test_one_label_in_a_class_keeps_equal_shares(tmp_path):
-    import json
-
-    from semigen.cli import main
-    run = tmp_path / "run"
-    assert main(["label", "digits", "--labels-per-class", "1", "--out", str(run), "--preset",
-                 "tiny"]) == 0
-    found = json.loads((run / "metrics.json").read_text())["represent"]
-    assert not found["class_prior_estimated"] and found["class_prior_too_few_labels"]
-    assert found["class_prior"] == pytest.approx([0.1] * 10)
-    assert "class shares not estimated: a class has fewer than 4" in (run / "log.txt").read_text()

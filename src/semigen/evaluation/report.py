@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config import load_run_config
+from ..config import CLASS_PRIORS, load_run_config
 from ..data import load_dataset
 from ..data.cells import restored_row
 from ..run import (
@@ -299,6 +299,24 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
             + _table(["expected calibration error", "before", "after"], ece))
 
 
+def class_prior_sentence(found: dict) -> str:
+    """What the class shares aimed at were, and how the user changes that (the represent
+    figures of a run: `labeling.represent.labels_from_features`)."""
+    setting = found.get("class_prior_setting", "labeled")
+    text = (f"Distribution alignment and the thresholds aim at {CLASS_PRIORS[setting]} "
+            f"(label.class_prior {setting}).")
+    if "class_prior_estimate" in found:
+        moved = 0.5 * float(np.abs(np.subtract(found["class_prior_estimate"],
+                                               found["labeled_prior"])).sum())
+        text += (f" EM's estimate of the unlabeled images' shares, from the features' labels, "
+                 f"lies {moved:.0%} (total variation) from the labeled shares.")
+        if setting != "estimate":
+            text += (" A few labels per class cannot tell a real difference from the features' "
+                     "leanings, so it is not used unless you ask: where you know the classes "
+                     "are unequal, run label or fit again with --label.class-prior estimate.")
+    return text
+
+
 def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
     """How common each class is: among the labeled images, as estimated among the unlabeled
     ones (what alignment and thresholds aimed at), among the final pseudo-labels, and the truth
@@ -314,24 +332,16 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
                  else None)
         def share(value):
             return None if value is None else f"{value:.1%}"
-        estimate = found.get("class_prior_estimate", found["class_prior"])
-        table = [[name, share(found["labeled_prior"][c]), share(estimate[c]),
-                  share(given[name] / max(1, len(rows))),
+        estimate = found.get("class_prior_estimate")
+        table = [[name, share(found["labeled_prior"][c]),
+                  None if estimate is None else share(estimate[c]),
+                  share(found["class_prior"][c]), share(given[name] / max(1, len(rows))),
                   None if truth is None else share(truth[c])]
                  for c, name in enumerate(data.classes)]
-        how = ("estimated by EM on the features' labels (Saerens et al. 2002)"
-               if found.get("class_prior_estimated") else "assumed equal (label.class_prior "
-                                                          "uniform)")
         parts += ["<h2>How common each class is</h2>",
-                  f"<p>Among the unlabeled images, {how}; distribution alignment and the "
-                  "thresholds aim at it"
-                  + (" (this one lies within 10 % of the labeled shares, within EM's noise: "
-                     "they aim at the labeled shares instead)"
-                     if found.get("class_prior_estimated")
-                     and found["class_prior"] == found["labeled_prior"] else "")
-                  + ". The labeled shares say only how the images were labeled.</p>",
-                  _table(["class", "labeled", "estimated (unlabeled)", "pseudo-labels",
-                          "true (unlabeled)"], table)]
+                  f"<p>{html.escape(class_prior_sentence(found))}</p>",
+                  _table(["class", "labeled", "estimated (unlabeled)", "aimed at",
+                          "pseudo-labels", "true (unlabeled)"], table)]
     warning = overconfidence(label | metrics.get("calibrate", {})
                              | {k: found[k] for k in ("estimated_accuracy",) if k in found})
     if warning:

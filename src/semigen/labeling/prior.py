@@ -10,8 +10,9 @@ re-weighted probabilities are the labels under that prior."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from ..config import CLASS_PRIORS
 
 # Alignment and thresholds are ratios to the prior: a class estimated at nothing would divide
 # by zero, and a handful of labels cannot show that a class is rarer than this.
@@ -50,22 +51,6 @@ def estimate_prior(probs: torch.Tensor, train_prior: torch.Tensor, iterations: i
     return (prior / prior.sum()).float()
 
 
-# The evidence (`shift_evidence`) is folds of the labeled images labeling each other and the
-# pool: with few labels a class, each fold's labels come from fewer still, and their own
-# leanings are large. On pools made balanced from the training pools of digits and
-# Fashion-MNIST (split seeds 0-2), the rule used the estimate on 1 of 3 at 3 labels per class
-# on each, on none at 4, 5 and 10 (`benchmarks/prior_splits.py`, docs/defaults.md). Below this
-# many labeled images in the fewest-labeled class, equal shares.
-LABELS_TO_ESTIMATE = 4
-
-
-# However clear the evidence, a gap smaller than this (total variation) is not taken for a
-# difference: on balanced pools the gap passed its bootstrap bar by chance up to 0.106
-# (Fashion-MNIST, 10 labels per class, both features), while on unequal ones it was 0.161 or
-# more (ELPV's cells; 0.166 on pools made 10:1). Between the two; docs/defaults.md.
-SHIFT_TO_USE = 0.15
-
-
 def shift(a: torch.Tensor, b: torch.Tensor) -> float:
     """Total variation distance between two class distributions (0 to 1)."""
     return 0.5 * float((a - b).abs().sum())
@@ -78,61 +63,17 @@ def predicted_shares(probs: torch.Tensor) -> torch.Tensor:
     return counts / counts.sum().clamp_min(1)
 
 
-# How many resamplings of the held-out labeled images measure how far chance moves the shares
-# the labels should give, and which quantile of that is the bar (`shift_evidence`).
-DRAWS = 2000
-LEVEL = 0.95
-
-
-def confusion_rows(held_probs: torch.Tensor, held_labels: np.ndarray, k: int) -> np.ndarray:
-    """k x k: row c, how often each class is the likeliest among the held-out images of class
-    c (a row of zeros for a class with none)."""
-    predicted = held_probs.argmax(1).numpy()
-    return np.stack([np.bincount(predicted[held_labels == c], minlength=k)
-                     / max(1, int((held_labels == c).sum())) for c in range(k)])
-
-
-def shift_evidence(pool_shares: torch.Tensor | None, held_probs: torch.Tensor,
-                   held_labels: np.ndarray, shares: torch.Tensor, seed: int = 0
-                   ) -> tuple[float, float] | None:
-    """Whether the labels say the unlabeled images' classes are less equal than `shares`.
-    Like with like: the labels that folds of the labeled images give, each fold's labels from
-    the others (`represent.HeldOut`), on the pool (`pool_shares`: how often each class is the
-    likeliest there) and on the fold's own held-out images, whose classes are known. Were the
-    pool's classes as common as `shares`, its shares would be those of the held-out images'
-    predicted classes per true class (rows of a confusion matrix) weighted by `shares`. Returns
-    how far the pool's lie from that (total variation) and the bar that distance must pass:
-    the LEVEL quantile of how far it moves when each class's held-out images are resampled (a
-    bootstrap: a few held-out images per class make a wide bar, many a narrow one). None where
-    a class has no held-out image."""
-    k = len(shares)
-    counts = np.bincount(held_labels, minlength=k)
-    if pool_shares is None or len(held_labels) == 0 or (counts == 0).any():
-        return None
-    rows = confusion_rows(held_probs, held_labels, k)
-    expected = shares.double().numpy() @ rows
-    rng = np.random.default_rng(seed)
-    resampled = sum(shares[c].item() * rng.multinomial(counts[c], rows[c], size=DRAWS)
-                    / counts[c] for c in range(k))
-    moved = 0.5 * np.abs(resampled - expected).sum(1)
-    found = pool_shares.double().numpy()
-    return 0.5 * float(np.abs(found - expected).sum()), float(np.quantile(moved, LEVEL))
-
-
-def chosen_prior(estimate: torch.Tensor, labeled: torch.Tensor,
-                 evidence: tuple[float, float] | None, always: bool = False) -> torch.Tensor:
-    """The estimate where the labels on the pool say the classes are less equal than the
-    labeled shares (`shift_evidence`: the gap past its bootstrap bar and past SHIFT_TO_USE),
-    else the labeled shares. EM alone is no evidence: it amplifies a classifier's leanings (on
-    a held-back set of 10 equal classes at 5 labels each it put one at 3.8 %, another at
-    18.3 %), and a few labels per class make those leanings large. `always`: the estimate,
-    whatever the evidence (label.class_prior estimate-always: the user knows)."""
-    if always:
+def chosen_prior(setting: str, labeled: torch.Tensor, estimate: torch.Tensor | None
+                 ) -> torch.Tensor:
+    """The class prior label.class_prior `setting` names (`config.CLASS_PRIORS`: the labeled
+    shares unless the user asks, since a few labels per class cannot tell a real difference in
+    how common the classes are from the features' leanings); `estimate` must be there for
+    "estimate" (None only where there is no unlabeled image: then the labeled shares)."""
+    if setting == "estimate" and estimate is not None:
         return estimate
-    if evidence is None:
-        return labeled
-    distance, bar = evidence
-    return estimate if distance > max(bar, SHIFT_TO_USE) else labeled
+    if setting == "uniform":
+        return torch.full_like(labeled, 1 / len(labeled))
+    return labeled
 
 
 def labeled_prior(labels, num_classes: int) -> torch.Tensor:
@@ -164,25 +105,24 @@ def overconfidence(metrics: dict) -> str | None:
     return None
 
 
-def describe(prior: torch.Tensor, labeled: torch.Tensor, classes: list[str]) -> str:
-    """One log line: the estimated share of each class, the labeled share beside it."""
-    shares = ", ".join(f"{c} {p:.1%} ({q:.0%})" for c, p, q in
-                       zip(classes, prior.tolist(), labeled.tolist(), strict=True))
-    return f"class shares estimated among the unlabeled images (labeled shares): {shares}"
+def largest_moves(estimate: torch.Tensor, labeled: torch.Tensor, classes: list[str],
+                  top: int = 5) -> list[tuple[str, float, float]]:
+    """(class, labeled share, estimated share) of the `top` classes the estimate moves most."""
+    order = (estimate - labeled).abs().argsort(descending=True)[:top].tolist()
+    return [(classes[c], float(labeled[c]), float(estimate[c])) for c in order]
 
 
-def describe_use(evidence: tuple[float, float] | None, used: bool, always: bool = False
-                 ) -> str:
-    """The end of `describe`'s line: whether the estimate is used, and the evidence that
-    decided it (or that the user asked for it: label.class_prior estimate-always)."""
-    if always:
-        return "; used, as label.class_prior estimate-always asks"
-    if evidence is None:
-        return "; no held-out labeled image in some class to check it by: the labeled shares " \
-            "are kept"
-    distance, bar = evidence
-    why = (f"the pool's shares under the folds' labels lie {distance:.0%} (total variation) "
-           "from those the folds' held-out labeled images predict for the labeled shares; "
-           f"chance moves that up to {bar:.0%} (95 %), and it must also reach "
-           f"{SHIFT_TO_USE:.0%}")
-    return f"; {why}: " + ("used" if used else "the labeled shares are kept")
+def describe(estimate: torch.Tensor, labeled: torch.Tensor, classes: list[str], setting: str
+             ) -> str:
+    """One log line: how far the estimate lies from the labeled shares, the classes it would
+    move most, and whether it is used (label.class_prior `setting`)."""
+    moves = ", ".join(f"{name} {before:.1%} -> {after:.1%}"
+                      for name, before, after in largest_moves(estimate, labeled, classes))
+    head = (f"class shares estimated among the unlabeled images (EM on the features' labels): "
+            f"{shift(estimate, labeled):.0%} (total variation) from the labeled shares; most "
+            f"moved: {moves}")
+    if setting == "estimate":
+        return head + "; used, as label.class_prior estimate asks"
+    return (head + f"; not used (label.class_prior {setting}: {CLASS_PRIORS[setting]}): a few "
+            "labels per class cannot tell a real difference from the features' leanings; "
+            "where you know the classes are unequal, --label.class-prior estimate uses it")

@@ -467,12 +467,11 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
                          forced_by: str = "auto") -> tuple[dict, torch.Tensor, Features]:
     """After the representation stage: labels from the learned features (or the frozen
     `pretrained_values`, or both; spread along the neighbour graph or read by a linear probe:
-    whichever the held-out labels favour, `chosen_features`); unless `class_prior` (the
-    config's label.class_prior) is uniform, estimate how common each class is among the
-    unlabeled images and re-weight their labels by it where the labels show the classes differ
-    (always, for estimate-always: `prior.chosen_prior`); fit the classifier's head to those labels
-    (fine-tuning starts from them), and return their figures (accuracy held out from the
-    labeled images, against known truth, the class prior as ``class_prior``), the unlabeled
+    whichever the held-out labels favour, `chosen_features`); estimate how common each class is
+    among the unlabeled images and re-weight their labels by the prior `class_prior` (the
+    config's label.class_prior) names (`prior.chosen_prior`); fit the classifier's head to
+    those labels (fine-tuning starts from them), and return their figures (accuracy held out
+    from the labeled images, against known truth, the class prior as ``class_prior``), the unlabeled
     images' label distributions, and the features (labeled images first: the network's own,
     which its head reads) with the graph of the chosen ones."""
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
@@ -482,22 +481,15 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
                                                        forced_by)
     features = Features(own, links)
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
-    # The shares an estimate must move away from to be used are the split's: labels added
-    # after it were chosen by the user (Label next leans on the classes the model confuses)
-    # and say nothing about how common a class is.
+    # The labeled shares are the split's: labels added after it were chosen by the user (Label
+    # next leans on the classes the model confuses) and say nothing about how common a class is.
     allowed = data.held_out_allowed()
     split_share = prior.labeled_prior(data.labeled.labels[allowed], len(data.classes))
-    fewest = int(np.bincount(data.labeled.labels, minlength=len(data.classes)).min())
-    estimate_prior = class_prior != "uniform"
+    # Always estimated, shown where the user decides (log, report, review), used only where
+    # label.class_prior says so (`prior.CLASS_PRIORS`).
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
-                if estimate_prior and len(data.unlabeled) and fewest >= prior.LABELS_TO_ESTIMATE
-                else None)
-    evidence = (prior.shift_evidence(held_out.pool_shares, held_out.probs,
-                                     data.labeled.labels[held_out.held], split_share)
-                if estimate is not None else None)
-    shares = (prior.chosen_prior(estimate, split_share, evidence,
-                                 always=class_prior == "estimate-always")
-              if estimate is not None else torch.full_like(labeled_share, 1 / len(data.classes)))
+                if len(data.unlabeled) else None)
+    shares = prior.chosen_prior(class_prior, split_share, estimate)
     targets[len(data.labeled):] = prior.reweighted(targets[len(data.labeled):], labeled_share,
                                                    shares)
     fit_head(net.head, features.values, targets)
@@ -505,13 +497,10 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
                  ) | choice
     unlabeled_probs = targets[len(data.labeled):]
     found["class_prior"] = shares.tolist()
-    found["class_prior_estimated"] = estimate is not None
-    found["class_prior_too_few_labels"] = bool(estimate_prior and fewest
-                                               < prior.LABELS_TO_ESTIMATE)
+    found["class_prior_setting"] = class_prior
     if estimate is not None:
         found["class_prior_estimate"] = estimate.tolist()
         found["class_prior_shift"] = prior.shift(estimate, split_share)
-        found["class_prior_evidence"] = evidence
     found["labeled_prior"] = split_share.tolist()
     found["features_mean_confidence"] = unlabeled_probs.max(1).values.mean().item()
     if data.unlabeled_truth is not None:

@@ -311,17 +311,10 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
         calibrate.record_estimate(stage, represent.STAGE, lab.pretrain_steps, found,
                                   represent.describe_estimate(found, len(data.classes)))
         class_prior = torch.tensor(found["class_prior"])
-        if found.get("class_prior_too_few_labels"):
-            run_dir.info(f"class shares not estimated: a class has fewer than "
-                         f"{prior.LABELS_TO_ESTIMATE} labeled images, too few to check the "
-                         "features' labels they would be read from; equal shares assumed")
-        if found["class_prior_estimated"]:
-            labeled = torch.tensor(found["labeled_prior"])
-            run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]), labeled,
-                                        data.classes)
-                         + prior.describe_use(found["class_prior_evidence"],
-                                              not torch.equal(class_prior, labeled),
-                                              lab.class_prior == "estimate-always"))
+        if "class_prior_estimate" in found:
+            run_dir.info(prior.describe(torch.tensor(found["class_prior_estimate"]),
+                                        torch.tensor(found["labeled_prior"]), data.classes,
+                                        lab.class_prior))
     # After the representation stage, the labeled and strong views also carry the nuisances
     # the features learned to ignore: without them, the few labels teach colour or position
     # back, and the fine-tuned classifier falls below the features' labels.

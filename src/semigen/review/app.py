@@ -30,8 +30,9 @@ from markupsafe import Markup
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from ..config import CLASS_PRIORS
 from ..data.images import png_bytes, read_image
-from ..evaluation.report import LOW_VARIETY, metrics_section
+from ..evaluation.report import LOW_VARIETY, class_prior_sentence, metrics_section
 from ..run import Layout, replacing
 from ..run.layout import OutsideRun
 from .state import HIDDEN, Review, SaveFailed
@@ -143,7 +144,7 @@ def pages(review: Review) -> APIRouter:
         return render(request, "overview.html", rows=overview_rows(review), pairs=review.pairs,
                       label=review.metrics.get("label", {}),
                       unlabeled=len(review.data.unlabeled),
-                      suggestions=len(review.suggestions))
+                      suggestions=len(review.suggestions), shares=class_shares(review))
 
     @router.get("/class/{c}", response_class=HTMLResponse)
     def by_class(request: Request, c: int, page: int = 1, second: int | None = None):
@@ -192,6 +193,27 @@ def overview_rows(review: Review) -> list[dict]:
                      if len(mine) else None,
                      "low": int((mine < 0.5).sum())})
     return rows
+
+
+def class_shares(review: Review) -> dict | None:
+    """How common each class is: labeled, EM's estimate among the unlabeled images, what the
+    label stage aimed at, and the sentence that says how to use the estimate; None where the
+    run recorded none (or recorded something that does not fit its classes)."""
+    found = review.metrics.get("represent", {})
+    try:
+        columns = [[float(v) for v in found[key]] if key in found else None
+                   for key in ("labeled_prior", "class_prior_estimate", "class_prior")]
+        fits = all(v is None or len(v) == len(review.classes) for v in columns)
+        if not fits or columns[0] is None or columns[2] is None \
+                or found.get("class_prior_setting", "labeled") not in CLASS_PRIORS:
+            return None
+    except (TypeError, ValueError):
+        return None
+    labeled, estimate, aimed = columns
+    return {"sentence": class_prior_sentence(found),
+            "rows": [{"name": name, "labeled": labeled[c], "aimed": aimed[c],
+                      "estimate": None if estimate is None else estimate[c]}
+                     for c, name in enumerate(review.classes)]}
 
 
 def class_page(review: Review, c: int, page: int, second: int | None) -> dict:
