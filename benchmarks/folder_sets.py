@@ -12,6 +12,15 @@ from pathlib import Path
 import numpy as np
 
 
+def balanced(members: dict[str, list[Path]], seed: int) -> dict[str, list[Path]]:
+    """Every class cut to as many files as the smallest has (a random subset of each): the
+    collection made balanced, so that the unlabeled pool's classes are equally common."""
+    rng = np.random.default_rng(seed + 2000)
+    fewest = min(len(files) for files in members.values())
+    return {name: [files[i] for i in sorted(rng.choice(len(files), fewest, replace=False))]
+            for name, files in members.items()}
+
+
 def write_folder_set(out: Path, members: dict[str, list[Path]], labeled: int, test: int,
                      seed: int) -> list[tuple[str, str]]:
     """Hard-link (or copy) each class's files into the folder contract; returns the truth

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from folder_sets import write_folder_set  # noqa: E402
+from folder_sets import balanced, write_folder_set  # noqa: E402
 from make_shapes import all_labeled_copy  # noqa: E402
 
 
@@ -35,12 +35,13 @@ def cell_classes(package: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def make(out: Path, package: Path, labeled: int, test: int, seed: int
+def make(out: Path, package: Path, labeled: int, test: int, seed: int, equal: bool = False
          ) -> list[tuple[str, str]]:
     members: dict[str, list[Path]] = {}
     for path, name in cell_classes(package):
         members.setdefault(name, []).append(path)
-    return write_folder_set(out, members, labeled, test, seed)
+    return write_folder_set(out, balanced(members, seed) if equal else members, labeled, test,
+                            seed)
 
 
 def main() -> None:
@@ -51,9 +52,12 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=10, help="labeled images per class")
     parser.add_argument("--test", type=int, default=50, help="test images per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--balanced", action="store_true",
+                        help="every class cut to as many images as the smallest has")
     parser.add_argument("--all-labeled-copy", action="store_true")
     args = parser.parse_args()
-    truth = make(args.out, args.package, args.labeled, args.test, args.seed)
+    truth = make(args.out, args.package, args.labeled, args.test, args.seed,
+                 args.balanced)
     print(f"wrote {args.out} ({len(truth)} unlabeled) and {args.out.name}.truth.csv")
     if args.all_labeled_copy:
         print(f"wrote {all_labeled_copy(args.out, truth)}")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from folder_sets import write_folder_set  # noqa: E402
+from folder_sets import balanced, write_folder_set  # noqa: E402
 from make_shapes import all_labeled_copy  # noqa: E402
 
 
@@ -40,8 +40,12 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=5, help="labeled images per class")
     parser.add_argument("--test", type=int, default=10, help="test images per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--balanced", action="store_true",
+                        help="every class cut to as many images as the smallest has")
     args = parser.parse_args()
     members = icons_by_context(args.theme, args.size, args.smallest)
+    if args.balanced:
+        members = balanced(members, args.seed)
     truth = write_folder_set(args.out, members, args.labeled, args.test, args.seed)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in members.items())
           + f"; {len(truth)} unlabeled")

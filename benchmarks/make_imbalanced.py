@@ -36,7 +36,8 @@ def idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def make(out: Path, fmnist: Path, labeled: int, ratio: float, test: int, seed: int) -> dict:
+def make(out: Path, fmnist: Path, labeled: int, ratio: float, test: int, seed: int,
+         per_class: int | None = None) -> dict:
     rng = np.random.default_rng(seed)
     x, y = idx(fmnist / "train-images-idx3-ubyte.gz"), idx(fmnist / "train-labels-idx1-ubyte.gz")
     tx, ty = idx(fmnist / "t10k-images-idx3-ubyte.gz"), idx(fmnist / "t10k-labels-idx1-ubyte.gz")
@@ -45,7 +46,7 @@ def make(out: Path, fmnist: Path, labeled: int, ratio: float, test: int, seed: i
     truth, counts = [], {}
     for c, name in enumerate(CLASSES):
         members = rng.permutation(np.flatnonzero(y == c))
-        rest = members[labeled:]
+        rest = members[labeled:labeled + per_class if per_class else None]
         rest = rest[:round(len(rest) * keep[c])]
         counts[name] = len(rest)
         for i in members[:labeled]:
@@ -78,10 +79,13 @@ def main() -> None:
                         help="most common class / rarest among the unlabeled images")
     parser.add_argument("--test", type=int, default=1000, help="test images per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=int, help="at most this many unlabeled images of a "
+                                                      "class before the ratio thins them")
     parser.add_argument("--all-labeled-copy", action="store_true",
                         help="also write <out>-all, every training image labeled")
     args = parser.parse_args()
-    prior = make(args.out, args.fmnist, args.labeled, args.ratio, args.test, args.seed)
+    prior = make(args.out, args.fmnist, args.labeled, args.ratio, args.test, args.seed,
+                 args.per_class)
     print(f"wrote {args.out}: unlabeled shares " + ", ".join(f"{k} {v:.1%}"
                                                             for k, v in prior.items()))
     if args.all_labeled_copy:
