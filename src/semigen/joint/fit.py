@@ -116,9 +116,10 @@ def planned_rounds(cfg: Config, fewest_labels: int) -> tuple[int, str | None]:
     rounds = cfg.fit.rounds if cfg.fit.rounds >= 0 else int(pays)
     if pays:
         return rounds, None
-    why = (f"the class with the fewest labels has {fewest_labels} labeled images; joint rounds "
-           f"were measured to raise the classifier only up to {ROUNDS_PAY_UP_TO} per class "
-           "(BENCHMARKS.md, \"Joint rounds\")")
+    why = (f"the class with the fewest labels has {fewest_labels} labeled images; a joint round "
+           f"runs by default only up to {ROUNDS_PAY_UP_TO} per class, where labels are fewest "
+           "and a round has the most to give (what rounds gained, measured: BENCHMARKS.md, "
+           "\"Joint rounds\")")
     return rounds, (f"{why}: no round is run (--rounds N runs them anyway)" if rounds == 0
                     else f"{why}: the {rounds} round(s) asked for may not pay")
 
