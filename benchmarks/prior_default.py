@@ -79,23 +79,26 @@ def run_one(args, spec: str, setting: str, first: Path | None) -> dict:
 
 
 def markdown(rows: list[dict], settings: list[str]) -> str:
+    """One row per DATA: how far its true shares and EM's estimate lie from the labeled shares,
+    the pseudo-labels right under each setting, and the default minus each other setting."""
+    others = [s for s in settings if s != "labeled"]
     lines = ["| data | true shares from the labeled (TV) | EM's estimate from the labeled / "
-             "from the true | " + " | ".join(f"pseudo-labels right: {s}" for s in settings)
-             + " | default - uniform |",
-             "| --- | ---: | ---: | " + " | ".join("---:" for _ in settings) + " | ---: |"]
+             "from the true | " + " | ".join(f"pseudo-labels right %: {s}" for s in settings)
+             + "".join(f" | default − {s}" for s in others) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in settings + others) + " |"]
     for spec in dict.fromkeys(r["data"] for r in rows):
         found = {r["setting"]: r for r in rows if r["data"] == spec}
-        any_row = next(iter(found.values()))
+        first = next(iter(found.values()))
         right = {s: 100 * found[s]["pseudo_label_accuracy"] for s in settings if s in found}
-        gap = (f"{right['labeled'] - right['uniform']:+.2f}"
-               if {"labeled", "uniform"} <= right.keys() else "–")
-        est = any_row.get("estimate_from_labeled")
+        gaps = [f"{right['labeled'] - right[s]:+.2f}" if {"labeled", s} <= right.keys() else "–"
+                for s in others]
+        est = first.get("estimate_from_labeled")
         lines.append(
-            f"| {spec} | {any_row.get('true_from_labeled', 0):.3f} | "
+            f"| {Path(spec).name} | {first.get('true_from_labeled', 0):.3f} | "
             f"{'–' if est is None else f'{est:.3f}'} / "
-            f"{any_row.get('estimate_from_true', float('nan')):.3f} | "
+            f"{first.get('estimate_from_true', float('nan')):.3f} | "
             + " | ".join(f"{right[s]:.2f}" if s in right else "–" for s in settings)
-            + f" | {gap} |")
+            + "".join(f" | {g}" for g in gaps) + " |")
     return "\n".join(lines)
 
 
