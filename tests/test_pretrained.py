@@ -71,8 +71,7 @@ def test_a_linear_probe_reads_a_detail_that_the_neighbours_do_not_share():
     probs = represent.linear_labels(values, np.arange(20), truth[:20], 2)
     assert probs.shape == (600, 2) and torch.allclose(probs.sum(1), torch.ones(600))
     assert (probs.argmax(1).numpy() == truth).mean() > 0.95
-    held, held_probs, pool_shares = represent.held_out_linear(values, truth[:20], 2)
-    assert torch.allclose(pool_shares, torch.tensor([0.5, 0.5]), atol=0.05)
+    held, held_probs = represent.held_out_linear(values, truth[:20], 2)
     linear = represent.accuracy_held_out(held, held_probs, truth[:20])
     spread = represent.cross_validated_accuracy(represent.neighbour_graph(values),
                                                 np.arange(20), truth[:20], 2)

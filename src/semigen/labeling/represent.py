@@ -124,20 +124,14 @@ class HeldOut(NamedTuple):
     """Labels for labeled images held out in turn (`folds_per_class`), each from the others."""
     held: np.ndarray  # positions into the labeled images, fold by fold (empty: none held out)
     probs: torch.Tensor  # the label distribution each held-out image gets, len(held) x classes
-    # how often each class is the likeliest among the unlabeled images' labels from the same
-    # folds' labels (mean over folds): what `prior.shift_evidence` compares like with like
-    pool_shares: torch.Tensor | None
 
 
-def _held_out(parts: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]], num_classes: int
-              ) -> HeldOut:
-    """One `HeldOut` from each fold's (held, their probs, the pool's probs)."""
+def _held_out(parts: list[tuple[np.ndarray, torch.Tensor]], num_classes: int) -> HeldOut:
+    """One `HeldOut` from each fold's (held, their probs)."""
     if not parts:
-        return HeldOut(np.zeros(0, int), torch.zeros(0, num_classes), None)
-    pools = [prior.predicted_shares(pool) for _, _, pool in parts if len(pool)]
-    return HeldOut(np.concatenate([held for held, _, _ in parts]),
-                   torch.cat([probs for _, probs, _ in parts]),
-                   torch.stack(pools).mean(0) if pools else None)
+        return HeldOut(np.zeros(0, int), torch.zeros(0, num_classes))
+    return HeldOut(np.concatenate([held for held, _ in parts]),
+                   torch.cat([probs for _, probs in parts]))
 
 
 def held_out_labels(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.ndarray,
@@ -147,15 +141,13 @@ def held_out_labels(links: sparse.csr_matrix, labeled: np.ndarray, labels: np.nd
     distribution each gets when its fold is held out and spread from the others."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
     known = np.full(links.shape[0], -1)
-    pool = np.ones(links.shape[0], bool)
-    pool[labeled] = False
     parts = []
     for f in range(fold_of.max() + 1):
         train = known.copy()
         train[labeled[fold_of != f]] = labels[fold_of != f]
         held = np.flatnonzero(fold_of == f)
         spread = propagate(links, train, num_classes)
-        parts.append((held, spread[labeled[held]], spread[pool]))
+        parts.append((held, spread[labeled[held]]))
     return _held_out(parts, num_classes)
 
 
@@ -324,17 +316,13 @@ def held_out_linear(values: torch.Tensor, labels: np.ndarray, num_classes: int, 
     fitted on the others (the features standardised over every row, as when all the labels
     are used)."""
     fold_of = folds_per_class(labels, num_classes, folds, seed, allowed)
-    pool = np.arange(len(labels), len(values))
     parts = []
     for f in range(fold_of.max() + 1):
         fit, held = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         if len(np.unique(labels[fit])) < 2:  # nothing to tell apart: the uniform guess
-            parts.append((held, torch.full((len(held), num_classes), 1 / num_classes),
-                          torch.zeros(0, num_classes)))
+            parts.append((held, torch.full((len(held), num_classes), 1 / num_classes)))
             continue
-        found = linear_labels(values, fit, labels[fit], num_classes,
-                              rows=np.concatenate([held, pool]))
-        parts.append((held, found[:len(held)], found[len(held):]))
+        parts.append((held, linear_labels(values, fit, labels[fit], num_classes, rows=held)))
     return _held_out(parts, num_classes)
 
 
@@ -486,7 +474,7 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
     allowed = data.held_out_allowed()
     split_share = prior.labeled_prior(data.labeled.labels[allowed], len(data.classes))
     # Always estimated, shown where the user decides (log, report, review), used only where
-    # label.class_prior says so (`prior.CLASS_PRIORS`).
+    # label.class_prior says so (`config.CLASS_PRIORS`).
     estimate = (prior.estimate_prior(targets[len(data.labeled):], labeled_share)
                 if len(data.unlabeled) else None)
     shares = prior.chosen_prior(class_prior, split_share, estimate)
