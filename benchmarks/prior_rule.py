@@ -48,7 +48,7 @@ def main() -> None:
         found = read_metrics(run).get("represent", {})
         chosen = found.get("features_chosen", "self-supervised")
         how = found.get("labels_by", "spread")
-        _, targets, _, _ = represent.chosen_features(data, own, other, chosen, how)
+        _, targets, _, _, _ = represent.chosen_features(data, own, other, chosen, how)
         labels = targets[len(data.labeled):]
         share = prior.labeled_prior(data.labeled.labels, len(data.classes))
         estimate = prior.estimate_prior(labels, share)

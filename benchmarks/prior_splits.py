@@ -118,7 +118,7 @@ def main() -> None:
                     values = nets.embed(net, images[[where[i] for i in missing]], "cpu")
                     embedded |= dict(zip(missing, values, strict=True))
                 own = torch.stack([embedded[i] for i in ids])
-                _, targets, choice, held_out = represent.chosen_features(
+                _, targets, choice, held_out, _ = represent.chosen_features(
                     data, own, None, "self-supervised", "auto")
                 held, held_probs = held_out.held, held_out.probs
                 labels = targets[len(data.labeled):]

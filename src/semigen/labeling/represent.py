@@ -66,9 +66,24 @@ def recalibrate_batch_norm(module: nn.Module, images: np.ndarray, device, limit:
 
 class Features(NamedTuple):
     """Every training image's features (labeled images first) and a neighbour graph: that of
-    these features, or of the candidate the labels spread over (`chosen_features`)."""
+    these features, or of the candidate the labels spread over (`chosen_features`); and, where
+    a probe read the labels (`LABELS_BY`), the features it read (`chosen`)."""
     values: torch.Tensor
     links: sparse.csr_matrix
+    chosen: torch.Tensor | None = None
+    how: str = "spread"
+
+
+def labels_from(features: Features, known: np.ndarray, num_classes: int) -> torch.Tensor:
+    """The features' labels of every training image (labeled first) from the entries of
+    `known` that are >= 0, made the way the stage's were: spread along the graph, or read by
+    the probe (whose own training images keep their labels)."""
+    if features.how != "linear" or features.chosen is None:
+        return propagate(features.links, known, num_classes)
+    fit = np.flatnonzero(known >= 0)
+    found = linear_labels(features.chosen, fit, known[fit], num_classes)
+    found[fit] = F.one_hot(torch.as_tensor(known[fit]), num_classes).float()
+    return found
 
 
 def neighbour_graph(features: torch.Tensor) -> sparse.csr_matrix:
@@ -352,12 +367,13 @@ def choose(estimates: dict[str, dict], forced: str = "auto", forced_by: str = "a
 
 def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.Tensor | None,
                     forced: str = "auto", forced_by: str = "auto"
-                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict, HeldOut]:
+                    ) -> tuple[sparse.csr_matrix, torch.Tensor, dict, HeldOut, torch.Tensor]:
     """The candidate features and way to labels chosen on held-out labels (`choose`): the
     neighbour graph of those features, the labels they give every training image (labeled
     images first: those keep their own), the figures of each candidate (its held-out estimate
     each way and, where the truth is known, how many of the unlabeled images its labels get
-    right: logged, never used to choose), and the chosen pair's `HeldOut` labels."""
+    right: logged, never used to choose), the chosen pair's `HeldOut` labels, and the chosen
+    features' values."""
     labeled, n, k = np.arange(len(data.labeled)), len(data.labeled), len(data.classes)
     allowed = data.held_out_allowed()
     values = candidates(own, pretrained_values)
@@ -390,7 +406,7 @@ def chosen_features(data: Dataset, own: torch.Tensor, pretrained_values: torch.T
                     (guess == data.unlabeled_truth).mean())
     return graphs[name], targets, {"features_candidates": estimates, "features_chosen": name,
                                    "labels_by": how, "features_chosen_why": why}, \
-        held_out[name][how]
+        held_out[name][how], values[name]
 
 
 def describe_choice(found: dict) -> str:
@@ -465,9 +481,9 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
     images = np.concatenate([data.labeled.images, data.unlabeled.images])
     recalibrate_batch_norm(net.features, images, device)
     own = embed(net.features, images, device)
-    links, targets, choice, held_out = chosen_features(data, own, pretrained_values, forced,
-                                                       forced_by)
-    features = Features(own, links)
+    links, targets, choice, _, chosen = chosen_features(data, own, pretrained_values, forced,
+                                                     forced_by)
+    features = Features(own, links, chosen, choice["labels_by"])
     labeled_share = prior.labeled_prior(data.labeled.labels, len(data.classes))
     # The labeled shares are the split's: labels added after it were chosen by the user (Label
     # next leans on the classes the model confuses) and say nothing about how common a class is.
@@ -509,7 +525,7 @@ def load_representation(run_path: Path, cfg: Config, data: Dataset, device
         return None
     lab = cfg.label
     net = nets.build(**nets.arguments(lab.backbone or lab.net, data.shape, len(data.classes),
-                                      lab.width))
+                                      lab.width, lab.net_side))
     encoder = nn.Sequential(net.features, projector(net.head.in_features))
     with checkpoint.reading(state := checkpoint.load(path), "representation"):
         encoder.load_state_dict(state["model"])

@@ -38,9 +38,11 @@ from .fixmatch import fine_tuning, initial_levels, step_loss
 from .predict import evaluate, format_metrics, predict, scores
 
 STAGE = "label"
+# Where the unlabeled images' final labels come from (`calibrate.final_labels`), in words.
+FINAL_LABELS = {"classifier": "classifier", "features": "features' labels"}
 log = logging.getLogger("semigen")
 # label.* fields that decide the classifier: a run continues only with the same values
-MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width")}
+MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width", "net_side")}
 
 
 def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +59,8 @@ def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
 def check_backbone(cfg: Config) -> None:
     """Refuse a backbone that torchvision or timm does not know, or weights that are not there,
     before anything is written."""
-    problems = [p for p in (nets.backbone_problem(cfg.label.backbone, cfg.label.weights),
+    problems = [p for p in (nets.backbone_problem(cfg.label.backbone, cfg.label.weights,
+                                                   cfg.label.net),
                             pretrained.problem(cfg.label.pretrained,
                                                cfg.label.pretrained_weights)) if p]
     if problems:
@@ -152,6 +155,8 @@ def train_classifier(run: Run, round_index: int = 0, init: Path | None = None,
         return finish(stage, data, nets.tempered(ema.module, teaching.temperature), ema.module,
                       round_index, {"weight_fingerprints": prints, "steps": total_steps,
                                     "labeled": len(labels), "calibration": teaching.calibration,
+                                    "feature_labels": teaching.feature_labels if round_index == 0
+                                    else None,
                                     "synthetic": 0 if synthetic is None else len(synthetic[1])})
 
 
@@ -160,9 +165,12 @@ def build_classifier(stage: Stage, fresh: bool) -> tuple[torch.nn.Module, dict]:
     where given (in every mode: the baselines start from the same weights)."""
     lab, data = stage.cfg.label, stage.run.data
     architecture = lab.backbone or lab.net
-    net_args = nets.arguments(architecture, data.shape, len(data.classes), lab.width)
+    net_args = nets.arguments(architecture, data.shape, len(data.classes), lab.width,
+                              lab.net_side)
     net = nets.build(**net_args).to(stage.rt.device)
-    if fresh and lab.weights:
+    if fresh and architecture in nets.LITE:
+        stage.records.info(nets.load_lite_weights(net, lab.weights))
+    elif fresh and lab.weights:
         stage.records.info(nets.load_backbone_weights(net, architecture, lab.weights))
     return net, net_args
 
@@ -290,8 +298,10 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     (estimated or uniform; None where no labels came from features: uniform)."""
     lab, run_dir = stage.cfg.label, stage.records
     semi = lab.mode == "semi"
-    learned = semi and lab.pretrain_steps > 0
-    from_features = learned or (semi and bool(lab.weights))
+    # A network that starts from pretrained weights has its features already: no SimCLR on it.
+    starts_trained = bool(lab.weights) or (not lab.backbone and lab.net in nets.LITE)
+    learned = semi and lab.pretrain_steps > 0 and not starts_trained
+    from_features = learned or (semi and starts_trained)
     # Colour is a nuisance of the self-supervised views unless it tells the labeled classes
     # apart (a function of the labeled images: the same on a resume).
     colour_views = from_features and not represent.colour_tells_classes_apart(
@@ -343,12 +353,28 @@ def pretrained_features(stage: Stage) -> torch.Tensor | None:
 
 def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: int,
            facts: dict) -> dict:
-    """Pseudo-labels for every unlabeled image from the final (tempered) EMA classifier, the
-    final metrics with the stage's `facts`, and the stage recorded as done."""
+    """Pseudo-labels for every unlabeled image from the final (tempered) EMA classifier, or in
+    round 0 from the features' labels where the held-out labels favour them
+    (`calibrate.final_labels`), the final metrics with the stage's `facts`, and the stage
+    recorded as done."""
     rt, run_dir = stage.rt, stage.records
     prints = facts["weight_fingerprints"]
     probs = predict(classifier, data.unlabeled.images, rt.device)
-    final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs)
+    source, why = calibrate.final_labels(facts["calibration"])
+    extra = {}
+    if source == "features" and facts.get("feature_labels") is not None:
+        if data.unlabeled_truth is not None:  # what the classifier alone would have handed out
+            extra = scores(probs, data.unlabeled_truth, "classifier_pseudo_label")
+        temperature = facts["calibration"]["feature_labels_temperature"]
+        probs = (facts["feature_labels"].clamp_min(1e-6).log() / temperature).softmax(1)
+    else:
+        source = "classifier"
+    if round_index == 0 and stage.cfg.label.mode == "semi":
+        extra |= {"final_labels": source, "final_labels_why": why}
+        run_dir.info(f"the unlabeled images' labels come from the {FINAL_LABELS[source]}: {why}"
+                     + ("; new images (semigen predict) are labeled by the classifier"
+                        if source == "features" else ""))
+    final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs) | extra
     if classifier is not uncalibrated and data.test is not None:  # what the temperature changed
         final["test_ece_uncalibrated"] = scores(predict(uncalibrated, data.test.images,
                                                         rt.device), data.test.labels,
