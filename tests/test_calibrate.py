@@ -229,3 +229,8 @@ def test_the_features_labels_are_judged_on_the_same_halves_and_handed_out_where_
     assert metrics["final_labels"] == "features" and "classifier_pseudo_label_accuracy" in metrics
     assert "the unlabeled images' labels come from the features' labels" in caplog.text
     assert "new images (semigen predict) are labeled by the classifier" in caplog.text
+    # the report shows both estimates and says where the labels came from, and why
+    from semigen.evaluation.report import write_report
+    html = write_report(tmp_path / "run").read_text()
+    assert "the features&#x27; labels on the same held-out halves" in html
+    assert "come from the features&#x27; labels" in html

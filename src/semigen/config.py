@@ -116,10 +116,11 @@ class RuntimeConfig:
 @dataclass
 class LabelConfig:
     mode: str = "semi"  # semi | labels-only (lower baseline) | all-labels (upper, built-ins only)
-    net: str = "cnn"  # cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs
-    # (wrn10_2: a shallow WideResNet, what judges generated images when the classifier is a cnn)
-    # | efficientnet-lite0 (-lite1, -lite2): ImageNet-pretrained, fine-tuned (its weights come
-    # with semigen; label.weights: a file of its own instead)
+    # the classifier: cnn: small, for 8-32 px on a CPU | wrn28_2: WideResNet-28-2, for GPUs |
+    # wrn10_2: a shallow WideResNet (what judges generated images when the classifier is a cnn)
+    # | efficientnet-lite0 (-lite1, -lite2): ImageNet-pretrained, fine-tuned (Lite0's weights
+    # come with semigen; label.weights: a file of it instead)
+    net: str = "cnn"
     net_side: int = 0  # the side an efficientnet-lite net reads the images at; 0: 160 px
     backbone: str = ""  # instead of net: a torchvision architecture (resnet18) or timm:NAME
     weights: str = ""  # the backbone's pretrained weights: a state dict file, or 'download'
@@ -151,7 +152,7 @@ class LabelConfig:
     # nt-xent: SimCLR's loss | dcl: decoupled (the positive pair out of the denominator)
     pretrain_loss: str = "nt-xent"
     # frozen pretrained features, a candidate beside the self-supervised ones (semi mode):
-    # auto (EfficientNet-Lite0 where semigen[pretrained] is installed, else none) | none |
+    # auto (EfficientNet-Lite0, which comes with semigen, where installed; else none) | none |
     # efficientnet-lite0, -lite1, -lite2 | timm:NAME | torchvision:NAME
     pretrained: str = "auto"
     pretrained_weights: str = ""  # a state dict file for label.pretrained, not its default

@@ -281,6 +281,10 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
     rows = [["classifier's accuracy, held out (trained on half the labels)",
              found["classifier_estimate"], found["classifier_estimate_low"],
              found["classifier_estimate_high"]]]
+    if "feature_labels_estimate" in found:
+        rows.append(["the features' labels on the same held-out halves",
+                     found["feature_labels_estimate"], found["feature_labels_estimate_low"],
+                     found["feature_labels_estimate_high"]])
     label = metrics.get("label", {})
     ece = [["held-out images, before / after (other half's temperature)",
             found["held_out_ece_before"], found["held_out_ece_after"]]]
@@ -294,6 +298,11 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
                "images." if found["temperature"] != 1.0 else
                "The confidences in pseudo_labels.csv, in predictions and below are the "
                "classifier's own (temperature 1).")
+    if label.get("final_labels_why"):
+        from ..labeling.calibrate import FINAL_LABELS
+        applied += html.escape(f" The unlabeled images' labels (pseudo_labels.csv) come from the "
+                               f"{FINAL_LABELS[label['final_labels']]}: "
+                               f"{label['final_labels_why']}.")
     return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. {applied}</p>"
             + _table(["estimate", "accuracy", "95 % low", "95 % high"], rows)
             + _table(["expected calibration error", "before", "after"], ece))

@@ -30,6 +30,8 @@ from .predict import format_metrics
 from .represent import describe_estimate, wilson_interval
 
 STAGE = "calibrate"
+# Where the unlabeled images' final labels come from (`final_labels`), in words.
+FINAL_LABELS = {"classifier": "classifier", "features": "features' labels"}
 log = logging.getLogger("semigen")
 
 

