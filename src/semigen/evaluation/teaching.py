@@ -86,8 +86,8 @@ def teaching_metrics(run: Run, generator_checkpoint: Path, classifier_checkpoint
     run's representation, else the classifier's own."""
     cfg, data = run.cfg, run.data
     features, about = represent.load_representation(run.path, cfg, data, device), \
-        ("ImageNet's EfficientNet-Lite features" if cfg.label.net in nets.LITE
-         and not cfg.label.backbone else "the run's self-supervised representation")
+        ("ImageNet's EfficientNet-Lite features" if (cfg.label.backbone or cfg.label.net)
+         in nets.LITE else "the run's self-supervised representation")
     if features is None and classifier_checkpoint is not None:
         features = nets.from_checkpoint(checkpoint.load(classifier_checkpoint)).features
         about = "the classifier's own features"

@@ -211,6 +211,21 @@ def lite_weights_file(name: str) -> str:
     return holder.get_model_file_path()
 
 
+def load_state_dict_file(net: nn.Module, weights: str, what: str) -> None:
+    """The state dict file `weights` into `net`: every tensor of `net` must be there with its
+    shape, except a classifier (`_fc.`, `fc.`, `head`), which may be missing or left over;
+    `what` names the file in the message that refuses it."""
+    state = read_state_dict(Path(weights).expanduser())
+    own = net.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in matched and not k.startswith(("_fc.", "fc.", "head"))]
+    if missing:
+        raise ValueError(f"{what} {weights}: {len(missing)} of the {len(own)} tensors are "
+                         f"missing or of another shape (first: {missing[0]}); is it a state "
+                         "dict of this architecture?")
+    net.load_state_dict(matched, strict=False)
+
+
 def lite_body(name: str) -> nn.Module:
     """EfficientNet-Lite `name`'s architecture, randomly initialised."""
     try:
@@ -232,15 +247,7 @@ class LiteFeatures(nn.Module):
         super().__init__()
         body = lite_body(name)
         if weights:
-            source = read_state_dict(Path(weights).expanduser())
-            own = body.state_dict()
-            missing = [k for k in own if not k.startswith("_fc.") and (
-                k not in source or source[k].shape != own[k].shape)]
-            if missing:
-                raise ValueError(f"{weights}: {len(missing)} of the {len(own)} tensors of "
-                                 f"{name} are missing or of another shape (first: "
-                                 f"{missing[0]}); is it a state dict of this architecture?")
-            body.load_state_dict({k: v for k, v in source.items() if k in own}, strict=False)
+            load_state_dict_file(body, weights, f"{name} weights")
         self.side, self.input, self.act = side, ImageNetInput(), body._swish
         self.frozen = frozen_batch_norm(nn.Sequential(body._conv_stem, body._bn0, body._swish,
                                                       *body._blocks[:frozen]))

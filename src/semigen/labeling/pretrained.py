@@ -107,7 +107,8 @@ class PooledMap(nn.Module):
 
 def _lite(name: str, weights: str) -> nn.Module:
     net = nets.lite_body(name)
-    _load(net, weights or nets.lite_weights_file(name))
+    nets.load_state_dict_file(net, weights or nets.lite_weights_file(name),
+                              "label.pretrained_weights")
     return PooledMap(net, "extract_features")
 
 
@@ -120,7 +121,7 @@ def _timm(name: str, weights: str) -> nn.Module:
                          "without a network, give a state dict file as "
                          "label.pretrained_weights") from e
     if weights:
-        _load(net, weights)
+        nets.load_state_dict_file(net, weights, "label.pretrained_weights")
     config = net.pretrained_cfg
     return PooledMap(net, "forward_features", config.get("mean", nets.IMAGENET_MEAN),
                      config.get("std", nets.IMAGENET_STD))
@@ -130,18 +131,6 @@ def _torchvision(name: str, weights: str) -> nn.Module:
     net = nets.Backbone(name, 1)
     nets.load_backbone_weights(net, name, weights or "download")
     return PooledMap(net.body, "forward")
-
-
-def _load(net: nn.Module, weights: str) -> None:
-    """A state dict file into `net`; its classifier may be missing or left over, nothing else."""
-    state = nets.read_state_dict(Path(weights).expanduser())
-    own = net.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in matched and not k.startswith(("_fc.", "fc.", "head"))]
-    if missing:
-        raise ValueError(f"label.pretrained_weights {weights}: {len(missing)} of the {len(own)} "
-                         f"tensors are missing or of another shape (first: {missing[0]})")
-    net.load_state_dict(matched, strict=False)
 
 
 def feature_network(name: str, weights: str = "") -> nn.Module:

@@ -523,7 +523,7 @@ def load_representation(run_path: Path, cfg: Config, data: Dataset, device
     (labels-only, or no representation steps)."""
     lab = cfg.label
     path = Layout(run_path).checkpoint(STAGE)
-    lite = not lab.backbone and lab.net in nets.LITE and lab.mode == "semi"
+    lite = (lab.backbone or lab.net) in nets.LITE and lab.mode == "semi"
     if not path.exists() and not lite:
         return None
     net = nets.build(**nets.arguments(lab.backbone or lab.net, data.shape, len(data.classes),

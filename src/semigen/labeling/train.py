@@ -298,7 +298,7 @@ def before_labels(stage: Stage, data: Dataset, net, fresh: bool):
     semi = lab.mode == "semi"
     # EfficientNet-Lite is fine-tuned from what ImageNet taught it: no SimCLR on it (a user's
     # backbone goes on from its weights with SimCLR, as --label.pretrain-steps says).
-    lite = not lab.backbone and lab.net in nets.LITE
+    lite = (lab.backbone or lab.net) in nets.LITE
     learned = semi and lab.pretrain_steps > 0 and not lite
     from_features = learned or (semi and (bool(lab.weights) or lite))
     # Colour is a nuisance of the self-supervised views unless it tells the labeled classes
