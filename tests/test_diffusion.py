@@ -287,3 +287,38 @@ def test_every_backend_offers_the_same_names_and_has_a_quick_budget():
         assert isinstance(module, Backend), f"{name} lacks a name of the Backend protocol"
         assert isinstance(module.describe({"backend": name, "guidance": 1.0,
                                            "sample_steps": 20}), str)
+
+
+def test_edm_s_target_and_preconditioning_give_back_the_clean_image():
+    """The network's target in the EDM form is what, scaled by c_out and added to c_skip times
+    the noisy image, is the clean image; and the sampler's own preconditioning of a perfect
+    prediction denoises to it."""
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.rand(64, 1, 4, 4, generator=g) * 2 - 1, torch.randn(64, 1, 4, 4,
+                                                                         generator=g)
+    scaled, c_noise, target = diffusion.edm_example(x, noise, g)
+    sigma = (4 * c_noise).exp()[:, None, None, None]
+    noisy = x + sigma * noise
+    torch.testing.assert_close(scaled, noisy / (sigma ** 2 + 0.25).sqrt())
+    solver = diffusion.sampler("edm")
+    torch.testing.assert_close(solver.precondition_outputs(noisy, target, sigma), x,
+                               atol=1e-4, rtol=1e-4)
+    assert 0.1 < sigma.median() < 0.6 and sigma.min() < 0.05 and sigma.max() > 2
+
+
+def test_the_edm_form_trains_and_samples_by_seed(tmp_path):
+    cfg = resolve(preset="tiny", overrides={
+        "run.out": str(tmp_path / "edm"), "generate.backend": "diffusion",
+        "generate.diffusion_form": "edm", "generate.mode": "labels-only",
+        "generate.steps": "60", "generate.sample_steps": "6"})
+    api.generate_run(cfg)
+    state = checkpoint.load(tmp_path / "edm" / "checkpoints" / "generate" / "latest.pt")
+    net = diffusion.from_checkpoint(state)
+    assert net.prediction == "edm" and "EDM" in net.settings()["sampler"]
+    labels, seeds = torch.tensor([0, 1, 1]), [3, 4, 5]
+    images = generation.sample(net, labels, seeds)
+    assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1 and images.std() > 0.05
+    torch.testing.assert_close(generation.sample(net, labels[1:2], seeds[1:2]), images[1:2],
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="generate.diffusion_form"):
+        validate(resolve(preset="tiny", overrides={"generate.diffusion_form": "vp"}))

@@ -125,3 +125,57 @@ def test_color_is_a_per_image_brightness_and_contrast_change():
     spread = ratio.flatten(1).max(dim=1).values - ratio.flatten(1).min(dim=1).values
     assert (spread < 1e-3).all()
     assert len({round(v, 4) for v in ratio[:, 0, 0, 0].tolist()}) == 3  # differs per image
+
+
+def test_group_std_is_each_groups_own_spread():
+    from semigen.generation.nets import group_std
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(6, 4, 3, 3, generator=g)
+    maps[3:] = maps[3]  # the second group: three copies of one image
+    spread = group_std(maps, torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert spread.shape == (6, 1, 3, 3)
+    expected = maps[:3].std(dim=0, unbiased=False).mean()
+    torch.testing.assert_close(spread[0, 0, 0, 0], expected, atol=1e-4, rtol=1e-4)
+    assert torch.all(spread[3:] < 1e-3) and torch.all(spread[:3] > 0.5)
+    # groups are labels, not positions: the same two groups interleaved
+    order = torch.tensor([0, 3, 1, 4, 2, 5])
+    torch.testing.assert_close(group_std(maps[order], torch.tensor([0, 1, 0, 1, 0, 1])),
+                               spread[order])
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_collapsed_class():
+    """With `minibatch_std`, the same image scores differently when its class's other images
+    in the batch are copies of it than when they differ; without it, it cannot."""
+    torch.manual_seed(0)
+    varied = torch.randn(4, 1, 8, 8)
+    collapsed = varied[:1].repeat(4, 1, 1, 1)
+    y = torch.zeros(4, dtype=torch.long)
+    for minibatch_std in (True, False):
+        d = Discriminator(3, (8, 8, 1), width=8, minibatch_std=minibatch_std).eval()
+        apart = d(varied, y)[0] - d(collapsed, y)[0]
+        assert (apart.abs() > 1e-4) == minibatch_std
+    # real and generated images in one pass are compared within their own group only
+    d = Discriminator(3, (8, 8, 1), width=8, minibatch_std=True).eval()
+    both = d(torch.cat([varied, collapsed]), torch.cat([y, y]),
+             groups=torch.cat([y, y + 3]))
+    torch.testing.assert_close(both[:4], d(varied, y))
+    torch.testing.assert_close(both[4:], d(collapsed, y))
+
+
+@pytest.mark.parametrize("space", ["pixels", "features"])
+def test_a_gan_step_trains_with_either_mode_seeking_space(space):
+    from types import SimpleNamespace
+
+    from semigen.config import resolve
+    from semigen.generation import gan
+    gen = resolve(preset="tiny", overrides={"generate.seeking_space": space,
+                                            "generate.minibatch_std": "true"}).generate
+    model = gan.build(gen, 3, (8, 8, 1))
+    fabric = SimpleNamespace(setup=lambda *objects: objects, backward=lambda loss: loss.backward())
+    step = gan.trainer(model, gen, fabric)
+    before = [p.detach().clone() for p in model.objects["generator"].parameters()]
+    logged = step(torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 3,
+                  torch.Generator().manual_seed(0))
+    assert torch.isfinite(logged["mode_seeking"]) and logged["mode_seeking"] > 0
+    after = list(model.objects["generator"].parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))

@@ -9,6 +9,11 @@ Guidance ``w`` mixes the model's two predictions: ``(1 + w) * conditional - w * 
 ``generate.label_dropout`` share of the training images. Sampling is deterministic: image i
 starts from the noise of seed i, and the solver adds none, so it is the same whatever the batch.
 
+With ``generate.diffusion_form edm`` the same UNet is trained and sampled in the EDM
+formulation instead (Karras et al. 2022): noise levels drawn log-normally around where images
+are learnt, inputs and outputs scaled so that the network always sees and predicts unit-size
+signals, and DPM-Solver++ on EDM's noise levels to sample.
+
 Everything random in a training step comes from (seed, rank, step): a resumed run takes the
 very steps of an uninterrupted one."""
 
@@ -26,12 +31,20 @@ from .sampling import noise_from_seeds
 # Nichol & Dhariwal 2021) keeps the small images' structure longer than the linear one.
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
 PREDICTION = "v_prediction"  # better behaved than epsilon at few solver steps
+# generate.diffusion_form -> what the network predicts ("edm": EDM's preconditioned target)
+FORMS = {"ddpm-v": PREDICTION, "edm": "edm"}
+# EDM's settings (Karras et al. 2022, table 1): the data's scale, and the log-normal
+# distribution of training noise levels
+SIGMA_DATA, LOG_SIGMA_MEAN, LOG_SIGMA_STD = 0.5, -1.2, 1.2
+# EDM's noise input is log(sigma) / 4 (about -1.5 to 1); the UNet's sinusoidal embedding was
+# made for timesteps 0-1000, so it gets that times 1000
+EDM_NOISE_SCALE = 1000.0
 # On a CPU the UNet's activations for many images at once fall out of the caches: 2 cores drew
 # 13.8 images per second in batches of 100 and 8.1 in batches of 400 (BENCHMARKS.md, speed),
 # so a CPU samples a larger batch 100 images at a time (a GPU, all at once).
 CPU_SAMPLE_BATCH = 100
 # generate.* fields that decide the network: a run continues only with the same values
-MODEL_FIELDS = ("width",)
+MODEL_FIELDS = ("width", "diffusion_form")
 # what besides the weights and the seed decides an image (for the manifest of `sample`)
 SAMPLING_FIELDS = ("guidance", "sample_steps")
 # `Diffusion.sample` noises given images part of the way and denoises them (SDEdit)
@@ -89,12 +102,15 @@ class Diffusion(nn.Module):
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor
                 ) -> torch.Tensor:
         """The model's prediction; label ``num_classes`` means "no class"."""
+        if self.prediction == "edm":
+            timesteps = timesteps * EDM_NOISE_SCALE
         return self.unet(noisy, timesteps, class_labels=labels).sample
 
     def settings(self) -> dict:
         """How it samples, for the metrics that judge its images."""
         return {"backend": "diffusion", "guidance": self.guidance,
-                "sample_steps": self.sample_steps, "sampler": "DPM-Solver++ (2nd order)"}
+                "sample_steps": self.sample_steps, "sampler": "DPM-Solver++ (2nd order)"
+                + (" on EDM's noise levels" if self.prediction == "edm" else "")}
 
     def guided(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.guidance == 0:
@@ -130,8 +146,9 @@ class Diffusion(nn.Module):
             solver.set_begin_index(begin)
             x = solver.add_noise(start.to(device), noise, timesteps[:1])
         labels = labels.to(device)
-        for t in timesteps:
-            x = solver.step(self.guided(x, t, labels), t, x).prev_sample
+        for t in timesteps:  # EDM scales the network's input by the noise level; DDPM does not
+            x = solver.step(self.guided(solver.scale_model_input(x, t), t, labels), t,
+                            x).prev_sample
         return x.clamp(-1, 1)
 
 
@@ -143,9 +160,37 @@ def training_schedule(prediction: str = PREDICTION):
 
 def sampler(prediction: str = PREDICTION):
     """A fresh deterministic solver on the training schedule (it keeps state while sampling)."""
+    if prediction == "edm":  # diffusers' "epsilon" is EDM's own preconditioning
+        from diffusers import EDMDPMSolverMultistepScheduler
+        return EDMDPMSolverMultistepScheduler(sigma_data=SIGMA_DATA, prediction_type="epsilon",
+                                              algorithm_type="dpmsolver++", solver_order=2)
     from diffusers import DPMSolverMultistepScheduler
     return DPMSolverMultistepScheduler(**SCHEDULE, prediction_type=prediction,
                                        algorithm_type="dpmsolver++", solver_order=2)
+
+
+def ddpm_example(x: torch.Tensor, noise: torch.Tensor, g: torch.Generator, schedule,
+                 prediction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input, timesteps, target) for clean images `x`: DDPM's, at a uniform time."""
+    t = torch.randint(0, schedule.config.num_train_timesteps, (len(x),), generator=g,
+                      device=x.device)
+    target = schedule.get_velocity(x, noise, t) if prediction == "v_prediction" else noise
+    return schedule.add_noise(x, noise, t), t, target
+
+
+def edm_example(x: torch.Tensor, noise: torch.Tensor, g: torch.Generator, schedule=None,
+                prediction: str = "edm") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input, noise input, target) for clean images `x` in EDM's preconditioning: the
+    network F sees the noisy image scaled to unit variance and predicts (x - c_skip * noisy) /
+    c_out, so that c_skip * noisy + c_out * F is the clean image; its plain squared error is
+    EDM's weighted loss."""
+    log_sigma = LOG_SIGMA_MEAN + LOG_SIGMA_STD * torch.randn(len(x), generator=g,
+                                                             device=x.device)
+    sigma = log_sigma.exp()[:, None, None, None]
+    noisy = x + sigma * noise
+    scale = (sigma ** 2 + SIGMA_DATA ** 2).sqrt()
+    c_skip, c_out = SIGMA_DATA ** 2 / scale ** 2, sigma * SIGMA_DATA / scale
+    return noisy / scale, log_sigma / 4, (x - c_skip * noisy) / c_out
 
 
 def denoising_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -168,7 +213,7 @@ def from_checkpoint(state: dict, use_ema: bool = True, guidance: float | None = 
 
 def build(gen, num_classes: int, shape: tuple[int, int, int]) -> Trainable:
     """The model, its EMA and its optimizer, before any training."""
-    net_args = {"num_classes": num_classes, "prediction": PREDICTION,
+    net_args = {"num_classes": num_classes, "prediction": FORMS[gen.diffusion_form],
                 "unet": unet_config(num_classes, shape, gen.width)}
     model = Diffusion(**net_args, guidance=gen.guidance, sample_steps=gen.sample_steps)
     return Trainable(net_args, {"generator": model, "ema": make_ema(model, gen.ema_decay),
@@ -188,17 +233,16 @@ def trainer(model: Trainable, gen, fabric):
     predict, step, update the EMA; all noise from the generator `g`."""
     net, ema = model.objects["generator"], model.objects["ema"]
     fabric_model, optimizer = fabric.setup(net, model.objects["optimizer"])
-    schedule = training_schedule(net.prediction)
+    edm = net.prediction == "edm"
+    schedule = None if edm else training_schedule(net.prediction)
+    example = edm_example if edm else ddpm_example
 
     def step(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> dict:
         x = x.contiguous()  # the UNet's GroupNorm and attention prefer the plain layout
         noise = torch.randn(x.shape, generator=g, device=x.device)
-        t = torch.randint(0, schedule.config.num_train_timesteps, (len(y),), generator=g,
-                          device=x.device)
+        noisy, t, target = example(x, noise, g, schedule, net.prediction)
         shown = hide_classes(y, gen.label_dropout, net.num_classes, g)
-        target = schedule.get_velocity(x, noise, t) if net.prediction == "v_prediction" \
-            else noise
-        loss = denoising_loss(fabric_model(schedule.add_noise(x, noise, t), t, shown), target)
+        loss = denoising_loss(fabric_model(noisy, t, shown), target)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         optimizer.step()

@@ -16,7 +16,7 @@ from . import losses
 from .nets import Discriminator, Generator
 
 # generate.* fields that decide the networks: a run continues only with the same values
-MODEL_FIELDS = ("z_dim", "width")
+MODEL_FIELDS = ("z_dim", "width", "minibatch_std")
 # what besides the weights and the seed decides an image (for the manifest of `sample`)
 SAMPLING_FIELDS = ()
 # a GAN draws from noise alone: no variations of a given image
@@ -29,18 +29,20 @@ def describe(settings: dict) -> str:
 
 
 def build_networks(num_classes: int, shape: tuple[int, int, int], z_dim: int, width: int,
-                   classify: bool = False):
+                   classify: bool = False, minibatch_std: bool = False):
     """Generator and discriminator (with `classify`, an auxiliary classifier too) in
     channels-last layout, as the classifier (about a quarter faster on a CPU)."""
     nets = (Generator(num_classes, shape, z_dim=z_dim, width=width),
-            Discriminator(num_classes, shape, width=width, classify=classify))
+            Discriminator(num_classes, shape, width=width, classify=classify,
+                          minibatch_std=minibatch_std))
     return tuple(net.to(memory_format=torch.channels_last) for net in nets)
 
 
 def build(gen, num_classes: int, shape: tuple[int, int, int]) -> Trainable:
     """The networks, their EMA and their optimizers, before any training."""
     generator, discriminator = build_networks(num_classes, shape, gen.z_dim, gen.width,
-                                              classify=gen.class_loss > 0)
+                                              classify=gen.class_loss > 0,
+                                              minibatch_std=gen.minibatch_std)
     return Trainable(
         {"num_classes": num_classes, "image_shape": shape, "z_dim": gen.z_dim,
          "width": gen.width},
@@ -55,6 +57,7 @@ def trainer(model: Trainable, gen, fabric):
     generator, then the EMA; all noise from the generator `g`."""
     generator, discriminator, ema = (model.objects[k] for k in ("generator", "discriminator",
                                                                  "ema"))
+    num_classes = model.net_args["num_classes"]
     g_model, opt_g = fabric.setup(generator, model.objects["opt_g"])
     d_model, opt_d = fabric.setup(discriminator, model.objects["opt_d"])
 
@@ -65,10 +68,12 @@ def trainer(model: Trainable, gen, fabric):
         z = torch.randn(len(y), gen.z_dim, generator=g, device=x.device)
         with torch.no_grad():
             fake = g_model(z, y)
-        # real and generated images in one pass: half the discriminator's calls
+        # real and generated images in one pass: half the discriminator's calls; a class's
+        # real images and its generated ones are two groups (minibatch_std)
+        classes = torch.cat([y, y])
         d_loss, d_class = losses.discriminator_loss(
-            d_model(augment(torch.cat([x, fake.to(x.dtype)]), g), torch.cat([y, y])), y,
-            gen.class_loss)
+            d_model(augment(torch.cat([x, fake.to(x.dtype)]), g), classes,
+                    groups=torch.cat([y, y + num_classes])), y, gen.class_loss)
         opt_d.zero_grad(set_to_none=True)
         fabric.backward(d_loss)
         opt_d.step()
@@ -80,9 +85,20 @@ def trainer(model: Trainable, gen, fabric):
             y = torch.cat([y[:len(y) // 2]] * 2)
             z = z[:len(y)]
         fake = g_model(z, y)
-        g_loss, g_class = losses.generator_loss(d_model(augment(fake, g), y), y, gen.class_loss)
+        if pairs and gen.seeking_space == "features":
+            # the augmented images for the loss, the plain ones for how far apart they are
+            output, features = d_model(torch.cat([augment(fake, g), fake]), torch.cat([y, y]),
+                                       groups=torch.cat([y, y + num_classes]),
+                                       with_features=True)
+            output = tuple(o[:len(y)] for o in output) if isinstance(output, tuple) \
+                else output[:len(y)]
+            apart = features[len(y):]
+            apart = apart / apart.abs().mean().detach()  # a scale the weight can be set in
+        else:
+            output, apart = d_model(augment(fake, g), y), fake
+        g_loss, g_class = losses.generator_loss(output, y, gen.class_loss)
         if pairs:
-            seeking["mode_seeking"] = losses.mode_seeking(fake, z)
+            seeking["mode_seeking"] = losses.mode_seeking(apart, z)
             g_loss = g_loss + gen.mode_seeking * seeking["mode_seeking"]
         opt_g.zero_grad(set_to_none=True)
         fabric.backward(g_loss)

@@ -52,7 +52,8 @@ def mode_seeking(images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The mode-seeking term (Mao et al. 2019, MSGAN): images i and i + n/2 share a class, and
     the further apart their noise is, the further apart the generator must draw them; it is the
     inverse of how far apart they are per unit of noise distance, so it falls as the images of
-    a class spread out and grows without bound as they collapse onto one."""
+    a class spread out and grows without bound as they collapse onto one. `images` may be the
+    images or any features of them (N x ...)."""
     first, second = images.float().flatten(1).chunk(2)
     noise_a, noise_b = noise.float().chunk(2)
     apart = (first - second).abs().mean(1) / (noise_a - noise_b).abs().mean(1)

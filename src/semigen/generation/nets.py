@@ -94,24 +94,46 @@ class Generator(nn.Module):
         return self(noise_from_seeds(seeds, self.z_dim).to(device), labels.to(device))
 
 
+def group_std(maps: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """For each image of `maps` (N x C x H x W), how much the images of its group differ: the
+    standard deviation over the group's members of each feature, averaged over the features
+    (ProGAN's minibatch standard deviation, Karras et al. 2018, taken per group). N x 1 x H x W,
+    to join the maps as one more channel."""
+    _, index = groups.unique(return_inverse=True)
+    flat = maps.float().flatten(1)
+    count = torch.zeros(int(index.max()) + 1, device=maps.device).index_add_(
+        0, index, torch.ones_like(index, dtype=flat.dtype))[:, None]
+    mean = torch.zeros(len(count), flat.shape[1], device=maps.device).index_add_(
+        0, index, flat) / count
+    variance = torch.zeros_like(mean).index_add_(0, index, (flat - mean[index]) ** 2) / count
+    spread = (variance + 1e-8).sqrt().mean(dim=1)[index].to(maps.dtype)
+    return spread[:, None, None, None].expand(-1, 1, *maps.shape[2:])
+
+
 class Discriminator(nn.Module):
     """Image, class -> realness score: per halving a 4x4 strided convolution (channels doubling
     per halving up to 4 * width at the smallest map), a 3x3 one at the smallest map, all spectrally
     normalised; then a linear score of the summed features plus their projection onto the class
     embedding. With `classify`, also class logits from the same features (the auxiliary
-    classifier of AC-GAN), returned as a second output."""
+    classifier of AC-GAN), returned as a second output.
+
+    With `minibatch_std`, the last convolution also sees how much the images of each image's
+    group differ (`group_std`; a group is a class of real or of generated images in the batch):
+    a generator that draws one image per class is told apart by that alone."""
 
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], width: int = 64,
-                 classify: bool = False):
+                 classify: bool = False, minibatch_std: bool = False):
         super().__init__()
         h, w, c = image_shape
         downs = doublings(max(h, w))  # down to the generator's 4-7 px start
         # the generator's channels in reverse: 4 * width at the smallest map, halved per
         # doubling of the map (8 at least); at 28 px width, 2 * width, 4 * width
         channels = [c] + [max(8, 4 * width >> (downs - i)) for i in range(downs + 1)]
+        self.minibatch_std = minibatch_std
         layers = []
         for i, (cin, cout) in enumerate(pairwise(channels)):
             last = i == downs
+            cin += int(last and minibatch_std)  # the group's spread joins as a channel
             layers += [spectral_norm(nn.Conv2d(cin, cout, 3 if last else 4, stride=1 if last else 2,
                                                padding=1)), nn.LeakyReLU(0.1)]
         self.body = nn.Sequential(*layers)
@@ -121,9 +143,20 @@ class Discriminator(nn.Module):
         self.classifier = spectral_norm(nn.Linear(self.channels, num_classes)) if classify \
             else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        features = self.body(x).sum(dim=(2, 3))
+    def features(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """The summed features of the last map (N x channels) that score and classify."""
+        if not self.minibatch_std:
+            return self.body(x).sum(dim=(2, 3))
+        maps = self.body[:-2](x)
+        maps = torch.cat([maps, group_std(maps, groups)], dim=1)
+        return self.body[-2:](maps).sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None,
+                with_features: bool = False):
+        """Scores (and logits, with an auxiliary classifier) of images `x` of classes `y`;
+        `groups` (default: `y`) say which images `minibatch_std` compares; `with_features` also
+        returns the features, as (output, features)."""
+        features = self.features(x, y if groups is None else groups)
         score = self.score(features).squeeze(1) + (self.embed(y) * features).sum(dim=1)
-        if self.classifier is None:
-            return score
-        return score, self.classifier(features)
+        output = score if self.classifier is None else (score, self.classifier(features))
+        return (output, features) if with_features else output
