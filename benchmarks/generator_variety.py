@@ -14,9 +14,9 @@ judge's; class consistency (overall and worst class); how much it copies its tra
 BENCHMARKS.md; OUT/results.json keeps every row, OUT/<variant>-seed<S>.png its last grid.
 
 With `--budgets 0.5 1 2 4`, each variant is measured at each of those multiples of its
-backend's quick budget (steps; batch size unchanged), as one run continued from the one
-before: the curve of variety and consistency against training time. Neither backend changes
-its learning rate with the budget, so a run continued to 2x is a run of 2x."""
+backend's quick budget (`generate.budget`: steps; batch size unchanged), as one run continued
+from the one before: the curve of variety and consistency against training time. Neither
+backend changes its learning rate with the budget, so a run continued to 2x is a run of 2x."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import common
 
 from semigen.api import generate_run
-from semigen.config import BACKEND_BUDGET, resolve
+from semigen.config import resolve
 from semigen.evaluation.run import evaluate
 
 
@@ -44,8 +44,7 @@ def run_one(args, name: str, overrides: dict, seed: int, budget: float = 1.0,
         "run.progress": "false", "evaluate.per_class": str(args.per_class),
         "evaluate.seed": str(seed), **args.set, **overrides}
     if args.budgets:
-        backend = resolve(preset=args.preset, overrides=settings).generate.backend
-        settings["generate.steps"] = str(round(budget * BACKEND_BUDGET[backend]["steps"]))
+        settings["generate.budget"] = str(budget)
     cfg = resolve(preset=args.preset, overrides=settings)
     if cfg.generate.mode == "semi" and not (out / "pseudo_labels.csv").exists():
         out.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,19 @@ def test_differences_name_each_changed_field():
     new = resolve(preset="tiny", overrides={"label.steps": "60", "runtime.seed": "2"}).to_dict()
     assert differences(old, new) == ["label.steps: 30 -> 60", "runtime.seed: 0 -> 2"]
     assert differences(old, old) == []
+
+
+def test_the_generator_budget_scales_each_backend_s_quick_steps_only_where_steps_is_unset():
+    from semigen.config import BACKEND_BUDGET
+    for backend, quick in BACKEND_BUDGET.items():
+        cfg = resolve(overrides={"generate.backend": backend, "generate.budget": "2.5"})
+        assert cfg.generate.steps == round(2.5 * quick["steps"])
+        assert cfg.generate.batch_size == quick["batch_size"]  # batches as they were
+    assert resolve(preset="varied").generate.steps == round(
+        resolve(preset="varied").generate.budget * BACKEND_BUDGET["gan"]["steps"])
+    assert resolve(preset="varied").generate.budget > 1
+    # steps given: the budget does not scale them again (nor a run's saved config)
+    assert resolve(overrides={"generate.steps": "300", "generate.budget": "4"}
+                   ).generate.steps == 300
+    with pytest.raises(ConfigError, match="generate.budget must be > 0"):
+        validate(resolve(overrides={"generate.budget": "0"}))

@@ -227,7 +227,11 @@ class GenerateConfig:
     # the bar passes nearly all of them, so 0.25 and 0.75 train the same generator)
     class_floor: float = 0.5
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
-    steps: int = 0  # 0: the backend's quick budget (gan 4000, diffusion 3400); full: 40000
+    steps: int = 0  # 0: the backend's quick budget (gan 4000, diffusion 3400) x budget
+    # where steps is 0: how many times the backend's quick budget it trains for; its variety
+    # and class consistency both grow with it (the `varied` preset: 3.5, about 28 minutes of
+    # the GAN on 2 CPU cores; BENCHMARKS.md, "Variety against training time")
+    budget: float = 1.0
     batch_size: int = 0  # 0: the backend's (gan 128, diffusion 32); the full preset (GPU): 64
     z_dim: int = 128  # gan: length of the noise vector the generator starts from
     width: int = 16  # channels scale: generator 4x at the start halving to 1x, discriminator 1x-4x
@@ -280,6 +284,7 @@ class GenerateConfig:
               for name in ("steps", "batch_size", "z_dim", "width", "sample_every",
                            "grid_per_class", "sample_steps")),
             (self.lr > 0, f"generate.lr must be > 0 (got {self.lr})"),
+            (self.budget > 0, f"generate.budget must be > 0 (got {self.budget})"),
             (self.lr <= MAX_LR, f"generate.lr must be at most {MAX_LR} (got {self.lr})"),
             (self.class_loss >= 0,
              f"generate.class_loss must be >= 0 (got {self.class_loss})"),
@@ -590,12 +595,13 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
 
 
 def with_backend_budget(cfg: Config) -> Config:
-    """`cfg` with generate.steps and generate.batch_size that are 0 set to its backend's
-    (an unknown backend is left for `validate` to name)."""
+    """`cfg` with generate.steps and generate.batch_size that are 0 set to its backend's,
+    the steps times generate.budget (an unknown backend is left for `validate` to name)."""
     gen = cfg.generate
     for name, value in BACKEND_BUDGET.get(gen.backend, {}).items():
         if getattr(gen, name) == 0:
-            setattr(gen, name, value)
+            scale = gen.budget if name == "steps" and gen.budget > 0 else 1
+            setattr(gen, name, max(1, round(value * scale)))
     return cfg
 
 
