@@ -229,8 +229,8 @@ class GenerateConfig:
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
     steps: int = 0  # 0: the backend's quick budget (gan 4000, diffusion 3400) x budget
     # where steps is 0: how many times the backend's quick budget it trains for; its variety
-    # and class consistency both grow with it (the `varied` preset: 3.5, about 28 minutes of
-    # the GAN on 2 CPU cores; BENCHMARKS.md, "Variety against training time")
+    # and class consistency both grow with it (the `varied` preset: 2, about 16 minutes of the
+    # GAN on 2 CPU cores; BENCHMARKS.md, "Variety against training time")
     budget: float = 1.0
     batch_size: int = 0  # 0: the backend's (gan 128, diffusion 32); the full preset (GPU): 64
     z_dim: int = 128  # gan: length of the noise vector the generator starts from
@@ -251,10 +251,12 @@ class GenerateConfig:
     # (chosen with class_loss, as above)
     mode_seeking: float = 0.05
     # gan: where the mode-seeking term measures how far apart two images are: "pixels", or
-    # "features", the discriminator's (which tell shapes apart, where pixels reward brightness)
+    # "features", the discriminator's (meant to reward other shapes over other brightness;
+    # on Fashion-MNIST at the quick budget it bought no variety: docs/defaults.md)
     seeking_space: str = "pixels"
     # gan: the discriminator also sees how much the images of a class in the batch differ
-    # (minibatch standard deviation per class, ProGAN's): one image per class gives itself away
+    # (minibatch standard deviation per class, ProGAN's); off: on Fashion-MNIST at the quick
+    # budget it bought no variety and cost consistency (docs/defaults.md)
     minibatch_std: bool = False
     # diffusion only: classifier-free guidance w at sampling, (1 + w) * conditional - w *
     # unconditional (0: the conditional model alone); it can be changed when sampling. 0.5:
@@ -263,7 +265,8 @@ class GenerateConfig:
     guidance: float = 0.5
     label_dropout: float = 0.1  # diffusion: share of training images whose class is hidden
     # diffusion: how it is trained and sampled: "ddpm-v" (DDPM, v-prediction, cosine schedule)
-    # or "edm" (Karras et al. 2022: log-normal noise levels, preconditioned inputs and target)
+    # or "edm" (Karras et al. 2022: log-normal noise levels, preconditioned inputs and target;
+    # on Fashion-MNIST as varied and less recognisable: docs/defaults.md)
     diffusion_form: str = "ddpm-v"
     sample_steps: int = 20  # diffusion: DPM-Solver++ steps per image
     sample_every: int = 500  # per-class grids in RUN/samples/
