@@ -228,9 +228,9 @@ class GenerateConfig:
     class_floor: float = 0.5
     weight_by_confidence: bool = False  # sample pseudo-labeled images in proportion to it
     steps: int = 0  # 0: the backend's quick budget (gan 4000, diffusion 3400) x budget
-    # where steps is 0: how many times the backend's quick budget it trains for; its variety
-    # and class consistency both grow with it (the `varied` preset: 2, about 16 minutes of the
-    # GAN on 2 CPU cores; BENCHMARKS.md, "Variety against training time")
+    # where steps is 0: how many times the backend's quick budget it trains for; the GAN's
+    # variety grows about 0.1 of real per doubling on Fashion-MNIST (BENCHMARKS.md, "Variety
+    # against training time")
     budget: float = 1.0
     batch_size: int = 0  # 0: the backend's (gan 128, diffusion 32); the full preset (GPU): 64
     z_dim: int = 128  # gan: length of the noise vector the generator starts from
