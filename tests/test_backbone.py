@@ -140,7 +140,7 @@ def test_the_baselines_start_from_the_same_weights(tmp_path, monkeypatch):
         if mode != "semi":
             assert "represent" not in read_metrics(out)
         assert np.isfinite(metrics["test_accuracy"])
-    assert len(started) == 3
+    assert len(started) == 6  # each mode: the check before the run is written, then the run
     for state in started.values():
         for name, tensor in state.items():
             if name in source:  # the body's own tensors (BatchNorm counters aside)

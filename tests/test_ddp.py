@@ -36,7 +36,7 @@ def test_two_process_cpu_ddp(tmp_path):
     assert [r["step"] for r in stats if "loss" in r and r["stage"] == "represent"] == [10, 20]
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "data_report.json", "log.txt", "metrics.json",
-        "pseudo_labels.csv", "run.lock", "split.json", "stages.json", "stats.jsonl",
+        "pseudo_labels.csv", "run.json", "run.lock", "split.json", "stages.json", "stats.jsonl",
         "tensorboard"]
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["calibrate", "label",
                                                                        "represent"]

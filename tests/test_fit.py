@@ -77,6 +77,7 @@ def test_the_stages_record_is_apart_from_the_figures(fitted):
 def test_fit_runs_every_stage_and_records_each_round(fitted):
     run, summary = fitted
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics.pop("run_id") == json.loads((run / "run.json").read_text())["run_id"]
     assert list(metrics)[:2] == ["represent", "label"] and set(STAGES) <= set(metrics)
     assert metrics["fit"] == summary
     assert [r["round"] for r in summary["rounds"]] == [0, 1]

@@ -318,7 +318,7 @@ def test_sample_refuses_a_folder_of_files_the_data_folder_and_absurd_counts(
     assert "inside the run's data folder" in capsys.readouterr().err
     assert main(["sample", str(trained_run), "--per-class", "1000000000", "--out",
                  str(tmp_path / "huge")]) == 2
-    assert "at most 1,000,000 images per class" in capsys.readouterr().err
+    assert "give 1-1,000,000 images per class" in capsys.readouterr().err
     assert main(["sample", str(trained_run), "--per-class", "2", "--out", str(mine),
                  "--overwrite"]) == 0
     assert (mine / "manifest.csv").read_text().startswith("path,class,seed")

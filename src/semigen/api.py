@@ -40,9 +40,9 @@ def generate(data: str | None = None, out: str | None = None, **options) -> dict
 def label_run(cfg: Config) -> dict:
     """`semigen label`: open the run (taking the labels added since its split) and train its
     classifier."""
-    from .labeling.train import MODEL_FIELDS, check_backbone, train_classifier
+    from .labeling.train import MODEL_FIELDS, check_networks, train_classifier
     from .run import open_run
-    check_backbone(cfg)
+    check_networks(cfg)
     with open_run(cfg, MODEL_FIELDS, take_added_labels=True) as run:
         return train_classifier(run)
 
@@ -108,8 +108,9 @@ def sample(run: str | Path, per_class: int, out: str | Path, seed: int = 0,
     new or empty folder, or any with `overwrite`); a diffusion generator samples with
     `guidance` and `sample_steps` (None: the run's)."""
     from .generation.export import check_sampling, sample_to_folder
-    check_sampling(per_class, batch_size, guidance, sample_steps)
-    return sample_to_folder(as_run_path(run), per_class, out, seed, batch_size, checkpoint, device,
+    run = as_run_path(run)
+    check_sampling(run, per_class, batch_size, guidance, sample_steps)
+    return sample_to_folder(run, per_class, out, seed, batch_size, checkpoint, device,
                             guidance, sample_steps, overwrite)
 
 

@@ -392,6 +392,9 @@ class EvaluateConfig:
             *((getattr(self, name) >= 1,
                f"evaluate.{name} must be >= 1 (got {getattr(self, name)})")
               for name in ("per_class", "round_per_class", "evaluator_steps")),
+            *((getattr(self, name) <= MAX_PER_CLASS,
+               f"evaluate.{name} must be <= {MAX_PER_CLASS:,}, as in every command (got "
+               f"{getattr(self, name)})") for name in ("per_class", "round_per_class")),
             (self.judge_steps >= 0,
              f"evaluate.judge_steps must be >= 0 (got {self.judge_steps})"),
             (self.features is None or Path(self.features).expanduser().is_file(),
@@ -564,6 +567,11 @@ FLAG_FIELDS = {"data": "data.source", "labels": "data.labels_csv",
                "precision": "runtime.precision", "resume": "run.resume", "rounds": "fit.rounds"}
 
 
+# The fields that name a file or folder of the user's: a run stores them absolute.
+PATH_FIELDS = ("data.source", "data.labels_csv", "data.added_labels", "label.weights",
+               "label.pretrained_weights", "evaluate.inception_weights", "evaluate.features")
+
+
 def make_config(data: str | None = None, out: str | None = None, preset: str | None = None,
                 config: str | Path | None = None, base: str | Path | Config | None = None,
                 **fields) -> Config:
@@ -587,12 +595,15 @@ def make_config(data: str | None = None, out: str | None = None, preset: str | N
     # A built-in's name in a run's saved config is the built-in: its folders were saved as
     # full paths, so a folder named "digits" where the command runs is not the run's data.
     saved_builtin = overrides["data.source"] is None and cfg.data.source in BUILTINS
-    for name in ("source", "labels_csv", "added_labels"):  # found from any working directory
-        value = getattr(cfg.data, name)
-        if name == "source" and saved_builtin:
+    for dotted in PATH_FIELDS:  # kept absolute: the run is found from any working directory
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if dotted == "data.source" and saved_builtin:
             continue
         if value and Path(value).expanduser().exists():
-            setattr(cfg.data, name, str(Path(value).expanduser().resolve()))
+            setattr(getattr(cfg, section), name, str(Path(value).expanduser().resolve()))
+    if cfg.data.cache_dir and not cfg.data.cache_dir.startswith("~"):  # made where it began
+        cfg.data.cache_dir = str(Path(cfg.data.cache_dir).resolve())
     validate(cfg)
     return cfg
 
@@ -609,6 +620,7 @@ def with_backend_budget(cfg: Config) -> Config:
 
 
 MAX_LR = 10.0
+MAX_PER_CLASS = 1_000_000  # generated images per class one command makes, in every command
 MAX_SYNTHETIC_RATIO = 64  # generated images per real labeled image in a round's batches
 
 

@@ -29,8 +29,8 @@ from .config import BUILTINS, ConfigError
 from .data import DataError, added, class_folders, load_dataset
 from .data.cells import restored, safe_row
 from .data.images import png_bytes
-from .generation.export import write_png
-from .run import Layout, check_output, read_pseudo_labels, replacing, run_config
+from .generation.export import check_per_class, write_png
+from .run import Layout, check_output, filling, read_pseudo_labels, replacing, run_config
 
 log = logging.getLogger("semigen")
 FORMATS = ("imagefolder", "hf", "csv")
@@ -54,13 +54,14 @@ def export(run: Path, format: str, out: str | Path, min_confidence: float | None
     threshold = cfg.generate.min_confidence if min_confidence is None else min_confidence
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--min-confidence {threshold}: must lie between 0 and 1")
+    check_per_class(generated_per_class, "--generated-per-class", low=0)
     out = check_output(out, run, overwrite, folder=True, data_source=cfg.data.source)
     data = load_dataset(cfg.data)
     data.report.raise_if_errors()
-    with tempfile.TemporaryDirectory() as scratch:
+    # claimed before anything is written, filled in a folder of its own, renamed into place
+    with tempfile.TemporaryDirectory() as scratch, filling(out, overwrite) as work:
         items = collect(run, cfg, data, threshold, generated_per_class, Path(scratch))
-        out.mkdir(parents=True, exist_ok=True)
-        WRITERS[format](items, data.classes, out)
+        WRITERS[format](items, data.classes, work)
     by_source = Counter(item.source for item in items)
     log.info(f"exported {len(items):,} images to {out} as {format}: "
              + ", ".join(f"{n:,} {s}" for s, n in by_source.items())

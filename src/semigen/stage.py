@@ -26,7 +26,7 @@ import torch
 from . import checkpoint, runtime
 from .config import Config, ConfigError
 from .progress import progress
-from .run import Records, Run
+from .run import Records, Run, check_run
 
 
 @dataclass
@@ -87,6 +87,8 @@ def resume_or_start(stage: Stage, objects: dict, init: Path | None = None,
     start_step = 0
     if stage.resume_from is not None:
         state = checkpoint.load(stage.resume_from)
+        if stage.resume_from == stage.ckpts.latest:  # its own: a path given is the user's call
+            check_run(state, stage.resume_from, stage.run.path)
         if check is not None:
             check(state, stage.resume_from)
         checkpoint.restore(state, objects)
@@ -214,8 +216,8 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                 bad = first_non_finite(state)
                 if bad:  # never saved over the last good checkpoint
                     raise diverged(stage, done, f"{bad} holds inf or NaN")
-                if stage.rt.is_writer:
-                    stage.ckpts.save(state, done)
+                if stage.rt.is_writer:  # with the run's identity: known in any other run
+                    stage.ckpts.save({**state, "run_id": stage.run.run_id}, done)
                 stage.rt.fabric.barrier()
             if stopping:
                 stage.records.info(f"{stage.name}: stopped by {asked[0]} after step {done} of "

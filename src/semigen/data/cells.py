@@ -6,6 +6,7 @@ CSV semigen reads takes that apostrophe off again, so its own files read back un
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -29,3 +30,15 @@ def restored(cell: str) -> str:
 def restored_row(row: dict) -> dict:
     """A `csv.DictReader` row with `restored` text cells."""
     return {k: restored(v) if isinstance(v, str) else v for k, v in row.items()}
+
+
+# Characters no file name or class name of a user's needs, and that hide what a row says:
+# control characters (NUL, line breaks) and the bidirectional overrides.
+HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
+def visible(text: str) -> str:
+    """`text` with the characters that hide what it says made visible as ``[U+202E]``: a right-
+    to-left override makes a class ``abc<U+202E>gnp.exe`` read as ``abcexe.png``. What every page
+    semigen writes (the report, the review page) shows of a user's names."""
+    return HIDDEN.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)

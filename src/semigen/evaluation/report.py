@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config import CLASS_PRIORS, load_run_config
+from ..config import CLASS_PRIORS, ConfigError, load_run_config
 from ..data import load_dataset
-from ..data.cells import restored_row
+from ..data.cells import restored_row, visible
 from ..run import (
     Layout,
     Run,
@@ -33,6 +33,12 @@ from ..run import (
 
 EXAMPLES = 8  # pseudo-label examples per class, each end (most and least confident)
 SAMPLE_GRID = re.compile(r"(generate(?:-r\d+)?)-step-(\d+)\.png$")
+
+
+def escape(text: str) -> str:
+    """A user's text (a class or file name) as HTML: escaped, and the characters that hide what
+    it says made visible, as the review page shows them."""
+    return html.escape(visible(text))
 
 
 def _png(data: bytes) -> str:
@@ -55,7 +61,7 @@ def _pyplot():
 
 
 def _img(src: str, alt: str, css: str = "") -> str:
-    return f'<img src="{src}" alt="{html.escape(alt)}" class="{css}">'
+    return f'<img src="{src}" alt="{escape(alt)}" class="{css}">'
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -63,7 +69,7 @@ def _fmt(value, digits: int = 4) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return html.escape(str(value))
+    return escape(str(value))
 
 
 def _accuracy_note(about: dict) -> str:
@@ -95,7 +101,7 @@ def _duration(seconds: float) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -113,13 +119,13 @@ def metrics_section(metrics: dict) -> str:
                      "class consistency", "worst class", "variety (x real)", "CAS"],
                     results_rows(metrics))]
     if metrics.get("fit", {}).get("rounds_note"):
-        parts.append(f'<p class="warn">Joint rounds: {html.escape(metrics["fit"]["rounds_note"])}'
+        parts.append(f'<p class="warn">Joint rounds: {escape(metrics["fit"]["rounds_note"])}'
                      '.</p>')
     parts += generator_paragraphs(metrics.get("evaluate", {}))
     if metrics.get("seconds"):
         times = ", ".join(f"{k} {_duration(v)}" for k, v in metrics["seconds"].items()
                           if v is not None)
-        parts.append(f"<p>Wall time per stage: {html.escape(times)}.</p>")
+        parts.append(f"<p>Wall time per stage: {escape(times)}.</p>")
     return "\n".join(parts)
 
 
@@ -157,7 +163,7 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
                    if teaching.get("cas_test") is not None else "")
         parts.append(f"<p>What the final generator's images teach (classification accuracy "
                      f"score): a linear probe trained on {teaching['per_class']} of them per "
-                     f"class, in {html.escape(teaching['features'])}, gives the labeled images' "
+                     f"class, in {escape(teaching['features'])}, gives the labeled images' "
                      f"class {_fmt(teaching['cas_labeled'])}{on_test}.</p>")
     images = evaluated.get("images", {})
     if "fid" in images:
@@ -166,19 +172,19 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
         from ..generation import BACKENDS  # torch: review's figures page imports this module
 
         how = BACKENDS[sampler["backend"]].describe(sampler)
-        against = html.escape(images.get("real", "the test images"))
+        against = escape(images.get("real", "the test images"))
         parts.append(f"<p>Final generator ({how}), N = {images['n_fake']} generated against "
                      f"{images['n_real']} real ({against}): {_judged(images)}. Feature "
-                     f"network: {html.escape(about['network'])}"
-                     f"{html.escape(_accuracy_note(about))}. Precision: the share of generated "
+                     f"network: {escape(about['network'])}"
+                     f"{escape(_accuracy_note(about))}. Precision: the share of generated "
                      "images that look like real ones; recall: the share of real images the "
                      "generated ones cover (low: too little variety).</p>")
         parts += variety_paragraphs(images, "the feature network's")
         if "judge" in images:
             judge = images["judge"]
             parts.append(f"<p>The same images by the self-supervised judge a user's own data "
-                         f"gets ({html.escape(judge['feature_network']['network'])}"
-                         f"{html.escape(_accuracy_note(judge['feature_network']))}): "
+                         f"gets ({escape(judge['feature_network']['network'])}"
+                         f"{escape(_accuracy_note(judge['feature_network']))}): "
                          f"{_judged(judge)}.</p>")
             parts += variety_paragraphs(judge, "the self-supervised judge's")
         if "memorisation" in images:
@@ -190,9 +196,9 @@ def generator_paragraphs(evaluated: dict) -> list[str]:
                          f"{copied['copy_rate']:.1%} of generated images are nearer a training "
                          f"image than 99 % of real ones (about 1 % when novel).</p>")
         if "warning" in images:
-            parts.append(f'<p class="warn">{html.escape(images["warning"])}</p>')
+            parts.append(f'<p class="warn">{escape(images["warning"])}</p>')
     elif "skipped" in images:
-        parts.append(f"<p>Image metrics: {html.escape(images['skipped'])}</p>")
+        parts.append(f"<p>Image metrics: {escape(images['skipped'])}</p>")
     return parts
 
 
@@ -215,7 +221,7 @@ def variety_paragraphs(images: dict, features: str) -> list[str]:
     low = [f"class {name}: the generated images cover {100 * ratio:.0f} % of what real images "
            f"of {name} cover" for name, _, _, ratio, _, _ in rows if ratio < LOW_VARIETY]
     reach, cover = 100 * summary["recall_ratio"], 100 * summary["coverage_ratio"]
-    parts = [f"<p>Variety in {html.escape(features)} features, per class: N = "
+    parts = [f"<p>Variety in {escape(features)} features, per class: N = "
              f"{summary['n_per_class']} generated and N real images against the same N other "
              f"real images of the class, k = {summary['k']}. Over the classes, the generated "
              f"images reach {reach:.0f} % of what real images reach (recall "
@@ -224,7 +230,7 @@ def variety_paragraphs(images: dict, features: str) -> list[str]:
              _table(["class", "recall", "real against real", "ratio", "coverage ratio",
                      "class consistency"], rows)]
     if low:
-        parts.append(f'<p class="warn">{html.escape("; ".join(low))}.</p>')
+        parts.append(f'<p class="warn">{escape("; ".join(low))}.</p>')
     return parts
 
 
@@ -243,7 +249,7 @@ def representation_section(metrics: dict, classes: list[str]) -> str:
             ["test images (head fitted to them)", found.get("features_test_accuracy"), None,
              None]]
     css = ' class="warn"' if near_chance else ""
-    sentence = html.escape(note[0].upper() + note[1:])
+    sentence = escape(note[0].upper() + note[1:])
     return (f"<h2>Labels from the features</h2><p{css}>{sentence}.</p>"
             + _table(["accuracy of the features' labels", "accuracy", "95 % low", "95 % high"],
                      rows) + candidates_table(found))
@@ -264,7 +270,7 @@ def candidates_table(found: dict) -> str:
              v.get("estimated_accuracy"), v.get("estimate_low"), v.get("estimate_high")]
             + ([v.get("pseudo_label_accuracy")] if truth else []) for name, how, v in pairs]
     from ..labeling.represent import way
-    why = html.escape(f"The labels were {way(found)}: {found['features_chosen_why']}.")
+    why = escape(f"The labels were {way(found)}: {found['features_chosen_why']}.")
     return (f"<p>{why}</p>" + _table(
         ["features", "labels by", "held-out estimate", "95 % low", "95 % high"]
         + (["unlabeled images right (known truth)"] if truth else []), rows))
@@ -292,7 +298,7 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
         ece.append(["test images (known truth)", label["test_ece_uncalibrated"],
                     label.get("test_ece")])
     css = ' class="warn"' if near_chance else ""
-    sentence = html.escape(note[0].upper() + note[1:])
+    sentence = escape(note[0].upper() + note[1:])
     applied = ("The confidences in pseudo_labels.csv, in predictions and below are divided "
                f"by the temperature {found['temperature']:.2f} fitted on held-out labeled "
                "images." if found["temperature"] != 1.0 else
@@ -300,7 +306,7 @@ def calibration_section(metrics: dict, classes: list[str]) -> str:
                "classifier's own (temperature 1).")
     if label.get("final_labels_why"):
         from ..labeling.calibrate import FINAL_LABELS
-        applied += html.escape(f" The unlabeled images' labels (pseudo_labels.csv) come from the "
+        applied += escape(f" The unlabeled images' labels (pseudo_labels.csv) come from the "
                                f"{FINAL_LABELS[label['final_labels']]}: "
                                f"{label['final_labels_why']}.")
     return (f"<h2>Confidence: estimate and calibration</h2><p{css}>{sentence}. {applied}</p>"
@@ -348,13 +354,13 @@ def class_share_section(metrics: dict, data, rows: list[dict]) -> str:
                   None if truth is None else share(truth[c])]
                  for c, name in enumerate(data.classes)]
         parts += ["<h2>How common each class is</h2>",
-                  f"<p>{html.escape(class_prior_sentence(found))}</p>",
+                  f"<p>{escape(class_prior_sentence(found))}</p>",
                   _table(["class", "labeled", "estimated (unlabeled)", "aimed at",
                           "pseudo-labels", "true (unlabeled)"], table)]
     warning = overconfidence(label | metrics.get("calibrate", {})
                              | {k: found[k] for k in ("estimated_accuracy",) if k in found})
     if warning:
-        parts.append(f'<p class="warn">{html.escape(warning[0].upper() + warning[1:])}.</p>')
+        parts.append(f'<p class="warn">{escape(warning[0].upper() + warning[1:])}.</p>')
     return "\n".join(parts)
 
 
@@ -486,13 +492,13 @@ def pseudo_label_section(run_path: Path, data, rows: list[dict]) -> str:
         mine = sorted((r for r in rows if r["label"] == name),
                       key=lambda r: float(r["confidence"]), reverse=True)
         if not mine:
-            parts.append(f"<tr><th>{html.escape(name)}</th><td colspan=2>none</td></tr>")
+            parts.append(f"<tr><th>{escape(name)}</th><td colspan=2>none</td></tr>")
             continue
         strips = []
         for chosen in (mine[:EXAMPLES], mine[-EXAMPLES:][::-1]):
             pictures = data.unlabeled.images[[position[r["path"]] for r in chosen]]
             strips.append(_img(_strip(pictures), f"{name} examples", "strip"))
-        parts.append(f"<tr><th>{html.escape(name)}<br><small>{len(mine)} images</small></th>"
+        parts.append(f"<tr><th>{escape(name)}<br><small>{len(mine)} images</small></th>"
                      f"<td>{strips[0]}</td><td>{strips[1]}</td></tr>")
     return "\n".join(parts + ["</table>"])
 
@@ -513,7 +519,7 @@ def _strip(images: np.ndarray) -> str:
 
 def data_section(data) -> str:
     """The data report as `semigen data check` prints it: counts, sizes, every skipped file."""
-    return f"<h2>Data</h2><pre>{html.escape(data.report.format(max_listed=200))}</pre>"
+    return f"<h2>Data</h2><pre>{escape(data.report.format(max_listed=200))}</pre>"
 
 
 STYLE = """
@@ -541,6 +547,19 @@ window.addEventListener("load", function () {
 """
 
 
+def metric_sections(metrics: dict, data, rows: list[dict], path: Path) -> list[str]:
+    """The sections drawn from metrics.json; a file whose values are not what semigen writes
+    (a string where a number goes: edited by hand) is refused in one line."""
+    try:
+        return [metrics_section(metrics), representation_section(metrics, data.classes),
+                calibration_section(metrics, data.classes),
+                class_share_section(metrics, data, rows), confusion_section(metrics, data.classes)]
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise ConfigError(f"{path}: does not hold what semigen writes ({type(e).__name__}: "
+                          f"{str(e)[:80]}); remove it, and `semigen evaluate` writes the "
+                          "run's figures again") from None
+
+
 def write_report(run_path: str | Path, run: Run | None = None) -> Path:
     """Write the run's report.html from what the run directory holds (with the open `run`'s
     data, else the images read again through its config); return its path."""
@@ -555,22 +574,20 @@ def write_report(run_path: str | Path, run: Run | None = None) -> Path:
     import matplotlib
     # Class names are plain text: '$x$' is not math, and TeX is never run on them.
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        sections = [metrics_section(metrics), representation_section(metrics, data.classes),
-                    calibration_section(metrics, data.classes),
-                    sample_section(run_path, data.classes),
-                    curves_section(run_path), confusion_section(metrics, data.classes)]
         pseudo = layout.pseudo_labels
         rows = read_pseudo_label_rows(pseudo, data) if pseudo.exists() else []
-        sections.insert(3, class_share_section(metrics, data, rows))
+        figures = metric_sections(metrics, data, rows, layout.metrics)
+        sections = [*figures[:3], sample_section(run_path, data.classes),
+                    curves_section(run_path), *figures[3:]]
         if rows:
             sections.append(pseudo_label_section(run_path, data, rows))
         sections.append(data_section(data))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>semigen report: {html.escape(run_path.name)}</title>
+<title>semigen report: {escape(run_path.name)}</title>
 <style>{STYLE}</style></head>
-<body><h1>semigen report: {html.escape(str(run_path))}</h1>
-<p>Data <code>{html.escape(cfg.data.source)}</code>, {len(data.classes)} classes,
+<body><h1>semigen report: {escape(str(run_path))}</h1>
+<p>Data <code>{escape(cfg.data.source)}</code>, {len(data.classes)} classes,
 seed {cfg.runtime.seed}. <span id="image-status"></span></p>
 {"".join(s for s in sections if s)}
 <script>{CHECK}</script></body></html>

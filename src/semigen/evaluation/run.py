@@ -23,7 +23,7 @@ from ..generation import from_checkpoint
 from ..generation.data import training_set
 from ..labeling import nets
 from ..labeling.predict import predict, scores
-from ..run import Run, open_run, writer_of
+from ..run import Run, load_stage, open_run, writer_of
 from ..runtime import use_threads
 from .images import EvaluatorFeatures, InceptionFeatures, Judge, image_metrics, load_evaluator
 from .judge import judge_features, probe_classifier
@@ -62,8 +62,15 @@ def pseudo_label_metrics(run: Run) -> dict:
 
 
 def latest_checkpoint(run: Run, stage: str) -> Path | None:
+    """The stage's last checkpoint, checked (`load_stage`: its kind, and that this run wrote
+    it), or None where the run has none."""
     path = run.layout.final_checkpoint(stage)
-    return path if path.exists() else None
+    if not path.exists():
+        return None
+    return load_stage(run.path, stage, "latest", KINDS[stage])[0]
+
+
+KINDS = {"label": "classifier", "generate": "generator"}
 
 
 def evaluate(cfg: Config, test: str | None = None) -> dict:

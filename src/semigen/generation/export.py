@@ -14,36 +14,46 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, load_yaml
+from ..config import MAX_PER_CLASS, ConfigError, load_yaml
 from ..data import class_folders, to_uint8
 from ..data.cells import safe_row
 from ..data.images import png_bytes
 from ..files import file_sha256
 from ..progress import progress
-from ..run import Layout, check_output, load_stage, replacing
+from ..run import Layout, check_output, filling, load_stage, replacing, run_config
 from ..runtime import mix_seed, pick_accelerator
 from . import BACKENDS, STAGE, backend_of, from_checkpoint, sample
 
 log = logging.getLogger("semigen")
 
 
-MAX_PER_CLASS = 1_000_000
+
+def check_sampling(run_path: str | Path, per_class: int, batch_size: int,
+                   guidance: float | None, sample_steps: int | None) -> None:
+    """Refuse sampling settings that cannot work, naming the option: the counts within the
+    limits every command keeps (`check_per_class`), the generator's settings checked as the
+    run's config checks them (finite, in range) and only for a backend that has them."""
+    check_per_class(per_class, "--per-class")
+    if batch_size < 1 or batch_size > 65536:
+        raise ConfigError(f"--batch-size {batch_size}: give 1-65536")
+    given = {name: value for name, value in (("guidance", guidance),
+                                             ("sample_steps", sample_steps)) if value is not None}
+    if not given:
+        return
+    cfg = run_config(run_path, **{f"generate.{k}": v for k, v in given.items()})
+    unused = [k for k in given if k not in BACKENDS[cfg.generate.backend].SAMPLING_FIELDS]
+    if unused:
+        raise ConfigError(f"--generate.{unused[0]}: {run_path}'s generator is a "
+                          f"{cfg.generate.backend}, which has no such setting (the diffusion "
+                          "backend's)")
 
 
-def check_sampling(per_class: int, batch_size: int, guidance: float | None,
-                   sample_steps: int | None) -> None:
-    """Refuse sampling settings that cannot work, naming the option."""
-    if per_class < 1 or batch_size < 1:
-        raise ConfigError("--per-class and --batch-size must be >= 1")
-    if per_class > MAX_PER_CLASS:
-        raise ConfigError(f"--per-class {per_class}: at most {MAX_PER_CLASS:,} images per class "
-                          "in one call (sample again with another --seed for more)")
-    if batch_size > 65536:
-        raise ConfigError(f"--batch-size {batch_size}: at most 65536")
-    if guidance is not None and guidance < 0:
-        raise ConfigError(f"--generate.guidance must be >= 0 (got {guidance})")
-    if sample_steps is not None and not 1 <= sample_steps <= 1000:
-        raise ConfigError(f"--generate.sample_steps must be in [1, 1000] (got {sample_steps})")
+def check_per_class(per_class: int, option: str, low: int = 1) -> None:
+    """Generated images per class, as every command that writes them takes the number: from
+    `low` to MAX_PER_CLASS (more is sampled again with another seed)."""
+    if not low <= per_class <= MAX_PER_CLASS:
+        raise ConfigError(f"{option} {per_class}: give {low}-{MAX_PER_CLASS:,} images per class "
+                          "(sample again with another --seed for more)")
 
 
 def check_disk_space(out: Path, images: int, shape: tuple[int, int, int]) -> int:
@@ -66,7 +76,8 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
     """`per_class` images of every class from a run's generator (a diffusion model with
     `guidance` and `sample_steps`, None: those it was trained with) into `out`, a new or empty
     folder (or any, with `overwrite`). Streams: memory does not grow with `per_class`; the
-    manifest is written as the images are and renamed into place at the end."""
+    manifest is written as the images are; the folder appears whole when they are all written
+    (`filling`: a second command writing the same folder is refused)."""
     out = check_output(out, run_path, overwrite, folder=True,
                        data_source=run_data_source(run_path))
     path, state = load_stage(run_path, STAGE, which, "generator")
@@ -83,8 +94,7 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
     sampling = {k: v for k, v in generator.settings().items()
                 if k in BACKENDS[backend_of(state)].SAMPLING_FIELDS}
     folders = class_folders(classes)  # distinct even where class names map alike
-    out.mkdir(parents=True, exist_ok=True)
-    with replacing(out / "manifest.csv") as f:
+    with filling(out, overwrite) as work, replacing(work / "manifest.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "class", "seed", "checkpoint_sha256", *sampling])
         for start in progress(range(0, total, batch_size), desc="sampling", unit="batch"):
@@ -93,7 +103,7 @@ def sample_to_folder(run_path: str | Path, per_class: int, out: str | Path, seed
             images = to_uint8(sample(generator, torch.tensor([c for c, _ in batch]), seeds))
             for (c, i), s, image in zip(batch, seeds, images.cpu(), strict=True):
                 rel = Path(folders[c]) / f"{folders[c]}-{i:05d}.png"
-                write_png(out / rel, image.permute(1, 2, 0).numpy())
+                write_png(work / rel, image.permute(1, 2, 0).numpy())
                 writer.writerow(safe_row([rel.as_posix(), classes[c], s, digest,
                                           *sampling.values()]))
     log.info(f"wrote {total} images ({per_class} per class) and manifest.csv to {out}")

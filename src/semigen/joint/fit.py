@@ -29,7 +29,7 @@ from ..evaluation.run import evaluate_run, generator_metrics
 from ..generation import model_fields as generator_fields
 from ..generation import train_generator
 from ..labeling.train import MODEL_FIELDS as CLASSIFIER_FIELDS
-from ..labeling.train import check_backbone, train_classifier
+from ..labeling.train import check_networks, train_classifier
 from ..run import Run, open_run
 from ..runtime import is_main_process, leave_process_group
 from .feature_step import feature_step
@@ -73,7 +73,7 @@ def fit_stages(run: Run) -> list[FitStage]:
 def fit(cfg: Config) -> dict | None:
     """Run (or continue) the whole loop into ``cfg.run.out``; return metrics.json's ``fit``
     (None on the ranks other than 0 of a DDP fit: they only train)."""
-    check_backbone(cfg)
+    check_networks(cfg)
     fields = CLASSIFIER_FIELDS | generator_fields(cfg.generate.backend)
     with open_run(cfg, fields, take_added_labels=True) as run:
         labels = run.data.labeled.labels

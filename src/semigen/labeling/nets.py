@@ -148,7 +148,11 @@ def headless(architecture: str) -> tuple[nn.Module, int]:
     import torchvision
     body = torchvision.models.get_model(architecture, weights=None)
     # torchvision's classifiers end in one Linear layer (fc, classifier[-1], heads.head).
-    name, last = [(n, m) for n, m in body.named_modules() if isinstance(m, nn.Linear)][-1]
+    linear = [(n, m) for n, m in body.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:  # squeezenet's head is a convolution
+        raise ValueError(f"{architecture} ends in no linear layer to replace; choose another "
+                         "architecture (resnet18, efficientnet_b0, ...)")
+    name, last = linear[-1]
     body.set_submodule(name, nn.Identity())
     return body, last.in_features
 
@@ -156,8 +160,30 @@ def headless(architecture: str) -> tuple[nn.Module, int]:
 def known_backbone(architecture: str) -> bool:
     if is_timm(architecture):
         return import_timm().is_model(architecture[5:])
+    return architecture in image_classifiers()
+
+
+def image_classifiers() -> list[str]:
+    """torchvision's image classification architectures (not its video, detection,
+    segmentation or optical flow ones, which take other inputs)."""
     import torchvision
-    return architecture in torchvision.models.list_models()
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def probe(net: nn.Module, what: str, side: int = 64) -> None:
+    """Run `net` on two small random images, as the run will: refuse (ValueError, naming
+    `what`) a network that fails on them or gives other than finite rows."""
+    net = net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.rand(2, 3, side, side) * 2 - 1)
+    except Exception as e:  # any architecture's own failure, said in one line
+        raise ValueError(f"{what}: fails on an image ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != 2:
+        raise ValueError(f"{what}: gives no feature row per image (an image network?)")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{what}: gives inf or NaN on an image (its weights?)")
 
 
 class Backbone(nn.Module):
@@ -364,11 +390,16 @@ def read_state_dict(path: Path) -> dict:
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]
-    return {k.removeprefix("module."): v for k, v in state.items()
-            if isinstance(v, torch.Tensor)}
+    tensors = {k.removeprefix("module."): v for k, v in state.items()
+               if isinstance(v, torch.Tensor)}
+    bad = next((k for k, v in tensors.items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # it would train and label nothing, and fail far from here
+        raise checkpoint.CheckpointError(f"{path}: {bad} holds inf or NaN; not usable weights")
+    return tensors
 
 
-def downloaded_state_dict(architecture: str) -> dict:
+def downloaded_state_dict(architecture: str, setting: str = "label.weights") -> dict:
     """The architecture's default pretrained weights, from torch's or Hugging Face's cache,
     or downloaded into it."""
     try:
@@ -378,23 +409,25 @@ def downloaded_state_dict(architecture: str) -> dict:
         import torchvision
         weights = torchvision.models.get_model_weights(architecture).DEFAULT
         return weights.get_state_dict(progress=False)
-    except OSError as e:  # URLError, connection errors, a read-only cache
+    except (OSError, RuntimeError) as e:  # URLError, connection errors, a read-only cache
         raise ValueError(
-            f"label.weights download: could not fetch {architecture}'s pretrained weights "
-            f"({e}); without a network, pass a state dict file as label.weights") from e
+            f"could not fetch {architecture}'s pretrained weights "
+            f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); without a "
+            f"network, give a state dict file of it as {setting}") from None
 
 
-def load_backbone_weights(net: Backbone, architecture: str, weights: str) -> str:
+def load_backbone_weights(net: Backbone, architecture: str, weights: str,
+                          setting: str = "label.weights") -> str:
     """Loads `weights` (a file path, or 'download') into the backbone's body; every tensor of
     the body must be there with its shape, and only the source's own classifier may be left
-    over. Returns a line for the log."""
-    source = downloaded_state_dict(architecture) if weights == "download" else \
+    over (`setting` names the option in a refusal). Returns a line for the log."""
+    source = downloaded_state_dict(architecture, setting) if weights == "download" else \
         read_state_dict(Path(weights).expanduser())
     own = net.body.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in matched]
     if missing:
-        raise ValueError(f"label.weights {weights}: {len(missing)} of the {len(own)} tensors of "
+        raise ValueError(f"{setting} {weights}: {len(missing)} of the {len(own)} tensors of "
                          f"{architecture} are missing or of another shape (first: "
                          f"{missing[0]}); is it a state dict of this architecture?")
     net.body.load_state_dict(matched)

@@ -88,7 +88,7 @@ def predict_images(run_path: str | Path, images: str | Path, out: str | Path,
     probs = predict(model.to(accelerator), found.images, accelerator)
     confidence, labels = probs.max(dim=1) if len(found) else (probs, probs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(out) as f:
+    with replacing(out, new=not overwrite) as f:  # a file written meanwhile: refused
         writer = csv.writer(f)
         writer.writerow(["path", "label", "confidence"])
         for rel, label, conf in zip(found.ids, labels.tolist(), confidence.tolist(),

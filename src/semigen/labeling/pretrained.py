@@ -35,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import BUILTINS
+from ..checkpoint import CheckpointError
+from ..config import BUILTINS, ConfigError
 from ..data import Dataset
+from ..files import file_sha256
 from . import nets
 
 log = logging.getLogger("semigen")
@@ -59,9 +61,10 @@ def available(name: str) -> str | None:
         found = importlib.util.find_spec("timm")
         return None if found else "timm:NAME needs timm (pip install timm)"
     if name.startswith("torchvision:"):
-        import torchvision
-        known = name.removeprefix("torchvision:") in torchvision.models.list_models()
-        return None if known else f"{name}: torchvision has no such architecture"
+        known = name.removeprefix("torchvision:") in nets.image_classifiers()
+        return None if known else (f"{name}: torchvision has no such image classification "
+                                   "architecture (torchvision.models.list_models(module="
+                                   "torchvision.models))")
     return (f"label.pretrained {name!r}: give efficientnet-lite0/1/2, timm:NAME, "
             "torchvision:NAME, or none")
 
@@ -77,6 +80,22 @@ def problem(name: str, weights: str) -> str | None:
         return f"label.pretrained: {why}"
     if weights and not Path(weights).expanduser().is_file():
         return f"label.pretrained_weights: no file {weights}"
+    return None
+
+
+def usable_problem(name: str, weights: str, side: int = 0) -> str | None:
+    """What keeps the feature network `name` (with `weights`) from working here, found as the
+    run would find it, but before anything is written: built, its weights loaded (a file of
+    another architecture or shape, inf or NaN in it, default weights that cannot be had
+    offline) and run on two images at `side` px (0: 224; an architecture with no head to
+    replace, or that takes no image). None where it works."""
+    try:
+        nets.probe(feature_network(name, weights), f"label.pretrained {name}", side or LARGEST)
+    except (ValueError, CheckpointError) as e:
+        said = str(e)
+        if weights and said.startswith(str(Path(weights).expanduser())):
+            return f"label.pretrained_weights {said}"  # the file is what is wrong
+        return said if said.startswith("label.pretrained") else f"label.pretrained {name}: {said}"
     return None
 
 
@@ -129,7 +148,7 @@ def _timm(name: str, weights: str) -> nn.Module:
 
 def _torchvision(name: str, weights: str) -> nn.Module:
     net = nets.Backbone(name, 1)
-    nets.load_backbone_weights(net, name, weights or "download")
+    nets.load_backbone_weights(net, name, weights or "download", "label.pretrained_weights")
     return PooledMap(net.body, "forward")
 
 
@@ -201,35 +220,65 @@ def features(net: nn.Module, images: np.ndarray, side: int, device, batch_size: 
 
 
 def cache_key(images: np.ndarray, name: str, weights: str, side: int) -> str:
-    """What decides the features: the images' bytes, the network, its weights and the side."""
+    """What decides the features: the images' bytes, the network, its weights' bytes and the
+    side (weights replaced in place, whatever their size and time, give another key)."""
     digest = hashlib.sha256(f"{FEATURES_VERSION}\0{name}\0{side}\0".encode())
     if weights:
-        st = Path(weights).expanduser().stat()
-        digest.update(f"{Path(weights).expanduser().resolve()}\0{st.st_size}\0"
-                      f"{st.st_mtime_ns}".encode())
+        digest.update(file_sha256(Path(weights).expanduser()).encode())
     digest.update(str(images.shape).encode())
     digest.update(np.ascontiguousarray(images).data)
     return digest.hexdigest()[:24]
 
 
+SPOT_CHECKS = 4  # images whose features a kept file must reproduce to be used
+
+
 def cached_features(data: Dataset, data_cfg, name: str, weights: str, wanted_side: int,
                     device) -> tuple[torch.Tensor, str]:
     """The training images' pretrained features (labeled first), from ``cache_dir/features``
-    or computed now and kept there; and a line for the log."""
+    or computed now and kept there; and a line for the log. A kept file is used only where it
+    is finite, of the right shape, and reproduces the features of a few images computed now
+    (a file planted or left by other weights under this name is computed again)."""
     side = input_side(data, wanted_side)
     images = images_at(data, data_cfg, side)
     key = cache_key(images, name, weights, side)
     path = Path(data_cfg.cache_dir).expanduser() / "features" / f"{key}.npy"
     what = f"{name} features at {side} px"
-    try:
-        values = np.load(path)
-        if len(values) == len(images):
-            return torch.from_numpy(values), f"{what}: read from {path}"
-    except (OSError, ValueError):
-        pass
-    found = features(feature_network(name, weights), images, side, device)
+    net = feature_network(name, weights)
+    kept = _read_kept(path, len(images))
+    if kept is not None:
+        rows = np.linspace(0, len(images) - 1, min(SPOT_CHECKS, len(images))).round().astype(int)
+        if _same_rows(features(net, images[rows], side, device), kept[rows]):
+            return kept, f"{what}: read from {path}"
+        log.warning(f"{path}: not this network's features of these images (checked on "
+                    f"{len(rows)}); computed again")
+    found = features(net, images, side, device)
+    if not torch.isfinite(found).all():
+        raise ConfigError(f"label.pretrained {name}: gives inf or NaN on these images (its "
+                         "weights?); choose another, or label.features self-supervised")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npy")
     np.save(partial, found.numpy())
     partial.replace(path)  # a reader sees whole features or none
     return found, f"{what}: computed for {len(images)} images, kept in {path}"
+
+
+def _read_kept(path: Path, rows: int) -> torch.Tensor | None:
+    """A kept features file: float, finite, `rows` rows; None where it is not (or torn)."""
+    try:
+        values = np.load(path)  # never unpickles: an object array is refused
+    except (OSError, ValueError, EOFError):
+        return None
+    if not (values.ndim == 2 and len(values) == rows and values.dtype.kind == "f"
+            and np.isfinite(values).all()):
+        log.warning(f"{path}: not features of these images (shape {values.shape}, "
+                    f"{values.dtype}, or inf/NaN in it); computed again")
+        return None
+    return torch.from_numpy(values.astype(np.float32, copy=False))
+
+
+def _same_rows(fresh: torch.Tensor, kept: torch.Tensor) -> bool:
+    """Whether kept rows are the fresh ones, up to a device's or a batch's rounding."""
+    if fresh.shape != kept.shape:
+        return False
+    return bool(((fresh - kept).norm(dim=1) <= 0.01 * fresh.norm(dim=1) + 1e-4).all())

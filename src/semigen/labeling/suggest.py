@@ -75,7 +75,7 @@ def suggest(run_path: str | Path, n: int, out: str | Path, seed: int = 0,
              "margin": round(float(top2[i, 1] - top2[i, 0]), 4), "rank": rank}
             for rank, i in enumerate(picks, start=1)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(out) as f:
+    with replacing(out, new=not overwrite) as f:  # a file written meanwhile: refused
         writer = csv.DictWriter(f, fieldnames=["path", "predicted", "confidence", "margin",
                                                "rank"])
         writer.writeheader()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, validate
 from ..data import DataError, Dataset, endless_batches, strong, weak
 from ..data.transforms import contrastive_views
 from ..run import Run
@@ -54,15 +54,50 @@ def training_set(data: Dataset, mode: str) -> tuple[np.ndarray, np.ndarray]:
     return data.labeled.images, data.labeled.labels
 
 
-def check_backbone(cfg: Config) -> None:
-    """Refuse a backbone that torchvision or timm does not know, or weights that are not there,
-    before anything is written."""
-    problems = [p for p in (nets.backbone_problem(cfg.label.backbone, cfg.label.weights,
-                                                   cfg.label.net),
-                            pretrained.problem(cfg.label.pretrained,
-                                               cfg.label.pretrained_weights)) if p]
+def check_networks(cfg: Config) -> None:
+    """Refuse, before anything is written, a network the run cannot use: a backbone torchvision
+    or timm does not know, weights that are not there; then each network the run will load
+    built, given its weights and run on two images as the run would (`nets.probe`): weights of
+    another architecture or shape, inf or NaN in them, no head to replace, default weights that
+    cannot be had offline. One line each, naming the setting and the file."""
+    validate(cfg)  # the settings first: a network is built from them
+    lab = cfg.label
+    problems = [p for p in (nets.backbone_problem(lab.backbone, lab.weights, lab.net),
+                            pretrained.problem(lab.pretrained, lab.pretrained_weights)) if p]
+    if not problems:
+        name = pretrained.resolved(lab.pretrained)
+        uses_pretrained = (lab.mode == "semi" and lab.features != "self-supervised"
+                           and name is not None)
+        problems = [p for p in (
+            classifier_problem(cfg),
+            pretrained.usable_problem(name, lab.pretrained_weights, lab.pretrained_size)
+            if uses_pretrained else None) if p]
     if problems:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
+
+
+def classifier_problem(cfg: Config) -> str | None:
+    """What keeps a pretrained classifier (a backbone, EfficientNet-Lite) from starting from its
+    weights, found by building it, loading them and running it on two images; None for a
+    built-in network without weights (nothing to load)."""
+    lab = cfg.label
+    architecture = lab.backbone or lab.net
+    if architecture in nets.BUILT_IN and not lab.weights:
+        return None
+    setting = "label.backbone" if lab.backbone else "label.net"
+    try:
+        net = nets.build(**nets.arguments(architecture, (32, 32, 3), 2, lab.width, lab.net_side))
+        if architecture in nets.LITE:
+            nets.load_lite_weights(net, lab.weights)
+        elif lab.weights:
+            nets.load_backbone_weights(net, architecture, lab.weights)
+        nets.probe(net, f"{setting} {architecture}", cfg.data.image_size or 224)
+    except (ValueError, checkpoint.CheckpointError) as e:
+        said = str(e)
+        if lab.weights and said.startswith(str(Path(lab.weights).expanduser())):
+            return f"label.weights {said}"  # the file is what is wrong
+        return said if said.startswith("label.") else f"{setting} {architecture}: {said}"
+    return None
 
 
 def check_data(run: Run) -> None:

@@ -31,11 +31,12 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..config import CLASS_PRIORS
+from ..data.cells import visible
 from ..data.images import png_bytes, read_image
 from ..evaluation.report import LOW_VARIETY, class_prior_sentence, metrics_section
 from ..run import Layout, replacing
 from ..run.layout import OutsideRun
-from .state import HIDDEN, Review, SaveFailed
+from .state import Review, SaveFailed
 
 HERE = Path(__file__).parent
 PAGE = 48  # images per page
@@ -116,8 +117,7 @@ def shown(value):
     visible as ``[U+202E]``; escaping stays Jinja's (a Markup value stays Markup)."""
     if not isinstance(value, str):
         return value
-    visible = HIDDEN.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
-    return Markup(visible) if isinstance(value, Markup) else visible
+    return Markup(visible(value)) if isinstance(value, Markup) else visible(value)
 
 
 def class_index(review: Review, c: int) -> int:

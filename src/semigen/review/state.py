@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import re
+import shutil
 import threading
 import zipfile
 from collections import Counter
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BUILTINS, load_run_config
+from ..config import BUILTINS, ConfigError, load_run_config
 from ..data import added, load_dataset, read_class_folders
+from ..data.cells import HIDDEN, restored
 from ..files import file_sha256
 from ..run import Layout, as_run_path, load_stage, read_metrics, replacing, stage_checkpoint
 
@@ -99,11 +100,6 @@ class Decisions:
         self.labels, self.skipped = labels, skipped
 
 
-# Characters no file name or class name of a user's needs, and that hide what a row says:
-# control characters (NUL, line breaks) and the bidirectional overrides.
-HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
-
-
 def checked_added_labels(path: Path, data) -> tuple[dict[str, str], list[str]]:
     """The rows of the added labels CSV at `path` that name an image of `data` and one of its
     classes, and what was left out and why (counts, an example each; extra columns named)."""
@@ -156,12 +152,18 @@ class Review:
         return self.images(part).ids[index]
 
 
+PAGE_PER_CLASS = 1000  # generated images per class a page shows, at most
+
+
 def load(run: str | Path, suggest: int = 50, generated_per_class: int = 16, seed: int = 0
          ) -> Review:
     """Everything the pages show, for the run in `run`. What the classifier says of the images
     is computed once per checkpoint and images and kept (`classifier_view`): a second start
     reads it and does not import torch."""
     run = as_run_path(run)
+    if not 0 <= generated_per_class <= PAGE_PER_CLASS:
+        raise ConfigError(f"--generated-per-class {generated_per_class}: give 0-"
+                          f"{PAGE_PER_CLASS:,} (what a page shows; `semigen sample` writes more)")
     layout = Layout(run)
     cfg = load_run_config(layout.config)
     checkpoint = stage_checkpoint(run, "label", "latest", "classifier")
@@ -200,7 +202,8 @@ def generated_folder(run: Path, data, per_class: int) -> Path | None:
     if not done.is_file() or _sampled(done) != (per_class * len(data.classes), {made_by}):
         from ..generation.export import sample_to_folder
 
-        sample_to_folder(run, per_class, folder, seed=0, overwrite=True)
+        shutil.rmtree(folder, ignore_errors=True)  # none of an earlier sampling is left over
+        sample_to_folder(run, per_class, folder, seed=0)
     return folder
 
 
@@ -217,24 +220,18 @@ def classifier_view(run: Path, checkpoint: Path, data, generated: Path | None, s
     """The `VIEW` of the classifier in `checkpoint`, read from ``RUN/review/`` when this very
     checkpoint made it for these very images, labels, generated images and settings; else
     computed (the only place review imports torch) and kept."""
-    stat = checkpoint.stat()
-    parts = [checkpoint.resolve(), stat.st_mtime_ns, stat.st_size, suggest, seed,
-             "/".join(data.unlabeled.ids),
-             "/".join(f"{i}={c}" for i, c in zip(data.labeled.ids, data.labeled.labels,
-                                                 strict=True))]
-    if generated is not None:
-        made = (generated / "manifest.csv").stat()
-        parts += [made.st_mtime_ns, made.st_size]
-    key = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+    key = view_key(checkpoint, data, generated, suggest, seed)
     layout = Layout(run)
-    cache = layout.inside(layout.review_predictions(key))
+    cache = layout.inside(layout.review_predictions(key[:16]))
     if cache.is_file():
         try:  # never pickles (np.load's default): a planted or torn cache is computed again
             with np.load(cache) as found:
                 view = {name: found[name] for name in VIEW}
-            if _fits(view, data):
+                made_for = str(found["key"]) if "key" in found else ""
+            if made_for == key and _fits(view, data):
                 return view
-            log.warning(f"review: {cache} does not fit this run; computed again")
+            log.warning(f"review: {cache} was not made from this run's classifier and images "
+                        "(or does not fit them); computed again")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning(f"review: {cache} could not be read ({e}); computed again")
     log.info(f"review: the classifier reads the {len(data.unlabeled):,} unlabeled images once "
@@ -244,8 +241,22 @@ def classifier_view(run: Path, checkpoint: Path, data, generated: Path | None, s
     for old in cache.parent.glob("predictions-*.npz"):
         old.unlink()
     with replacing(cache, "wb") as f:
-        np.savez(f, **view)
+        np.savez(f, key=np.array(key), **view)
     return view
+
+
+def view_key(checkpoint: Path, data, generated: Path | None, suggest: int, seed: int) -> str:
+    """What decides the classifier's view, by content: the checkpoint's bytes, the images'
+    pixels, ids and labels, the generated images' manifest and the settings. An image whose
+    pixels changed, or weights replaced in place, give another key."""
+    digest = hashlib.sha256(f"{file_sha256(checkpoint)}|{suggest}|{seed}".encode())
+    for part in (data.unlabeled, data.labeled):
+        digest.update("/".join(part.ids).encode("utf-8", "surrogateescape"))
+        digest.update(np.ascontiguousarray(part.images).data)
+    digest.update(np.asarray(data.labeled.labels, dtype=np.int64).tobytes())
+    if generated is not None:
+        digest.update((generated / "manifest.csv").read_bytes())
+    return digest.hexdigest()
 
 
 def _fits(view: dict[str, np.ndarray], data) -> bool:
@@ -262,7 +273,16 @@ def _fits(view: dict[str, np.ndarray], data) -> bool:
                                                                "generated_classes"))
             and bool(np.isin(view["suggestions"], np.arange(len(data.unlabeled))).all())
             and bool(np.isin(view["generated_classes"], np.arange(classes)).all())
-            and set(view["issue_ids"].tolist()) <= set(data.labeled.ids))
+            and set(view["issue_ids"].tolist()) <= set(data.labeled.ids)
+            and all(_probabilities(view[name]) for name in ("probs", "issue_probs",
+                                                              "generated_probs")))
+
+
+def _probabilities(rows: np.ndarray) -> bool:
+    """Rows of class probabilities: finite, within [0, 1], each summing to 1."""
+    return (rows.dtype.kind == "f" and bool(np.isfinite(rows).all())
+            and bool(((rows >= 0) & (rows <= 1)).all())
+            and bool(np.allclose(rows.sum(1), 1, atol=1e-3)) if rows.size else True)
 
 
 def _computed_view(run: Path, data, generated: Path | None, suggest: int, seed: int
@@ -387,4 +407,6 @@ def _sampled(path: Path) -> tuple[int, set[str]]:
     that made them."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    if not all((path.parent / restored(row.get("path") or "")).is_file() for row in rows):
+        return -1, set()  # images deleted since: sampled again
     return len(rows), {row.get("checkpoint_sha256") or "" for row in rows}

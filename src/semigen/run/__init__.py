@@ -11,8 +11,8 @@
 - `checkpoints`: a stage's last checkpoint, by name;
 - `run`: `open_run`, which does all of the above once and yields the open `Run`."""
 
-from .atomic import replacing
-from .checkpoints import load_stage, stage_checkpoint
+from .atomic import OutputTaken, filling, replacing
+from .checkpoints import check_run, load_stage, stage_checkpoint
 from .continuation import check_continuation, check_split
 from .earlier import set_aside
 from .layout import Layout
@@ -22,8 +22,9 @@ from .pseudo_labels import read_pseudo_labels, write_pseudo_labels
 from .records import Records, read_json, read_metrics, read_stages, read_stats
 from .run import Run, open_run, run_config, with_added_labels
 
-__all__ = ["Layout", "Records", "Run", "RunInUse", "as_run_path", "check_continuation",
-           "check_output", "check_split", "is_run_directory", "load_stage", "lock_run", "open_run",
-           "read_json", "read_metrics", "read_pseudo_labels", "read_stages", "read_stats",
-           "replacing", "run_config", "set_aside", "stage_checkpoint", "unlock_run",
-           "with_added_labels", "write_pseudo_labels", "writer_of", "writing"]
+__all__ = ["Layout", "OutputTaken", "Records", "Run", "RunInUse", "as_run_path",
+           "check_continuation", "check_output", "check_run", "check_split", "filling",
+           "is_run_directory", "load_stage", "lock_run", "open_run", "read_json",
+           "read_metrics", "read_pseudo_labels", "read_stages", "read_stats", "replacing",
+           "run_config", "set_aside", "stage_checkpoint", "unlock_run", "with_added_labels",
+           "write_pseudo_labels", "writer_of", "writing"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, load, reading
 from .layout import Layout
+from .records import read_json, run_id
 
 
 def stage_checkpoint(run_path: str | Path, stage: str, which: str, kind: str) -> Path:
@@ -36,4 +37,18 @@ def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple
                 and len(shape) == 3):
             raise ValueError(f"{len(classes)} class names for {state['net']['num_classes']} "
                              f"outputs, image shape {shape}")
+    check_run(state, path, run_path)
     return path, state
+
+
+def check_run(state: dict, path: Path, run_path: str | Path) -> None:
+    """Refuse a checkpoint another run wrote (its run id, or, for a run from before ids, classes
+    other than the run's split.json names): its weights would be read as this run's."""
+    written_by, own = state.get("run_id"), run_id(run_path)
+    split = read_json(Layout(run_path).split) or {}
+    other = (written_by is not None and own is not None and written_by != own) or (
+        isinstance(state.get("classes"), (list, tuple)) and isinstance(split.get("classes"), list)
+        and list(state["classes"]) != split["classes"])
+    if other:
+        raise CheckpointError(f"{path}: written by another run (not {run_path}, whose classes "
+                              f"and identity it does not share); give a checkpoint of this run")

@@ -9,7 +9,7 @@
     tensorboard/<stage>/                          baselines/<mode>/   runs of the baselines
     earlier/<n>/       what new labels set aside  review/             the review page's caches
     synthetic/         exported images            run.lock            the writer's lock
-    evaluator.json     an evaluator run's key
+    evaluator.json     an evaluator run's key     run.json            the run's identity
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Layout:
     report = Entry("report.html")
     evaluator = Entry("evaluator.json")
     lock = Entry("run.lock")
+    identity = Entry("run.json")
     checkpoints = Entry("checkpoints")
     samples = Entry("samples")
     tensorboard = Entry("tensorboard")

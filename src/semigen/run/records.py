@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 from ..config import Config, ConfigError, differences, to_yaml
@@ -44,6 +46,9 @@ class Records:
             log.addHandler(self._file_handler)
             if log.level == logging.NOTSET:  # log.txt gets info lines even when no CLI set levels
                 log.setLevel(logging.INFO)
+            if not self.layout.identity.exists():
+                self.write_json(self.layout.identity, {"run_id": uuid.uuid4().hex,
+                                                       "created": time.strftime("%Y-%m-%d")})
             left_by = taken_over(self.path)
             if left_by:
                 log.warning(f"{self.path}: took over the run from {left_by}, which ended "
@@ -73,7 +78,9 @@ class Records:
     def update_metrics(self, stage: str, metrics: dict) -> None:
         """Set `stage`'s entry of metrics.json, keeping the other stages'."""
         if self.writer:
-            self.write_json(self.layout.metrics, read_metrics(self.path) | {stage: metrics})
+            own = run_id(self.path)
+            self.write_json(self.layout.metrics, ({"run_id": own} if own else {})
+                            | read_metrics(self.path) | {stage: metrics})
 
     def mark_finished(self, stage: str, seconds: float) -> None:
         """Record `stage` as finished in stages.json, with its wall time (kept across resumes:
@@ -171,9 +178,54 @@ def read_json(path: Path) -> dict | None:
     return found
 
 
+def run_id(run_path: str | Path) -> str | None:
+    """The run's identity (run.json), drawn when a writer first opened it (None for a run from
+    before). The files a run writes (metrics.json, checkpoints) carry it, so that one copied
+    in from another run is known as such."""
+    found = (read_json(Layout(run_path).identity) or {}).get("run_id")
+    return found if isinstance(found, str) else None
+
+
 def read_metrics(run_path: str | Path) -> dict:
-    """metrics.json: an entry per stage that recorded figures ({} before the first)."""
-    return read_json(Layout(run_path).metrics) or {}
+    """metrics.json: an entry per stage that recorded figures ({} before the first); refused
+    where another run wrote it."""
+    path = Layout(run_path).metrics
+    found = read_json(path) or {}
+    written_by, own = found.pop("run_id", None), run_id(run_path)
+    if written_by is not None and own is not None and written_by != own:
+        raise ConfigError(f"{path}: written by another run (run id {_shorten(written_by)}, this "
+                          f"run's is {own}); remove it, and `semigen evaluate {run_path}` "
+                          "writes this run's figures again")
+    wrong = not_a_number(found)
+    if wrong:
+        raise ConfigError(f"{path}: {wrong[0]} holds {_shorten(repr(wrong[1]))} where semigen "
+                          f"writes a number (edited by hand?); remove it, and `semigen evaluate "
+                          f"{run_path}` writes the run's figures again")
+    return found
+
+
+# The names of the figures metrics.json holds as numbers (or lists and tables of numbers).
+NUMBER_NAMES = re.compile(r"accuracy|ece|estimate|confidence|temperature|fid|kid|precision|"
+                          r"recall|consistency|ratio|steps|seconds|labeled|synthetic|shift|"
+                          r"held_out|world_size|coverage|^n_")
+
+
+def not_a_number(found, where: str = "") -> tuple[str, object] | None:
+    """The first entry of a metrics record named as a number (`NUMBER_NAMES`) that holds text
+    instead, as (``stage.name``, value); None when there is none."""
+    for key, value in found.items() if isinstance(found, dict) else ():
+        name = f"{where}.{key}" if where else str(key)
+        if isinstance(value, str) and NUMBER_NAMES.search(str(key)):
+            return name, value
+        deeper = not_a_number(value, name)
+        if deeper:
+            return deeper
+    return None
+
+
+def _shorten(value, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_stages(run_path: str | Path) -> dict:

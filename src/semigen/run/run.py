@@ -15,7 +15,7 @@ from . import earlier
 from .continuation import changed_fields, check_continuation, check_split
 from .layout import Layout
 from .pseudo_labels import read_pseudo_labels, write_pseudo_labels
-from .records import Records, read_metrics, read_stages
+from .records import Records, read_metrics, read_stages, run_id
 
 
 class Run:
@@ -54,6 +54,10 @@ class Run:
         only where no label stage has)."""
         if not (only_if_missing and self.layout.split.exists()):
             self.records.write_json(self.layout.split, self.data.split_record(self.cfg.data))
+
+    @property
+    def run_id(self) -> str | None:
+        return run_id(self.path)
 
     def metrics(self) -> dict:
         return read_metrics(self.path)
