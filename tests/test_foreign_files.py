@@ -397,3 +397,46 @@ def test_a_file_output_written_meanwhile_by_another_command_is_not_replaced(tmp_
             f.write("mine")
             out.write_text("theirs")
     assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_larger_architecture_s_weights_are_not_taken_for_a_smaller_one(tmp_path, capsys):
+    """resnet34's file holds every tensor of resnet18 with its shape, and more."""
+    weights = tmp_path / "resnet34.pt"
+    torch.save(torchvision.models.resnet34().state_dict(), weights)
+    out = tmp_path / "run"
+    err = refused_in_one_line(["label", "digits", "--preset", "tiny", "--out", out,
+                               "--label.backbone", "resnet18", "--label.weights", weights],
+                              capsys)
+    assert "tensors resnet18 does not have (first: layer1.2" in err and not out.exists()
+
+
+def test_a_checkpoint_holding_nan_is_refused_by_the_commands_that_read_it(review_run, tmp_path,
+                                                                        capsys):
+    run = run_copy(review_run, tmp_path)
+    path = run / "checkpoints" / "label" / "latest.pt"
+    state = torch.load(path, weights_only=True)
+    next(v for v in state["ema"].values() if v.is_floating_point()).fill_(np.nan)
+    torch.save(state, path)
+    images = review_run.parent / "data" / "unlabeled"
+    err = refused_in_one_line(["predict", run, images, "--out", tmp_path / "p.csv"], capsys)
+    assert "holds inf or NaN" in err and not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("option, make_weights, said", [
+    ("--evaluate.features", lambda: torchvision.models.resnet18().state_dict(),
+     "evaluate.features .*tensors of resnet50 are missing"),
+    ("--evaluate.features",
+     lambda: torchvision.models.resnet50().state_dict() | {"fc.bias": torch.full((1000,), np.nan)},
+     "evaluate.features .*fc.bias holds inf or NaN"),
+    ("--inception-weights", lambda: torchvision.models.resnet18().state_dict(),
+     "--inception-weights .*not a torchvision Inception-v3 state dict"),
+])
+def test_evaluate_refuses_weights_that_do_not_fit_before_computing_anything(
+        review_run, tmp_path, capsys, option, make_weights, said):
+    run = run_copy(review_run, tmp_path)
+    weights = tmp_path / "weights.pt"
+    torch.save(make_weights(), weights)
+    before = (run / "metrics.json").read_bytes()
+    err = refused_in_one_line(["evaluate", run, "--per-class", 2, option, weights], capsys)
+    assert re.search(said, err), err
+    assert (run / "metrics.json").read_bytes() == before

@@ -192,3 +192,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:  # file systems without hard links
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+def first_non_finite(state, where: str = "") -> str | None:
+    """The first entry of a checkpoint state (nested dicts and lists of tensors) holding inf
+    or NaN, as ``path.to.entry``; None when all are finite."""
+    import torch
+    if isinstance(state, torch.Tensor):
+        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
+    items = state.items() if isinstance(state, dict) else (
+        enumerate(state) if isinstance(state, (list, tuple)) else ())
+    for key, value in items:
+        found = first_non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None

@@ -136,20 +136,6 @@ def diverged(stage: Stage, done: int, what: str) -> TrainingDiverged:
         "command again")
 
 
-def first_non_finite(state, where: str = "") -> str | None:
-    """The first entry of a checkpoint state (nested dicts and lists of tensors) holding inf
-    or NaN, as ``path.to.entry``; None when all are finite."""
-    if isinstance(state, torch.Tensor):
-        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
-    items = state.items() if isinstance(state, dict) else (
-        enumerate(state) if isinstance(state, (list, tuple)) else ())
-    for key, value in items:
-        found = first_non_finite(value, f"{where}.{key}" if where else str(key))
-        if found:
-            return found
-    return None
-
-
 class StopRequested(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a stage: it stopped after a whole step, with a checkpoint."""
 
@@ -213,7 +199,7 @@ def run_steps(stage: Stage, start_step: int, total_steps: int,
                 after_step(done, saving)
             if saving:
                 state = checkpoint_state()
-                bad = first_non_finite(state)
+                bad = checkpoint.first_non_finite(state)
                 if bad:  # never saved over the last good checkpoint
                     raise diverged(stage, done, f"{bad} holds inf or NaN")
                 if stage.rt.is_writer:  # with the run's identity: known in any other run

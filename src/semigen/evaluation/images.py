@@ -67,6 +67,9 @@ class InceptionFeatures(nn.Module):
                                               "torchvision Inception-v3 state dict")
             try:
                 self.net.load_state_dict(state.get("state_dict", state))
+                bad = checkpoint.first_non_finite(self.net.state_dict())
+                if bad:
+                    raise ValueError(f"{bad} holds inf or NaN")
             except (RuntimeError, AttributeError, KeyError, TypeError, ValueError) as e:
                 raise checkpoint.CheckpointError(
                     f"--inception-weights {weights}: not a torchvision Inception-v3 state dict "

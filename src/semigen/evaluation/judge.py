@@ -121,7 +121,8 @@ def judge_features(cfg: Config, data: Dataset, device: str = "cpu"
     (``evaluate.features``), else the self-supervised judge (trained on first use, cached)."""
     if cfg.evaluate.features:
         net = nets.Backbone(cfg.evaluate.features_net, len(data.classes))
-        note = nets.load_backbone_weights(net, cfg.evaluate.features_net, cfg.evaluate.features)
+        note = nets.load_backbone_weights(net, cfg.evaluate.features_net, cfg.evaluate.features,
+                                          "evaluate.features")
         dim = net.head.in_features
         return FeatureNetwork(net.features.to(device), dim), {
             "network": f"{cfg.evaluate.features_net} with your weights ({note})",

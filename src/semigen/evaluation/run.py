@@ -17,7 +17,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .. import checkpoint
-from ..config import BUILTINS, Config
+from ..config import BUILTINS, Config, ConfigError
 from ..data import DataError, ImageSet, read_class_folders
 from ..generation import from_checkpoint
 from ..generation.data import training_set
@@ -73,9 +73,38 @@ def latest_checkpoint(run: Run, stage: str) -> Path | None:
 KINDS = {"label": "classifier", "generate": "generator"}
 
 
+def check_networks(cfg: Config) -> None:
+    """The networks an evaluation loads with a user's weights (the judge's
+    ``evaluate.features``, Inception-v3's ``evaluate.inception_weights``), built and given them
+    before anything is computed: a file of another architecture, inf or NaN in it, weights that
+    cannot be downloaded here, each refused in one line naming the setting and the file."""
+    ev = cfg.evaluate
+    for setting, weights, load in (
+            ("evaluate.features", ev.features, lambda: _judge_with_weights(ev)),
+            ("evaluate.inception_weights", ev.inception_weights,
+             lambda: InceptionFeatures(ev.inception_weights))):
+        if not weights:
+            continue
+        try:
+            load()
+        except (ValueError, checkpoint.CheckpointError, OSError) as e:
+            said = str(e).splitlines()[0] if str(e) else type(e).__name__
+            said = said if said.startswith((setting, "--inception")) else (
+                f"{setting} {said}" if said.startswith(str(Path(weights).expanduser()))
+                else f"{setting} {weights}: {said}")
+            raise ConfigError(said) from None
+
+
+def _judge_with_weights(ev) -> None:
+    judge = nets.Backbone(ev.features_net, 2)
+    nets.load_backbone_weights(judge, ev.features_net, ev.features, "evaluate.features")
+    nets.probe(judge.features, f"evaluate.features_net {ev.features_net}", 224)
+
+
 def evaluate(cfg: Config, test: str | None = None) -> dict:
     """`semigen evaluate`: open the run and evaluate it; while another process trains it, the
     run is read and the metrics are printed, not stored."""
+    check_networks(cfg)
     busy = writer_of(cfg.run.out)
     if busy:
         log.warning(f"{cfg.run.out} is being written by {busy}: the metrics are printed, not "

@@ -249,6 +249,10 @@ def load_state_dict_file(net: nn.Module, weights: str, what: str) -> None:
         raise ValueError(f"{what} {weights}: {len(missing)} of the {len(own)} tensors are "
                          f"missing or of another shape (first: {missing[0]}); is it a state "
                          "dict of this architecture?")
+    foreign = [k for k in state if k not in matched and not k.startswith(CLASSIFIER_ENTRIES)]
+    if foreign:  # a larger architecture's file holds every tensor of a smaller one
+        raise ValueError(f"{what} {weights}: {len(foreign)} tensors this architecture does not "
+                         f"have (first: {foreign[0]}); is it a state dict of another one?")
     net.load_state_dict(matched, strict=False)
 
 
@@ -392,8 +396,7 @@ def read_state_dict(path: Path) -> dict:
             state = state[key]
     tensors = {k.removeprefix("module."): v for k, v in state.items()
                if isinstance(v, torch.Tensor)}
-    bad = next((k for k, v in tensors.items()
-                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = checkpoint.first_non_finite(tensors)
     if bad is not None:  # it would train and label nothing, and fail far from here
         raise checkpoint.CheckpointError(f"{path}: {bad} holds inf or NaN; not usable weights")
     return tensors
@@ -416,6 +419,11 @@ def downloaded_state_dict(architecture: str, setting: str = "label.weights") -> 
             f"network, give a state dict file of it as {setting}") from None
 
 
+# What a pretrained network's own classifier is called: left over in a file, never an error.
+CLASSIFIER_ENTRIES = ("fc.", "_fc.", "classifier.", "head.", "heads.", "head_", "AuxLogits.",
+                      "last_linear.")
+
+
 def load_backbone_weights(net: Backbone, architecture: str, weights: str,
                           setting: str = "label.weights") -> str:
     """Loads `weights` (a file path, or 'download') into the backbone's body; every tensor of
@@ -430,8 +438,13 @@ def load_backbone_weights(net: Backbone, architecture: str, weights: str,
         raise ValueError(f"{setting} {weights}: {len(missing)} of the {len(own)} tensors of "
                          f"{architecture} are missing or of another shape (first: "
                          f"{missing[0]}); is it a state dict of this architecture?")
-    net.body.load_state_dict(matched)
     left = sorted(set(source) - set(matched))
+    foreign = [k for k in left if not k.startswith(CLASSIFIER_ENTRIES)]
+    if foreign:  # a larger architecture's file holds every tensor of a smaller one
+        raise ValueError(f"{setting} {weights}: {len(foreign)} tensors {architecture} does not "
+                         f"have (first: {foreign[0]}); is it a state dict of another "
+                         "architecture?")
+    net.body.load_state_dict(matched)
     return (f"{architecture} weights from {weights}: {len(matched)} tensors"
             + (f", {len(left)} left out ({', '.join(left[:4])})" if left else ""))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load, reading
+from ..checkpoint import CheckpointError, first_non_finite, load, reading
 from .layout import Layout
 from .records import read_json, run_id
 
@@ -38,6 +38,10 @@ def load_stage(run_path: str | Path, stage: str, which: str, kind: str) -> tuple
             raise ValueError(f"{len(classes)} class names for {state['net']['num_classes']} "
                              f"outputs, image shape {shape}")
     check_run(state, path, run_path)
+    bad = first_non_finite({k: state.get(k) for k in ("model", "generator", "ema")})
+    if bad:
+        raise CheckpointError(f"{path}: {bad} holds inf or NaN; not weights to {kind} with "
+                              "(train the stage again, or give another checkpoint)")
     return path, state
 
 
