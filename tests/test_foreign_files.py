@@ -89,6 +89,8 @@ def resnet18_state(**changed):
     ("backbone", "resnet18",
      lambda: resnet18_state(**{"fc.weight": torch.full((1000, 512), np.inf)}),
      "fc.weight holds inf or NaN"),
+    # the fine-tuned EfficientNet-Lite0 given another network's file
+    ("net", "efficientnet-lite0", resnet18_state, "tensors are missing or of another shape"),
 ])
 def test_weights_that_load_but_do_not_fit_are_refused_before_the_run_exists(
         tmp_path, capsys, setting, architecture, make_weights, said):
@@ -97,7 +99,7 @@ def test_weights_that_load_but_do_not_fit_are_refused_before_the_run_exists(
     out = tmp_path / "run"
     options = (["--label.pretrained", architecture, "--label.pretrained-weights", weights]
                if setting == "pretrained" else
-               ["--label.backbone", architecture, "--label.weights", weights])
+               [f"--label.{setting}", architecture, "--label.weights", weights])
     err = refused_in_one_line(["label", "digits", "--preset", "tiny", "--out", out, *options],
                               capsys)
     assert ("label.pretrained" if setting == "pretrained" else "label.weights") in err

@@ -277,7 +277,7 @@ class LiteFeatures(nn.Module):
         super().__init__()
         body = lite_body(name)
         if weights:
-            load_state_dict_file(body, weights, f"{name} weights")
+            load_state_dict_file(body, weights, "label.weights")
         self.side, self.input, self.act = side, ImageNetInput(), body._swish
         self.frozen = frozen_batch_norm(nn.Sequential(body._conv_stem, body._bn0, body._swish,
                                                       *body._blocks[:frozen]))
