@@ -508,7 +508,7 @@ def _coerce(value, hint, where: str):
     if isinstance(value, (list, dict, tuple, set)):
         raise ConfigError(f"{where} expects one {base.__name__}, got a "
                           f"{'list' if isinstance(value, (list, tuple, set)) else 'mapping'}: "
-                          f"{_shorten(value)}")
+                          f"{shortened(value)}")
     try:
         if base is bool:
             if isinstance(value, bool):
@@ -529,10 +529,11 @@ def _coerce(value, hint, where: str):
             return float(value)
         return str(value)
     except (ValueError, TypeError, OverflowError):
-        raise ConfigError(f"{where} expects {base.__name__}, got {_shorten(value)}") from None
+        raise ConfigError(f"{where} expects {base.__name__}, got {shortened(value)}") from None
 
 
-def _shorten(value, limit: int = 60) -> str:
+def shortened(value, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut at `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -642,7 +643,7 @@ def numbers_problems(name: str, section) -> list[str]:
                       f"{name}.{f.name} must be a finite number (got {value})")
                      for f in dataclasses.fields(section)
                      if isinstance(value := getattr(section, f.name), float)),
-                   *((abs(value) < 2**32, f"{name}.{f.name} is too large (got {_shorten(value)})")
+                   *((abs(value) < 2**32, f"{name}.{f.name} is too large (got {shortened(value)})")
                      for f in dataclasses.fields(section)
                      if isinstance(value := getattr(section, f.name), int)))
 

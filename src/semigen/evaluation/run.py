@@ -88,11 +88,7 @@ def check_networks(cfg: Config) -> None:
         try:
             load()
         except (ValueError, checkpoint.CheckpointError, OSError) as e:
-            said = str(e).splitlines()[0] if str(e) else type(e).__name__
-            said = said if said.startswith((setting, "--inception")) else (
-                f"{setting} {said}" if said.startswith(str(Path(weights).expanduser()))
-                else f"{setting} {weights}: {said}")
-            raise ConfigError(said) from None
+            raise ConfigError(nets.refusal(e, f"{setting} {weights}", setting, weights)) from None
 
 
 def _judge_with_weights(ev) -> None:

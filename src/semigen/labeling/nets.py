@@ -249,10 +249,7 @@ def load_state_dict_file(net: nn.Module, weights: str, what: str) -> None:
         raise ValueError(f"{what} {weights}: {len(missing)} of the {len(own)} tensors are "
                          f"missing or of another shape (first: {missing[0]}); is it a state "
                          "dict of this architecture?")
-    foreign = [k for k in state if k not in matched and not k.startswith(CLASSIFIER_ENTRIES)]
-    if foreign:  # a larger architecture's file holds every tensor of a smaller one
-        raise ValueError(f"{what} {weights}: {len(foreign)} tensors this architecture does not "
-                         f"have (first: {foreign[0]}); is it a state dict of another one?")
+    refuse_foreign(state, matched, f"{what} {weights}", "this architecture")
     net.load_state_dict(matched, strict=False)
 
 
@@ -424,6 +421,28 @@ CLASSIFIER_ENTRIES = ("fc.", "_fc.", "classifier.", "head.", "heads.", "head_", 
                       "last_linear.")
 
 
+def refuse_foreign(source: dict, matched: dict, where: str, architecture: str) -> None:
+    """Refuse a file's tensors that are neither taken (`matched`) nor a classifier's: a larger
+    architecture's file holds every tensor of a smaller one, and more."""
+    foreign = sorted(k for k in source if k not in matched
+                     and not k.startswith(CLASSIFIER_ENTRIES))
+    if foreign:
+        raise ValueError(f"{where}: {len(foreign)} tensors {architecture} does not have (first: "
+                         f"{foreign[0]}); is it a state dict of another architecture?")
+
+
+def refusal(error: Exception, setting: str, weights_setting: str, weights: str | None) -> str:
+    """An error met trying a network, as one line naming what to change: as it is where it
+    names a setting; `weights_setting` before it where it names the weights file; else after
+    `setting` (e.g. ``label.backbone resnet18``)."""
+    said = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if said.startswith(("label.", "evaluate.", "--")):
+        return said
+    if weights and said.startswith(str(Path(weights).expanduser())):
+        return f"{weights_setting} {said}"  # the file is what is wrong
+    return f"{setting}: {said}"
+
+
 def load_backbone_weights(net: Backbone, architecture: str, weights: str,
                           setting: str = "label.weights") -> str:
     """Loads `weights` (a file path, or 'download') into the backbone's body; every tensor of
@@ -439,11 +458,7 @@ def load_backbone_weights(net: Backbone, architecture: str, weights: str,
                          f"{architecture} are missing or of another shape (first: "
                          f"{missing[0]}); is it a state dict of this architecture?")
     left = sorted(set(source) - set(matched))
-    foreign = [k for k in left if not k.startswith(CLASSIFIER_ENTRIES)]
-    if foreign:  # a larger architecture's file holds every tensor of a smaller one
-        raise ValueError(f"{setting} {weights}: {len(foreign)} tensors {architecture} does not "
-                         f"have (first: {foreign[0]}); is it a state dict of another "
-                         "architecture?")
+    refuse_foreign(source, matched, f"{setting} {weights}", architecture)
     net.body.load_state_dict(matched)
     return (f"{architecture} weights from {weights}: {len(matched)} tensors"
             + (f", {len(left)} left out ({', '.join(left[:4])})" if left else ""))

@@ -92,10 +92,7 @@ def usable_problem(name: str, weights: str, side: int = 0) -> str | None:
     try:
         nets.probe(feature_network(name, weights), f"label.pretrained {name}", side or LARGEST)
     except (ValueError, CheckpointError) as e:
-        said = str(e)
-        if weights and said.startswith(str(Path(weights).expanduser())):
-            return f"label.pretrained_weights {said}"  # the file is what is wrong
-        return said if said.startswith("label.pretrained") else f"label.pretrained {name}: {said}"
+        return nets.refusal(e, f"label.pretrained {name}", "label.pretrained_weights", weights)
     return None
 
 

@@ -93,10 +93,7 @@ def classifier_problem(cfg: Config) -> str | None:
             nets.load_backbone_weights(net, architecture, lab.weights)
         nets.probe(net, f"{setting} {architecture}", cfg.data.image_size or 224)
     except (ValueError, checkpoint.CheckpointError) as e:
-        said = str(e)
-        if lab.weights and said.startswith(str(Path(lab.weights).expanduser())):
-            return f"label.weights {said}"  # the file is what is wrong
-        return said if said.startswith("label.") else f"{setting} {architecture}: {said}"
+        return nets.refusal(e, f"{setting} {architecture}", "label.weights", lab.weights)
     return None
 
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..config import Config, ConfigError, differences, to_yaml
+from ..config import Config, ConfigError, differences, shortened, to_yaml
 from .atomic import replacing
 from .layout import Layout
 from .lock import lock_run, taken_over, unlock_run
@@ -193,12 +193,12 @@ def read_metrics(run_path: str | Path) -> dict:
     found = read_json(path) or {}
     written_by, own = found.pop("run_id", None), run_id(run_path)
     if written_by is not None and own is not None and written_by != own:
-        raise ConfigError(f"{path}: written by another run (run id {_shorten(written_by)}, this "
-                          f"run's is {own}); remove it, and `semigen evaluate {run_path}` "
-                          "writes this run's figures again")
+        raise ConfigError(f"{path}: written by another run (run id "
+                          f"{shortened(written_by, 40)}, this run's is {own!r}); remove it, and "
+                          f"`semigen evaluate {run_path}` writes this run's figures again")
     wrong = not_a_number(found)
     if wrong:
-        raise ConfigError(f"{path}: {wrong[0]} holds {_shorten(repr(wrong[1]))} where semigen "
+        raise ConfigError(f"{path}: {wrong[0]} holds {shortened(wrong[1], 40)} where semigen "
                           f"writes a number (edited by hand?); remove it, and `semigen evaluate "
                           f"{run_path}` writes the run's figures again")
     return found
@@ -221,11 +221,6 @@ def not_a_number(found, where: str = "") -> tuple[str, object] | None:
         if deeper:
             return deeper
     return None
-
-
-def _shorten(value, limit: int = 40) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_stages(run_path: str | Path) -> dict:
